@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let release: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "Lockstep",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "lockstep", targets: ["lockstep"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+
+        .target(name: "TensorCore", dependencies: ["CBLAS"], swiftSettings: release),
+        .target(name: "Collectives", swiftSettings: release),
+        .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI"], swiftSettings: release),
+        .target(name: "NN", dependencies: ["TensorCore", "Collectives"], swiftSettings: release),
+        .target(name: "Optimizers", dependencies: ["TensorCore", "NN"], swiftSettings: release),
+        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], swiftSettings: release),
+        .target(name: "Training",
+                dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives",
+                               .product(name: "Yams", package: "Yams")],
+                swiftSettings: release),
+        .executableTarget(name: "lockstep",
+                          dependencies: ["Training", "MPICollectives",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: release),
+
+        .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
+        .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "MPICollectives", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,101 @@
+// The Communicator: what a replica needs from the group of replicas it trains with.
+//
+// Three implementations share this protocol: SingleProcessCommunicator (collectives are
+// no-ops), ThreadCommunicator (N ranks as threads of one process, for tests and
+// `--simulate-ranks`), and MPICommunicator (the only code that talks to MPI).
+// Collectives throw when another rank has failed, so that no rank waits forever.
+
+public enum ReduceOp: Sendable { case sum, max, min }
+
+public protocol Communicator: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    /// A short name for logs: "single", "threads", "mpi".
+    var kind: String { get }
+
+    /// In-place all-reduce of `buffer`; every rank ends with the same values.
+    func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws
+    func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws
+    /// Copies `root`'s bytes into every other rank's buffer (all buffers have the same size).
+    func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
+    func barrier() throws
+    /// Ends the whole job: prints nothing itself (the caller has printed `rank R: message`).
+    /// Under MPI this calls MPI_Abort; with threads it wakes every rank waiting in a collective.
+    func abort(_ message: String)
+}
+
+public struct CollectiveError: Error, CustomStringConvertible {
+    public let failedRank: Int
+    public let message: String
+    public init(failedRank: Int, message: String) { self.failedRank = failedRank; self.message = message }
+    public var description: String { "rank \(failedRank) failed: \(message)" }
+}
+
+extension Communicator {
+    public var isRoot: Bool { rank == 0 }
+
+    public func allReduce(_ values: inout [Double], op: ReduceOp = .sum) throws {
+        try values.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }
+    }
+    public func allReduce(_ values: inout [Float], op: ReduceOp = .sum) throws {
+        try values.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }
+    }
+    public func allReduce(_ value: Double, op: ReduceOp = .sum) throws -> Double {
+        var v = [value]
+        try allReduce(&v, op: op)
+        return v[0]
+    }
+
+    /// Broadcasts an array of plain values from `root` (sizes must agree on all ranks).
+    public func broadcast<T>(_ values: inout [T], root: Int = 0) throws {
+        try values.withUnsafeMutableBytes { try broadcast($0, root: root) }
+    }
+
+    /// Broadcasts a byte string from `root`: first its length, then its bytes.
+    public func broadcast(bytes: [UInt8], root: Int = 0) throws -> [UInt8] {
+        var length = [Double(rank == root ? bytes.count : 0)]
+        try broadcast(&length, root: root)
+        var out = rank == root ? bytes : [UInt8](repeating: 0, count: Int(length[0]))
+        if !out.isEmpty { try broadcast(&out, root: root) }
+        return out
+    }
+
+    /// Checks that every rank holds the same 64-bit fingerprint; throws naming what differed.
+    public func checkSame(_ fingerprint: UInt64, what: String) throws {
+        // Split into two exactly representable halves and compare max against min.
+        var hi = [Double(fingerprint >> 32), Double(fingerprint & 0xFFFF_FFFF)]
+        var lo = hi
+        try allReduce(&hi, op: .max)
+        try allReduce(&lo, op: .min)
+        if hi != lo {
+            throw CollectiveError(failedRank: rank, message: "\(what) differs between ranks (this is rank \(rank) of \(size)); every rank must run the same build with the same configuration")
+        }
+    }
+}
+
+/// FNV-1a, 64-bit: a stable fingerprint of bytes (Swift's Hasher is seeded per process).
+public struct Fingerprint {
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    public init() {}
+    public mutating func add<S: Sequence>(bytes: S) where S.Element == UInt8 {
+        for b in bytes { value = (value ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+    }
+    public mutating func add(_ string: String) { add(bytes: Array(string.utf8)); add(bytes: [0]) }
+    public mutating func add(_ int: Int) { withUnsafeBytes(of: int.littleEndian) { add(bytes: $0) } }
+    public mutating func add(floats: UnsafeBufferPointer<Float>) {
+        for f in floats { withUnsafeBytes(of: f.bitPattern.littleEndian) { add(bytes: $0) } }
+    }
+}
+
+/// One process, one rank: every collective is a no-op.
+public final class SingleProcessCommunicator: Communicator {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public var kind: String { "single" }
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {}
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {}
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {}
+    public func barrier() throws {}
+    public func abort(_ message: String) {}
+}

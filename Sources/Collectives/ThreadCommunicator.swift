@@ -1,0 +1,156 @@
+// N ranks as threads of one process: the distributed code paths without MPI.
+//
+// Reductions sum in rank order (0, 1, ..., N-1), so results are deterministic and identical
+// on every rank. When one rank calls `abort`, every rank blocked in (or later entering) a
+// collective throws CollectiveError instead of waiting forever.
+import Foundation
+
+final class ThreadGroup: @unchecked Sendable {
+    let size: Int
+    private let condition = NSCondition()
+    private var arrived = 0
+    private var generation = 0
+    private(set) var failure: CollectiveError?
+    var slots: [UnsafeMutableRawPointer?]
+    private(set) var scratch = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
+    private var scratchBytes = 64
+
+    /// Grows the shared scratch buffer; called by rank 0 only, while no rank is reading it.
+    func reserveScratch(_ bytes: Int) {
+        if bytes > scratchBytes {
+            scratch.deallocate()
+            scratch = .allocate(byteCount: bytes, alignment: 16)
+            scratchBytes = bytes
+        }
+    }
+
+    deinit { scratch.deallocate() }
+
+    init(size: Int) {
+        self.size = size
+        self.slots = Array(repeating: nil, count: size)
+    }
+
+    /// Blocks until all ranks arrive; throws if any rank aborted.
+    func wait() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if let f = failure { throw f }
+        let myGeneration = generation
+        arrived += 1
+        if arrived == size {
+            arrived = 0
+            generation += 1
+            condition.broadcast()
+            return
+        }
+        while generation == myGeneration && failure == nil { condition.wait() }
+        if let f = failure { throw f }
+    }
+
+    func fail(rank: Int, message: String) {
+        condition.lock()
+        if failure == nil { failure = CollectiveError(failedRank: rank, message: message) }
+        condition.broadcast()
+        condition.unlock()
+    }
+}
+
+public final class ThreadCommunicator: Communicator {
+    public let rank: Int
+    public var size: Int { group.size }
+    public var kind: String { "threads" }
+    let group: ThreadGroup
+
+    init(rank: Int, group: ThreadGroup) {
+        self.rank = rank
+        self.group = group
+    }
+
+    /// Runs `body` on `size` threads, one communicator each, and returns their results in rank
+    /// order. If any rank throws, the others are released from their collectives and the
+    /// first rank's own error (not the echoes it caused) is rethrown.
+    public static func run<R>(size: Int, stackSize: Int = 16 << 20,
+                              _ body: @escaping (ThreadCommunicator) throws -> R) throws -> [R] {
+        precondition(size >= 1)
+        let group = ThreadGroup(size: size)
+        let lock = NSLock()
+        var results = [R?](repeating: nil, count: size)
+        var errors = [Error?](repeating: nil, count: size)
+        let done = DispatchGroup()
+        for r in 0..<size {
+            done.enter()
+            let thread = Thread {
+                let comm = ThreadCommunicator(rank: r, group: group)
+                do {
+                    let value = try body(comm)
+                    lock.lock(); results[r] = value; lock.unlock()
+                } catch {
+                    lock.lock(); errors[r] = error; lock.unlock()
+                    if !(error is CollectiveError) { comm.abort("\(error)") }
+                }
+                done.leave()
+            }
+            thread.stackSize = stackSize
+            thread.start()
+        }
+        done.wait()
+        // Prefer the root cause: an error that is not an echo of another rank's failure.
+        if let cause = errors.compactMap({ $0 }).first(where: { !($0 is CollectiveError) }) { throw cause }
+        if let echo = errors.compactMap({ $0 }).first { throw echo }
+        return results.map { $0! }
+    }
+
+    public func abort(_ message: String) { group.fail(rank: rank, message: message) }
+
+    public func barrier() throws { try group.wait() }
+
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
+        try reduce(buffer, op: op)
+    }
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
+        try reduce(buffer, op: op)
+    }
+
+    private func reduce<T: BinaryFloatingPoint>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
+        let n = buffer.count
+        if size == 1 { return }
+        // Phase 1: publish our buffer.
+        group.slots[rank] = UnsafeMutableRawPointer(buffer.baseAddress)
+        if rank == 0 { group.reserveScratch(n * MemoryLayout<T>.stride) }
+        try group.wait()
+        // Phase 2: each rank reduces its chunk of elements, reading every rank in rank order.
+        let lo = n * rank / size, hi = n * (rank + 1) / size
+        do {
+            let out = group.scratch.assumingMemoryBound(to: T.self)
+            let inputs = (0..<size).map { group.slots[$0]!.assumingMemoryBound(to: T.self) }
+            for i in lo..<hi {
+                var acc = inputs[0][i]
+                for r in 1..<size {
+                    let v = inputs[r][i]
+                    switch op {
+                    case .sum: acc += v
+                    case .max: acc = Swift.max(acc, v)
+                    case .min: acc = Swift.min(acc, v)
+                    }
+                }
+                out[i] = acc
+            }
+        }
+        try group.wait()
+        // Phase 3: copy the result out, then wait so that no rank reuses scratch too early.
+        let src = group.scratch.assumingMemoryBound(to: T.self)
+        for i in 0..<n { buffer[i] = src[i] }
+        try group.wait()
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        if size == 1 { return }
+        group.slots[rank] = buffer.baseAddress
+        try group.wait()
+        if rank != root, buffer.count > 0 {
+            buffer.baseAddress!.copyMemory(from: group.slots[root]!, byteCount: buffer.count)
+        }
+        try group.wait()
+    }
+}

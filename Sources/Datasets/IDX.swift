@@ -1,0 +1,77 @@
+// The IDX file format (LeCun's MNIST format), raw or gzip-compressed, read through zlib.
+//
+// Layout: magic (2 zero bytes, a type byte, a rank byte), then `rank` big-endian UInt32
+// dimensions, then the data. Only unsigned bytes (type 0x08) are accepted: that is what
+// MNIST and Fashion-MNIST use.
+import CZlib
+import Foundation
+
+public struct DataError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+public struct IDXArray {
+    public let dimensions: [Int]
+    public let bytes: [UInt8]
+}
+
+/// Reads a whole file, decompressing it when it is gzip (zlib reads plain files unchanged).
+public func readPossiblyCompressed(_ path: String) throws -> [UInt8] {
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw DataError("\(path): file not found")
+    }
+    guard let file = gzopen(path, "rb") else { throw DataError("\(path): cannot open (\(String(cString: strerror(errno))))") }
+    defer { gzclose(file) }
+    var out = [UInt8]()
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32($0.count)) }
+        if n < 0 {
+            var code: Int32 = 0
+            let message = String(cString: gzerror(file, &code))
+            throw DataError("\(path): corrupt or truncated compressed data (\(message))")
+        }
+        if n == 0 { break }
+        out.append(contentsOf: chunk[0..<Int(n)])
+    }
+    // zlib stops quietly at a truncated gzip stream; gzerror reports it.
+    var code: Int32 = 0
+    let message = gzerror(file, &code)
+    if code != Z_OK && code != Z_STREAM_END {
+        throw DataError("\(path): corrupt or truncated compressed data (\(message.map { String(cString: $0) } ?? "zlib error \(code)"))")
+    }
+    return out
+}
+
+/// Parses and validates an IDX file of unsigned bytes with the expected rank.
+public func readIDX(_ path: String, expectedRank: Int) throws -> IDXArray {
+    let data = try readPossiblyCompressed(path)
+    guard data.count >= 4 else {
+        throw DataError("\(path): truncated IDX file (\(data.count) bytes, expected at least a 4-byte header)")
+    }
+    guard data[0] == 0, data[1] == 0, data[2] == 0x08 else {
+        let magic = data[0..<4].map { String(format: "%02x", $0) }.joined()
+        throw DataError("\(path): wrong magic number 0x\(magic); expected an IDX file of unsigned bytes (0x000008..)")
+    }
+    let rank = Int(data[3])
+    guard rank == expectedRank else {
+        throw DataError("\(path): IDX rank \(rank), expected \(expectedRank) (\(expectedRank == 1 ? "labels" : "images"))")
+    }
+    let headerSize = 4 + 4 * rank
+    guard data.count >= headerSize else {
+        throw DataError("\(path): truncated IDX header (\(data.count) bytes, expected \(headerSize))")
+    }
+    var dims = [Int]()
+    for d in 0..<rank {
+        let o = 4 + 4 * d
+        dims.append(Int(data[o]) << 24 | Int(data[o + 1]) << 16 | Int(data[o + 2]) << 8 | Int(data[o + 3]))
+    }
+    let expected = dims.reduce(1, *)
+    guard data.count - headerSize == expected else {
+        let what = data.count - headerSize < expected ? "truncated" : "too long"
+        throw DataError("\(path): \(what) IDX data: \(data.count - headerSize) bytes after the header, expected \(expected) for dimensions \(dims)")
+    }
+    return IDXArray(dimensions: dims, bytes: Array(data[headerSize...]))
+}

@@ -1,0 +1,54 @@
+// The global-batch sampler: world-size invariant data order.
+//
+// Epoch e's order is a permutation of the whole dataset drawn from (seed, e); step s takes
+// global batch s, the slice [s·B, (s+1)·B) of that permutation; rank r of R takes a contiguous
+// part of the global batch, lower ranks taking one more sample when B does not divide by R.
+import TensorCore
+
+public struct GlobalBatchSampler: Sendable {
+    public let datasetSize: Int
+    public let globalBatch: Int
+    public let seed: UInt64
+    public let shuffle: Bool
+    public let dropLast: Bool
+
+    public init(datasetSize: Int, globalBatch: Int, seed: UInt64, shuffle: Bool = true, dropLast: Bool = false) {
+        precondition(globalBatch > 0)
+        self.datasetSize = datasetSize
+        self.globalBatch = globalBatch
+        self.seed = seed
+        self.shuffle = shuffle
+        self.dropLast = dropLast
+    }
+
+    public var stepsPerEpoch: Int {
+        dropLast ? datasetSize / globalBatch : (datasetSize + globalBatch - 1) / globalBatch
+    }
+
+    /// A permutation of 0..<datasetSize (Fisher–Yates driven by counter-based randomness).
+    public func permutation(epoch: Int) -> [Int] {
+        var order = Array(0..<datasetSize)
+        guard shuffle, datasetSize > 1 else { return order }
+        let stream = Philox(seed: seed).stream(.shuffle, epoch, 0)
+        for i in stride(from: datasetSize - 1, to: 0, by: -1) {
+            let j = stream.below(i + 1, i)
+            order.swapAt(i, j)
+        }
+        return order
+    }
+
+    /// Global indices of step `step`'s batch within an epoch's `order`.
+    public func globalBatch(step: Int, order: [Int]) -> ArraySlice<Int> {
+        let lo = step * globalBatch
+        let hi = min(lo + globalBatch, datasetSize)
+        return order[lo..<hi]
+    }
+
+    /// Rank `rank`'s contiguous part of a batch of `total` samples among `worldSize` ranks:
+    /// lower ranks take one more when it does not divide.
+    public static func shard(total: Int, rank: Int, worldSize: Int) -> Range<Int> {
+        let base = total / worldSize, extra = total % worldSize
+        let lo = rank * base + min(rank, extra)
+        return lo..<(lo + base + (rank < extra ? 1 : 0))
+    }
+}

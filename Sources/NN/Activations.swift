@@ -1,0 +1,166 @@
+// Activations: ReLU, LeakyReLU, PReLU (learnable slope), Sigmoid, Tanh.
+import Foundation
+import TensorCore
+
+public final class ReLU: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    var output: Tensor?   // (N, ...)
+    var dInput: Tensor?   // (N, ...)
+
+    public init(name: String, inputShape: [Int]) { self.name = name; self.inputShape = inputShape }
+
+    public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
+        let y = reuse(&output, x.shape)
+        let s = x.data, d = y.data
+        for i in 0..<x.count { d[i] = max(s[i], 0) }
+        return y
+    }
+
+    public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
+        guard needInputGradient else { return nil }
+        let dx = reuse(&dInput, dOut.shape)
+        let y = output!.data, g = dOut.data, d = dx.data
+        for i in 0..<dOut.count { d[i] = y[i] > 0 ? g[i] : 0 }
+        return dx
+    }
+}
+
+public final class LeakyReLU: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    public let slope: Float
+    var input: Tensor?    // (N, ...)
+    var output: Tensor?   // (N, ...)
+    var dInput: Tensor?   // (N, ...)
+
+    public init(name: String, inputShape: [Int], slope: Float = 0.01) {
+        self.name = name; self.inputShape = inputShape; self.slope = slope
+    }
+
+    public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
+        input = x
+        let y = reuse(&output, x.shape)
+        let s = x.data, d = y.data
+        for i in 0..<x.count { d[i] = s[i] > 0 ? s[i] : slope * s[i] }
+        return y
+    }
+
+    public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
+        guard needInputGradient else { return nil }
+        let dx = reuse(&dInput, dOut.shape)
+        let x = input!.data, g = dOut.data, d = dx.data
+        for i in 0..<dOut.count { d[i] = x[i] > 0 ? g[i] : slope * g[i] }
+        return dx
+    }
+}
+
+/// Parametric ReLU (He et al. 2015): a learnable slope for negative inputs, one per channel
+/// (the first per-sample dimension) or one shared by all.
+public final class PReLU: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    public let slope: Parameter   // (C) or (1)
+    let channels: Int, inner: Int
+    var input: Tensor?    // (N, ...)
+    var output: Tensor?   // (N, ...)
+    var dInput: Tensor?   // (N, ...)
+
+    public init(name: String, inputShape: [Int], perChannel: Bool = false) {
+        self.name = name
+        self.inputShape = inputShape
+        channels = perChannel ? inputShape[0] : 1
+        inner = perChannel ? inputShape.dropFirst().reduce(1, *) : inputShape.reduce(1, *)
+        slope = Parameter(name: "\(name).slope", shape: [channels], initializer: .quarter)
+    }
+
+    public var parameters: [Parameter] { [slope] }
+
+    public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
+        input = x
+        let y = reuse(&output, x.shape)
+        let n = x.shape[0]
+        for s in 0..<n {
+            for c in 0..<channels {
+                let a = slope.value[c]
+                let base = (s * channels + c) * inner
+                let src = x.data + base, dst = y.data + base
+                for i in 0..<inner { dst[i] = src[i] > 0 ? src[i] : a * src[i] }
+            }
+        }
+        return y
+    }
+
+    public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
+        let n = dOut.shape[0]
+        let dx = needInputGradient ? reuse(&dInput, dOut.shape) : nil
+        for s in 0..<n {
+            for c in 0..<channels {
+                let a = slope.value[c]
+                let base = (s * channels + c) * inner
+                let x = input!.data + base, g = dOut.data + base
+                var dSlope: Float = 0
+                for i in 0..<inner where x[i] <= 0 { dSlope += g[i] * x[i] }
+                slope.grad[c] += dSlope
+                if let dx {
+                    let d = dx.data + base
+                    for i in 0..<inner { d[i] = x[i] > 0 ? g[i] : a * g[i] }
+                }
+            }
+        }
+        return dx
+    }
+}
+
+public final class Sigmoid: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    var output: Tensor?   // (N, ...)
+    var dInput: Tensor?   // (N, ...)
+
+    public init(name: String, inputShape: [Int]) { self.name = name; self.inputShape = inputShape }
+
+    public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
+        let y = reuse(&output, x.shape)
+        let s = x.data, d = y.data
+        for i in 0..<x.count { d[i] = 1 / (1 + expf(-s[i])) }
+        return y
+    }
+
+    public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
+        guard needInputGradient else { return nil }
+        let dx = reuse(&dInput, dOut.shape)
+        let y = output!.data, g = dOut.data, d = dx.data
+        for i in 0..<dOut.count { d[i] = g[i] * y[i] * (1 - y[i]) }
+        return dx
+    }
+}
+
+public final class Tanh: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    var output: Tensor?   // (N, ...)
+    var dInput: Tensor?   // (N, ...)
+
+    public init(name: String, inputShape: [Int]) { self.name = name; self.inputShape = inputShape }
+
+    public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
+        let y = reuse(&output, x.shape)
+        let s = x.data, d = y.data
+        for i in 0..<x.count { d[i] = tanhf(s[i]) }
+        return y
+    }
+
+    public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
+        guard needInputGradient else { return nil }
+        let dx = reuse(&dInput, dOut.shape)
+        let y = output!.data, g = dOut.data, d = dx.data
+        for i in 0..<dOut.count { d[i] = g[i] * (1 - y[i] * y[i]) }
+        return dx
+    }
+}

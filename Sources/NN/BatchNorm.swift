@@ -1,0 +1,191 @@
+// Batch normalisation (Ioffe & Szegedy 2015) over features of (N, F) input or over channels
+// of (N, C, H, W) input.
+//
+// Training uses the batch's statistics, evaluation the running ones. Statistics are
+// accumulated in Double per channel, with the sum of squared deviations computed about the
+// local mean (two passes), never as float32 E[x²]−E[x]². `SyncBatchNorm` overrides only the
+// two reduction hooks below to make "the batch" the global batch across ranks.
+import Collectives
+import Foundation
+import TensorCore
+
+public class BatchNorm: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    public let gamma: Parameter          // (C)
+    public let beta: Parameter           // (C)
+    public let runningMean: Parameter    // (C), buffer
+    public let runningVar: Parameter     // (C), buffer
+    public let momentum: Float
+    public let epsilon: Float
+    let channels: Int, spatial: Int
+    var normalized: Tensor?              // (N, C, S): x̂
+    var output: Tensor?                  // (N, C, S)
+    var dInput: Tensor?                  // (N, C, S)
+    var invStd: [Float]                  // (C)
+    var globalCount = 0                  // samples·S behind the statistics of the last forward
+    var stats: [Double]                  // (2C + 1): packed sums for one reduction
+    var mode: Mode = .training
+
+    public init(name: String, inputShape: [Int], momentum: Float = 0.1, epsilon: Float = 1e-5) throws {
+        guard inputShape.count == 1 || inputShape.count == 3 else {
+            throw ShapeError("\(name): batchnorm expects [features] or [channels, height, width], got \(inputShape)")
+        }
+        guard momentum >= 0, momentum <= 1, epsilon > 0 else {
+            throw ShapeError("\(name): batchnorm needs 0 <= momentum <= 1 and epsilon > 0")
+        }
+        self.name = name
+        self.inputShape = inputShape
+        self.momentum = momentum
+        self.epsilon = epsilon
+        channels = inputShape[0]
+        spatial = inputShape.dropFirst().reduce(1, *)
+        gamma = Parameter(name: "\(name).weight", shape: [channels], initializer: .ones)
+        beta = Parameter(name: "\(name).bias", shape: [channels], initializer: .zeros)
+        runningMean = Parameter(name: "\(name).running_mean", shape: [channels], initializer: .zeros)
+        runningVar = Parameter(name: "\(name).running_var", shape: [channels], initializer: .ones)
+        invStd = [Float](repeating: 0, count: channels)
+        stats = [Double](repeating: 0, count: 2 * channels + 1)
+    }
+
+    public var parameters: [Parameter] { [gamma, beta] }
+    public var buffers: [Parameter] { [runningMean, runningVar] }
+
+    /// Combines per-channel statistics packed as [Σx (C), Σx² about-zero-corrected (C), count].
+    /// Local batch norm keeps its own; SyncBatchNorm sums them over ranks.
+    func reduceStatistics(_ packed: UnsafeMutableBufferPointer<Double>) throws {}
+    /// Combines [Σdy (C), Σdy·x̂ (C)] in backward.
+    func reduceGradientSums(_ packed: UnsafeMutableBufferPointer<Double>) throws {}
+
+    public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
+        mode = context.mode
+        let n = x.shape[0]
+        let y = reuse(&output, x.shape)
+        let c = channels, s = spatial
+        if context.mode == .evaluation {
+            for ch in 0..<c {
+                let inv = 1 / (runningVar.value[ch] + epsilon).squareRoot()
+                let scale = gamma.value[ch] * inv
+                let shift = beta.value[ch] - runningMean.value[ch] * scale
+                for i in 0..<n {
+                    let src = x.data + (i * c + ch) * s, dst = y.data + (i * c + ch) * s
+                    for j in 0..<s { dst[j] = src[j] * scale + shift }
+                }
+            }
+            return y
+        }
+        // Local per-channel sum and squared deviations about the local mean (two passes, Double).
+        let localCount = n * s
+        for ch in 0..<c {
+            var sum = 0.0
+            for i in 0..<n {
+                let src = x.data + (i * c + ch) * s
+                var part: Float = 0
+                for j in 0..<s { part += src[j] }
+                sum += Double(part)
+            }
+            var m2 = 0.0
+            if localCount > 0 {
+                let mean = Float(sum / Double(localCount))
+                for i in 0..<n {
+                    let src = x.data + (i * c + ch) * s
+                    var part: Float = 0
+                    for j in 0..<s { let d = src[j] - mean; part += d * d }
+                    m2 += Double(part)
+                }
+                // Σx² = M2 + (Σx)²/n, exact in Double to ~1e-16 relative.
+                m2 += sum * sum / Double(localCount)
+            }
+            stats[ch] = sum
+            stats[c + ch] = m2
+        }
+        stats[2 * c] = Double(localCount)
+        try stats.withUnsafeMutableBufferPointer { try reduceStatistics($0) }
+        let count = Int(stats[2 * c])
+        globalCount = count
+        guard count > 1 else {
+            throw ShapeError("\(name): batch norm in training needs more than one value per channel, got \(count); use a larger batch")
+        }
+        let xhat = reuse(&normalized, x.shape)
+        for ch in 0..<c {
+            let mean = stats[ch] / Double(count)
+            let variance = max(stats[c + ch] / Double(count) - mean * mean, 0)
+            let inv = Float(1 / (variance + Double(epsilon)).squareRoot())
+            invStd[ch] = inv
+            let meanF = Float(mean), g = gamma.value[ch], b = beta.value[ch]
+            for i in 0..<n {
+                let base = (i * c + ch) * s
+                let src = x.data + base, xh = xhat.data + base, dst = y.data + base
+                for j in 0..<s {
+                    let v = (src[j] - meanF) * inv
+                    xh[j] = v
+                    dst[j] = g * v + b
+                }
+            }
+            let m = momentum
+            runningMean.value[ch] = (1 - m) * runningMean.value[ch] + m * meanF
+            let unbiased = Float(variance * Double(count) / Double(count - 1))
+            runningVar.value[ch] = (1 - m) * runningVar.value[ch] + m * unbiased
+        }
+        return y
+    }
+
+    public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
+        precondition(mode == .training, "\(name): backward after an evaluation forward")
+        let n = dOut.shape[0]
+        let c = channels, s = spatial
+        let xhat = normalized!
+        var sums = [Double](repeating: 0, count: 2 * c)
+        for ch in 0..<c {
+            var sumDy = 0.0, sumDyXhat = 0.0
+            for i in 0..<n {
+                let base = (i * c + ch) * s
+                let g = dOut.data + base, xh = xhat.data + base
+                var a: Float = 0, b: Float = 0
+                for j in 0..<s { a += g[j]; b += g[j] * xh[j] }
+                sumDy += Double(a); sumDyXhat += Double(b)
+            }
+            sums[ch] = sumDy
+            sums[c + ch] = sumDyXhat
+            // This rank's share; the gradient all-reduce adds the other ranks' shares.
+            beta.grad[ch] += Float(sumDy)
+            gamma.grad[ch] += Float(sumDyXhat)
+        }
+        guard needInputGradient else { return nil }
+        try sums.withUnsafeMutableBufferPointer { try reduceGradientSums($0) }
+        let dx = reuse(&dInput, dOut.shape)
+        let total = Float(globalCount)
+        for ch in 0..<c {
+            let meanDy = Float(sums[ch]) / total, meanDyXhat = Float(sums[c + ch]) / total
+            let k = gamma.value[ch] * invStd[ch]
+            for i in 0..<n {
+                let base = (i * c + ch) * s
+                let g = dOut.data + base, xh = xhat.data + base, d = dx.data + base
+                for j in 0..<s { d[j] = k * (g[j] - meanDy - xh[j] * meanDyXhat) }
+            }
+        }
+        return dx
+    }
+}
+
+/// Batch norm whose batch is the global batch: one all-reduce of [Σx, Σx², count] per channel in
+/// forward and one of [Σdy, Σdy·x̂] in backward. Correct when ranks hold different numbers of
+/// samples, including none. With one rank it computes exactly what BatchNorm computes.
+public final class SyncBatchNorm: BatchNorm {
+    let communicator: Communicator
+
+    public init(name: String, inputShape: [Int], momentum: Float = 0.1, epsilon: Float = 1e-5,
+                communicator: Communicator) throws {
+        self.communicator = communicator
+        try super.init(name: name, inputShape: inputShape, momentum: momentum, epsilon: epsilon)
+    }
+
+    override func reduceStatistics(_ packed: UnsafeMutableBufferPointer<Double>) throws {
+        if communicator.size > 1 { try communicator.allReduce(packed, op: .sum) }
+    }
+
+    override func reduceGradientSums(_ packed: UnsafeMutableBufferPointer<Double>) throws {
+        if communicator.size > 1 { try communicator.allReduce(packed, op: .sum) }
+    }
+}

@@ -1,0 +1,116 @@
+// Parameters and buffers: named views into one flat arena.
+//
+// A model's trainable parameters live in one contiguous Float buffer and their gradients in a
+// second buffer with the same layout, so that one all-reduce moves every gradient and the
+// optimizer is a flat loop. Buffers (batch-norm running statistics) live in an arena of their
+// own, without gradients. Names are dotted (`conv1.weight`, `bn1.running_mean`) and double as
+// checkpoint keys.
+import TensorCore
+
+/// How a parameter's initial values are drawn. He (Kaiming) and Xavier (Glorot) follow
+/// He et al. 2015 and Glorot & Bengio 2010.
+public enum Initializer: String, CaseIterable, Sendable {
+    case heNormal = "he_normal", heUniform = "he_uniform"
+    case xavierNormal = "xavier_normal", xavierUniform = "xavier_uniform"
+    case zeros, ones
+    case quarter  // PReLU's conventional starting slope, 0.25
+}
+
+public final class Parameter {
+    public let name: String
+    public let shape: [Int]
+    public let count: Int
+    public let initializer: Initializer
+    public let fanIn: Int, fanOut: Int
+    /// Whether weight decay applies (the optimizer may choose to exempt norms and biases).
+    public let isWeight: Bool
+    public internal(set) var offset = 0
+    public internal(set) var value: UnsafeMutablePointer<Float>! = nil
+    public internal(set) var grad: UnsafeMutablePointer<Float>! = nil
+
+    public init(name: String, shape: [Int], initializer: Initializer, fanIn: Int = 1, fanOut: Int = 1, isWeight: Bool = false) {
+        self.name = name
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.initializer = initializer
+        self.fanIn = fanIn
+        self.fanOut = fanOut
+        self.isWeight = isWeight
+    }
+
+    public var values: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: value, count: count) }
+    public var grads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: grad, count: count) }
+}
+
+/// One flat buffer (and optionally a gradient buffer of the same layout) holding many parameters.
+public final class Arena {
+    public let entries: [Parameter]
+    public let count: Int
+    public let values: UnsafeMutableBufferPointer<Float>
+    public let grads: UnsafeMutableBufferPointer<Float>?
+
+    public init(_ entries: [Parameter], withGradients: Bool) {
+        self.entries = entries
+        var offset = 0
+        for p in entries {
+            p.offset = offset
+            offset += p.count
+        }
+        count = offset
+        values = .allocate(capacity: max(count, 1))
+        values.initialize(repeating: 0)
+        if withGradients {
+            let g = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
+            g.initialize(repeating: 0)
+            grads = g
+        } else {
+            grads = nil
+        }
+        for p in entries {
+            p.value = values.baseAddress! + p.offset
+            p.grad = grads.map { $0.baseAddress! + p.offset }
+        }
+    }
+
+    deinit {
+        values.deallocate()
+        grads?.deallocate()
+    }
+
+    /// The arena as one buffer of exactly `count` floats.
+    public var flatValues: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: values[0..<count]) }
+    public var flatGrads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: grads![0..<count]) }
+
+    public func zeroGrads() { grads?.update(repeating: 0) }
+
+    /// Draws every entry's initial values from counter-based randomness keyed by (seed, entry index).
+    public func initialize(seed: UInt64) {
+        let rng = Philox(seed: seed)
+        for (index, p) in entries.enumerated() {
+            let stream = rng.stream(.initialization, index, 0)
+            let v = p.value!
+            switch p.initializer {
+            case .zeros: v.update(repeating: 0, count: p.count)
+            case .ones: v.update(repeating: 1, count: p.count)
+            case .quarter: v.update(repeating: 0.25, count: p.count)
+            case .heNormal:
+                let std = (2.0 / Float(p.fanIn)).squareRoot()
+                for i in 0..<p.count { v[i] = std * stream.normal(i) }
+            case .heUniform:
+                let bound = (6.0 / Float(p.fanIn)).squareRoot()
+                for i in 0..<p.count { v[i] = (2 * stream.uniform(i) - 1) * bound }
+            case .xavierNormal:
+                let std = (2.0 / Float(p.fanIn + p.fanOut)).squareRoot()
+                for i in 0..<p.count { v[i] = std * stream.normal(i) }
+            case .xavierUniform:
+                let bound = (6.0 / Float(p.fanIn + p.fanOut)).squareRoot()
+                for i in 0..<p.count { v[i] = (2 * stream.uniform(i) - 1) * bound }
+            }
+        }
+    }
+
+    /// A fingerprint of names and shapes (the layout, not the values).
+    public var layoutDescription: String {
+        entries.map { "\($0.name)\($0.shape)" }.joined(separator: ";")
+    }
+}

@@ -1,0 +1,128 @@
+// Optimizers: flat loops over the parameter arena.
+import NN
+
+public protocol Optimizer: AnyObject {
+    /// Applies one update with learning rate `rate` using the gradients in the arena.
+    func step(rate: Float)
+    /// Named state tensors (momentum, Adam moments), in the parameter arena's layout.
+    var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] { get }
+    /// Steps taken so far (Adam's bias correction depends on it).
+    var stepCount: Int { get set }
+}
+
+func allocateState(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+    let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
+    b.initialize(repeating: 0)
+    return UnsafeMutableBufferPointer(rebasing: b[0..<count])
+}
+
+/// Which elements weight decay applies to: all of them, or only weights of dense and conv
+/// layers (not biases, norms or PReLU slopes).
+func decayMask(_ arena: Arena, weightsOnly: Bool) -> [Bool] {
+    var mask = [Bool](repeating: !weightsOnly, count: arena.count)
+    if weightsOnly {
+        for p in arena.entries where p.isWeight {
+            for i in p.offset..<(p.offset + p.count) { mask[i] = true }
+        }
+    }
+    return mask
+}
+
+/// SGD with optional momentum, Nesterov momentum and L2 weight decay (PyTorch's formulation:
+/// g ← g + λw; v ← μv + g; w ← w − η·(Nesterov ? g + μv : v)).
+public final class SGD: Optimizer {
+    let arena: Arena
+    public let momentum: Float, weightDecay: Float, nesterov: Bool
+    let velocity: UnsafeMutableBufferPointer<Float>
+    let decay: [Bool]
+    public var stepCount = 0
+
+    public init(arena: Arena, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false,
+                decayWeightsOnly: Bool = false) {
+        self.arena = arena
+        self.momentum = momentum
+        self.weightDecay = weightDecay
+        self.nesterov = nesterov
+        velocity = allocateState(arena.count)
+        decay = decayMask(arena, weightsOnly: decayWeightsOnly)
+    }
+
+    deinit { velocity.baseAddress.map { UnsafeMutableBufferPointer(start: $0, count: max(velocity.count, 1)).deallocate() } }
+
+    public var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] {
+        momentum == 0 ? [] : [("momentum", velocity)]
+    }
+
+    public func step(rate: Float) {
+        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = velocity.baseAddress!
+        let mu = momentum, lambda = weightDecay
+        decay.withUnsafeBufferPointer { mask in
+            for i in 0..<arena.count {
+                var grad = g[i]
+                if mask[i] { grad += lambda * w[i] }
+                if mu != 0 {
+                    v[i] = mu * v[i] + grad
+                    grad = nesterov ? grad + mu * v[i] : v[i]
+                }
+                w[i] -= rate * grad
+            }
+        }
+        stepCount += 1
+    }
+}
+
+/// Adam (Kingma & Ba 2015) with L2 weight decay folded into the gradient, or AdamW
+/// (Loshchilov & Hutter 2019) with decoupled weight decay.
+public final class Adam: Optimizer {
+    let arena: Arena
+    public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decoupled: Bool
+    let m: UnsafeMutableBufferPointer<Float>
+    let v: UnsafeMutableBufferPointer<Float>
+    let decay: [Bool]
+    public var stepCount = 0
+
+    public init(arena: Arena, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0, decoupled: Bool = false, decayWeightsOnly: Bool = false) {
+        self.arena = arena
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+        self.decoupled = decoupled
+        m = allocateState(arena.count)
+        v = allocateState(arena.count)
+        decay = decayMask(arena, weightsOnly: decayWeightsOnly)
+    }
+
+    deinit {
+        for b in [m, v] { b.baseAddress.map { UnsafeMutableBufferPointer(start: $0, count: max(b.count, 1)).deallocate() } }
+    }
+
+    public var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] {
+        [("adam_m", m), ("adam_v", v)]
+    }
+
+    public func step(rate: Float) {
+        stepCount += 1
+        let t = Float(stepCount)
+        let c1 = 1 - powf(beta1, t), c2 = 1 - powf(beta2, t)
+        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!
+        let mp = m.baseAddress!, vp = v.baseAddress!
+        let b1 = beta1, b2 = beta2, eps = epsilon, lambda = weightDecay
+        let stepSize = rate / c1
+        let invC2 = 1 / c2
+        decay.withUnsafeBufferPointer { mask in
+            for i in 0..<arena.count {
+                var grad = g[i]
+                if mask[i] && lambda != 0 {
+                    if decoupled { w[i] -= rate * lambda * w[i] } else { grad += lambda * w[i] }
+                }
+                mp[i] = b1 * mp[i] + (1 - b1) * grad
+                vp[i] = b2 * vp[i] + (1 - b2) * grad * grad
+                w[i] -= stepSize * mp[i] / ((vp[i] * invC2).squareRoot() + eps)
+            }
+        }
+    }
+}
+
+import Foundation

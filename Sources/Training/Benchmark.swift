@@ -1,0 +1,54 @@
+// `lockstep bench`: training throughput after warm-up, and where the time goes.
+import Collectives
+import Foundation
+import NN
+import TensorCore
+
+public struct BenchmarkResult {
+    public var runs: [Double]            // samples/s of each timed run (global samples)
+    public var median: Double { runs.sorted()[runs.count / 2] }
+    public var layerNames: [String]
+    public var forwardSeconds: [Double]  // per step
+    public var backwardSeconds: [Double] // per step
+    public var gradientAllReduceSeconds: Double
+    public var collectiveSeconds: Double // every collective, SyncBN's included, per step
+    public var stepSeconds: Double
+}
+
+extension Trainer {
+    /// Runs `warmup` steps, then `runs` timed runs of `steps` steps each, then one profiled run.
+    public func benchmark(steps: Int, warmup: Int, runs: Int) throws -> BenchmarkResult {
+        let order = sampler.permutation(epoch: 0)
+        var cursor = 0
+        func oneStep() throws {
+            _ = try trainStep(epoch: 0, stepInEpoch: cursor % sampler.stepsPerEpoch, order: order)
+            cursor += 1
+        }
+        for _ in 0..<warmup { try oneStep() }
+        var rates = [Double]()
+        let samplesPerStep = Double(config.train.globalBatch)
+        for _ in 0..<max(runs, 1) {
+            try communicator.barrier()
+            let t0 = now()
+            for _ in 0..<steps { try oneStep() }
+            try communicator.barrier()
+            rates.append(Double(steps) * samplesPerStep / (now() - t0))
+        }
+        // A profiled run: per-layer times and communication.
+        let timing = LayerTiming(layers: model.layers.count)
+        model.timing = timing
+        communicator.reset()
+        let gradBefore = gradientAllReduceSeconds
+        let t0 = now()
+        for _ in 0..<steps { try oneStep() }
+        let elapsed = now() - t0
+        model.timing = nil
+        let per = 1 / Double(max(steps, 1))
+        return BenchmarkResult(runs: rates, layerNames: model.layers.map { $0.name },
+                               forwardSeconds: timing.forward.map { $0 * per },
+                               backwardSeconds: timing.backward.map { $0 * per },
+                               gradientAllReduceSeconds: (gradientAllReduceSeconds - gradBefore) * per,
+                               collectiveSeconds: communicator.seconds * per,
+                               stepSeconds: elapsed * per)
+    }
+}

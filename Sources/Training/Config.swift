@@ -1,0 +1,226 @@
+// The training configuration: every hyperparameter, read strictly from YAML.
+// Defaults live here and only here; the README's config reference is generated from the same
+// names (`lockstep train --print-config` prints the resolved config with every default filled).
+import Datasets
+import Foundation
+import NN
+import Optimizers
+
+public struct TrainingConfig {
+    public enum OptimizerKind: String, CaseIterable { case sgd, adam, adamw }
+    public enum LocalEvalStats: String, CaseIterable { case average, rank0 }
+
+    public struct Data {
+        public var path = "/usr/share/datasets/fashion-mnist"
+        public var trainSplit = "train"
+        public var testSplit = "t10k"
+        public var classes = 10
+        public var mean: Double? = nil
+        public var std: Double? = nil
+        public var augment = Augmentation()
+        public var dropLast = false
+        public var evalBatch = 1000
+    }
+    public struct Optim {
+        public var kind = OptimizerKind.sgd
+        public var learningRate = 0.01
+        public var momentum = 0.0
+        public var nesterov = false
+        public var weightDecay = 0.0
+        public var decayWeightsOnly = false
+        public var beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8
+        public var clipNorm: Double? = nil
+    }
+    public struct Schedule {
+        public var kind = LearningRateSchedule.Kind.constant
+        public var warmupEpochs = 0.0
+        public var stepEpochs = 30.0
+        public var gamma = 0.1
+        public var minRate = 0.0
+    }
+    public struct Train {
+        public var epochs = 10
+        public var maxSteps = 0
+        public var globalBatch = 128
+        public var seed = 0
+        public var logEvery = 100
+        public var accumulateSteps = 1
+        public var labelSmoothing = 0.0
+    }
+    public struct BN {
+        public var mode = BatchNormMode.sync
+        public var localEvalStats = LocalEvalStats.average
+    }
+    public struct Check {
+        public var replicasEvery = 0
+    }
+    public struct Output {
+        public var dir: String? = nil
+    }
+
+    public var name = "run"
+    public var file = "<config>"
+    public var data = Data()
+    public var model: [LayerSpec] = []
+    public var optimizer = Optim()
+    public var schedule = Schedule()
+    public var train = Train()
+    public var bn = BN()
+    public var check = Check()
+    public var output = Output()
+    /// The resolved document (after overrides), as YAML.
+    public var resolvedYAML = ""
+
+    public init() {}
+
+    /// Reads a config file, applies `key.path=value` overrides, and validates everything.
+    public static func load(path: String, overrides: [String] = []) throws -> TrainingConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigError("\(path): cannot read the config file")
+        }
+        return try parse(yaml: text, file: path, overrides: overrides)
+    }
+
+    public static func parse(yaml: String, file: String, overrides: [String] = []) throws -> TrainingConfig {
+        var document = try ConfigValue.parse(yaml: yaml, file: file)
+        for o in overrides {
+            guard let eq = o.firstIndex(of: "="), eq != o.startIndex else {
+                throw ConfigError("--set \(o): expected key.path=value")
+            }
+            let key = String(o[..<eq]), value = String(o[o.index(after: eq)...])
+            let parsed = try ConfigValue.parse(yaml: value, file: "--set \(key)")
+            do { try document.set(path: key.split(separator: ".").map(String.init), to: parsed) } catch let e as ConfigError {
+                throw ConfigError("--set \(o): \(e.message)")
+            }
+        }
+        var config = TrainingConfig()
+        config.file = file
+        config.resolvedYAML = document.yaml
+        let root = try ConfigSection(file: file, path: "", value: document)
+        config.name = try root.string("name", default: ((file as NSString).lastPathComponent as NSString).deletingPathExtension)
+
+        let d = try root.section("data")
+        config.data.path = try d.string("path", default: config.data.path)
+        config.data.trainSplit = try d.string("train_split", default: config.data.trainSplit)
+        config.data.testSplit = try d.string("test_split", default: config.data.testSplit)
+        config.data.classes = try d.int("classes", default: config.data.classes, min: 2)
+        config.data.dropLast = try d.bool("drop_last", default: config.data.dropLast)
+        config.data.evalBatch = try d.int("eval_batch", default: config.data.evalBatch, min: 1)
+        let norm = try d.section("normalize")
+        config.data.mean = try norm.optionalDouble("mean")
+        config.data.std = try norm.optionalDouble("std")
+        if let s = config.data.std, s <= 0 { throw ConfigError("\(file): 'data.normalize.std' must be > 0") }
+        try norm.finish()
+        let aug = try d.section("augment")
+        config.data.augment.horizontalFlip = try aug.bool("horizontal_flip", default: false)
+        config.data.augment.cropPadding = try aug.int("crop_padding", default: 0, min: 0)
+        try aug.finish()
+        try d.finish()
+
+        guard let layers = try root.list("model"), !layers.isEmpty else {
+            throw ConfigError("\(file): 'model' must be a non-empty list of layers, e.g. '- dense: {out: 10}'")
+        }
+        config.model = try layers.enumerated().map { try parseLayer($0.element, index: $0.offset, file: file) }
+
+        let o = try root.section("optimizer")
+        config.optimizer.kind = try o.choice("name", default: config.optimizer.kind)
+        config.optimizer.learningRate = try o.double("lr", default: config.optimizer.learningRate, range: 0...1e3)
+        config.optimizer.momentum = try o.double("momentum", default: 0, range: 0...0.9999)
+        config.optimizer.nesterov = try o.bool("nesterov", default: false)
+        config.optimizer.weightDecay = try o.double("weight_decay", default: 0, range: 0...1)
+        config.optimizer.decayWeightsOnly = try o.bool("decay_weights_only", default: false)
+        config.optimizer.beta1 = try o.double("beta1", default: 0.9, range: 0...0.99999)
+        config.optimizer.beta2 = try o.double("beta2", default: 0.999, range: 0...0.9999999)
+        config.optimizer.epsilon = try o.double("epsilon", default: 1e-8, range: 1e-20...1)
+        config.optimizer.clipNorm = try o.optionalDouble("clip_norm")
+        try o.finish()
+
+        let s = try root.section("schedule")
+        config.schedule.kind = try s.choice("name", default: config.schedule.kind)
+        config.schedule.warmupEpochs = try s.double("warmup_epochs", default: 0, range: 0...1e6)
+        config.schedule.stepEpochs = try s.double("step_epochs", default: 30, range: 1e-6...1e6)
+        config.schedule.gamma = try s.double("gamma", default: 0.1, range: 0...1)
+        config.schedule.minRate = try s.double("min_lr", default: 0, range: 0...1e3)
+        try s.finish()
+
+        let t = try root.section("train")
+        config.train.epochs = try t.int("epochs", default: config.train.epochs, min: 1)
+        config.train.maxSteps = try t.int("max_steps", default: 0, min: 0)
+        config.train.globalBatch = try t.int("global_batch", default: config.train.globalBatch, min: 1)
+        config.train.seed = try t.int("seed", default: 0, min: 0)
+        config.train.logEvery = try t.int("log_every", default: config.train.logEvery, min: 0)
+        config.train.accumulateSteps = try t.int("accumulate_steps", default: 1, min: 1)
+        config.train.labelSmoothing = try t.double("label_smoothing", default: 0, range: 0...0.999)
+        try t.finish()
+
+        let b = try root.section("bn")
+        config.bn.mode = try b.choice("mode", default: config.bn.mode)
+        config.bn.localEvalStats = try b.choice("local_eval_stats", default: config.bn.localEvalStats)
+        try b.finish()
+
+        let c = try root.section("check")
+        config.check.replicasEvery = try c.int("replicas_every", default: 0, min: 0)
+        try c.finish()
+
+        let out = try root.section("output")
+        config.output.dir = try out.scalar("dir")
+        try out.finish()
+        try root.finish()
+
+        if config.train.globalBatch % config.train.accumulateSteps != 0 {
+            throw ConfigError("\(file): 'train.global_batch' (\(config.train.globalBatch)) must be divisible by 'train.accumulate_steps' (\(config.train.accumulateSteps))")
+        }
+        return config
+    }
+
+    static func parseLayer(_ value: ConfigValue, index: Int, file: String) throws -> LayerSpec {
+        let whereText = "\(ConfigSection.location(file, value.line)): 'model[\(index)]'"
+        let kind: String
+        let argsValue: ConfigValue?
+        switch value {
+        case .scalar(let s, _): kind = s; argsValue = nil
+        case .map(let pairs, _) where pairs.count == 1: kind = pairs[0].key; argsValue = pairs[0].value
+        default: throw ConfigError("\(whereText): expected a layer such as '- conv: {out: 32, kernel: 3}' (one key per list item)")
+        }
+        let a = try ConfigSection(file: file, path: "model[\(index)].\(kind)", value: argsValue)
+        let spec: LayerSpec
+        func initializer() throws -> Initializer? {
+            guard try a.scalar("init") != nil else { return nil }
+            return try a.choice("init", default: Initializer.heNormal)
+        }
+        switch kind {
+        case "dense", "linear":
+            spec = .dense(out: try required(a, "out"), bias: try a.bool("bias", default: true), initializer: try initializer())
+        case "conv", "conv2d":
+            spec = .conv(out: try required(a, "out"), kernel: try required(a, "kernel"),
+                         stride: try a.int("stride", default: 1, min: 1), padding: try a.int("padding", default: 0, min: 0),
+                         bias: try a.bool("bias", default: true), initializer: try initializer())
+        case "maxpool":
+            let size = try required(a, "size")
+            spec = .maxPool(size: size, stride: try a.scalar("stride") == nil ? nil : try a.int("stride", default: size, min: 1))
+        case "avgpool":
+            let size = try required(a, "size")
+            spec = .avgPool(size: size, stride: try a.scalar("stride") == nil ? nil : try a.int("stride", default: size, min: 1))
+        case "global_avgpool": spec = .globalAvgPool
+        case "flatten": spec = .flatten
+        case "batchnorm":
+            spec = .batchNorm(momentum: Float(try a.double("momentum", default: 0.1, range: 0...1)),
+                              epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)))
+        case "relu": spec = .relu
+        case "leaky_relu": spec = .leakyReLU(slope: Float(try a.double("slope", default: 0.01, range: 0...1)))
+        case "prelu": spec = .prelu(perChannel: try a.bool("per_channel", default: false))
+        case "sigmoid": spec = .sigmoid
+        case "tanh": spec = .tanh
+        case "dropout": spec = .dropout(probability: Float(try a.double("p", default: 0.5, range: 0...0.999)))
+        default:
+            throw ConfigError("\(whereText): unknown layer '\(kind)' (known: dense, conv, maxpool, avgpool, global_avgpool, flatten, batchnorm, relu, leaky_relu, prelu, sigmoid, tanh, dropout)")
+        }
+        try a.finish()
+        return spec
+    }
+
+    static func required(_ s: ConfigSection, _ key: String) throws -> Int {
+        guard try s.scalar(key) != nil else { throw s.fail(key, nil, "an integer (required)") }
+        return try s.int(key, default: 0, min: 1)
+    }
+}

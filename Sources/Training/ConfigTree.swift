@@ -1,0 +1,205 @@
+// A strict reader over a parsed YAML document.
+//
+// The YAML is composed by Yams into nodes, converted into a small tree of our own, patched
+// by `--set key.path=value` overrides, and then read section by section. Every read marks its
+// key as used; `finish()` rejects any key that nothing read, naming it with its dotted path,
+// the file and the line, and listing the keys that are allowed there.
+import Foundation
+import Yams
+
+public struct ConfigError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+public indirect enum ConfigValue: Equatable {
+    case scalar(String, line: Int?)
+    case map([(key: String, value: ConfigValue)], line: Int?)
+    case list([ConfigValue], line: Int?)
+
+    public static func == (a: ConfigValue, b: ConfigValue) -> Bool { a.yaml == b.yaml }
+
+    init(node: Node) {
+        let line = node.mark.map { $0.line }
+        switch node {
+        case .scalar(let s): self = .scalar(s.string, line: line)
+        case .mapping(let m): self = .map(m.map { (key: $0.key.string ?? "\($0.key)", value: ConfigValue(node: $0.value)) }, line: line)
+        case .sequence(let s): self = .list(s.map { ConfigValue(node: $0) }, line: line)
+        case .alias: self = .scalar("", line: line)
+        }
+    }
+
+    public static func parse(yaml: String, file: String) throws -> ConfigValue {
+        do {
+            guard let node = try Yams.compose(yaml: yaml) else { return .map([], line: 1) }
+            return ConfigValue(node: node)
+        } catch let error as YamlError {
+            throw ConfigError("\(file): not valid YAML: \(error)".replacingOccurrences(of: "\n", with: " "))
+        }
+    }
+
+    var line: Int? {
+        switch self {
+        case .scalar(_, let l), .map(_, let l), .list(_, let l): return l
+        }
+    }
+
+    var typeName: String {
+        switch self {
+        case .scalar: return "a value"
+        case .map: return "a mapping"
+        case .list: return "a list"
+        }
+    }
+
+    /// Sets the value at a dotted path, creating mappings on the way.
+    public mutating func set(path: [String], to value: ConfigValue) throws {
+        guard let head = path.first else { self = value; return }
+        guard case .map(var pairs, let line) = self else {
+            throw ConfigError("cannot set '\(path.joined(separator: "."))': its parent is \(typeName), not a mapping")
+        }
+        if let i = pairs.firstIndex(where: { $0.key == head }) {
+            try pairs[i].value.set(path: Array(path.dropFirst()), to: value)
+        } else {
+            var child = ConfigValue.map([], line: nil)
+            try child.set(path: Array(path.dropFirst()), to: value)
+            pairs.append((key: head, value: child))
+        }
+        self = .map(pairs, line: line)
+    }
+
+    /// The value written back as YAML (used for the resolved config and fingerprints).
+    public var yaml: String { render(indent: 0).joined(separator: "\n") + "\n" }
+
+    func render(indent: Int) -> [String] {
+        let pad = String(repeating: " ", count: indent)
+        switch self {
+        case .scalar(let s, _): return [pad + Self.quote(s)]
+        case .map(let pairs, _):
+            if pairs.isEmpty { return [pad + "{}"] }
+            return pairs.flatMap { pair -> [String] in
+                switch pair.value {
+                case .scalar(let s, _): return ["\(pad)\(pair.key): \(Self.quote(s))"]
+                default: return ["\(pad)\(pair.key):"] + pair.value.render(indent: indent + 2)
+                }
+            }
+        case .list(let items, _):
+            if items.isEmpty { return [pad + "[]"] }
+            return items.flatMap { item -> [String] in
+                var lines = item.render(indent: indent + 2)
+                lines[0] = pad + "- " + lines[0].dropFirst(indent + 2)
+                return lines
+            }
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        if s.isEmpty { return "''" }
+        let special = CharacterSet(charactersIn: ":#{}[],&*?|-<>=!%@`'\"\n")
+        if s.unicodeScalars.contains(where: { special.contains($0) }) || s.hasPrefix(" ") || s.hasSuffix(" ") {
+            return "'" + s.replacingOccurrences(of: "'", with: "''") + "'"
+        }
+        return s
+    }
+}
+
+/// Reads one mapping of a config strictly.
+public final class ConfigSection {
+    let file: String
+    let path: String
+    let pairs: [(key: String, value: ConfigValue)]
+    let line: Int?
+    private var used = Set<String>()
+
+    init(file: String, path: String, value: ConfigValue?) throws {
+        self.file = file
+        self.path = path
+        switch value {
+        case nil: pairs = []; line = nil
+        case .map(let p, let l)?: pairs = p; line = l
+        case .scalar(let s, let l)? where s.isEmpty || s == "null" || s == "~": pairs = []; line = l
+        case let other?:
+            throw ConfigError("\(Self.location(file, other.line)): \(path.isEmpty ? "the document" : "'\(path)'") must be a mapping, got \(other.typeName)")
+        }
+    }
+
+    static func location(_ file: String, _ line: Int?) -> String { line.map { "\(file):\($0)" } ?? file }
+
+    func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func raw(_ key: String) -> ConfigValue? {
+        used.insert(key)
+        return pairs.last(where: { $0.key == key })?.value
+    }
+
+    func fail(_ key: String, _ value: ConfigValue?, _ expected: String) -> ConfigError {
+        var got = ""
+        if case .scalar(let s, _)? = value { got = ", got '\(s)'" } else if let value { got = ", got \(value.typeName)" }
+        return ConfigError("\(Self.location(file, value?.line ?? line)): '\(keyPath(key))': expected \(expected)\(got)")
+    }
+
+    func scalar(_ key: String) throws -> String? {
+        guard let v = raw(key) else { return nil }
+        guard case .scalar(let s, _) = v else { throw fail(key, v, "a single value") }
+        return s
+    }
+
+    public func int(_ key: String, default d: Int, min lower: Int? = nil) throws -> Int {
+        guard let s = try scalar(key) else { return d }
+        guard let v = Int(s.replacingOccurrences(of: "_", with: "")) else { throw fail(key, raw(key), "an integer") }
+        if let lower, v < lower { throw fail(key, raw(key), "an integer >= \(lower)") }
+        return v
+    }
+
+    public func double(_ key: String, default d: Double, range: ClosedRange<Double>? = nil) throws -> Double {
+        guard let s = try scalar(key) else { return d }
+        guard let v = Double(s), v.isFinite else { throw fail(key, raw(key), "a number") }
+        if let range, !range.contains(v) { throw fail(key, raw(key), "a number in \(range.lowerBound)...\(range.upperBound)") }
+        return v
+    }
+
+    public func optionalDouble(_ key: String) throws -> Double? {
+        guard try scalar(key) != nil else { return nil }
+        return try double(key, default: 0)
+    }
+
+    public func bool(_ key: String, default d: Bool) throws -> Bool {
+        guard let s = try scalar(key) else { return d }
+        switch s.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw fail(key, raw(key), "true or false")
+        }
+    }
+
+    public func string(_ key: String, default d: String) throws -> String {
+        try scalar(key) ?? d
+    }
+
+    public func choice<E: RawRepresentable & CaseIterable>(_ key: String, default d: E) throws -> E where E.RawValue == String {
+        guard let s = try scalar(key) else { return d }
+        guard let v = E(rawValue: s) else {
+            throw fail(key, raw(key), "one of " + E.allCases.map { $0.rawValue }.joined(separator: ", "))
+        }
+        return v
+    }
+
+    public func section(_ key: String) throws -> ConfigSection {
+        try ConfigSection(file: file, path: keyPath(key), value: raw(key))
+    }
+
+    public func list(_ key: String) throws -> [ConfigValue]? {
+        guard let v = raw(key) else { return nil }
+        guard case .list(let items, _) = v else { throw fail(key, v, "a list") }
+        return items
+    }
+
+    /// Rejects keys that no read asked for.
+    public func finish() throws {
+        for pair in pairs where !used.contains(pair.key) {
+            let allowed = used.sorted().joined(separator: ", ")
+            throw ConfigError("\(Self.location(file, pair.value.line)): unknown key '\(keyPath(pair.key))' (allowed here: \(allowed))")
+        }
+    }
+}

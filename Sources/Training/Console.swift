@@ -1,0 +1,46 @@
+// Rank-zero console output: plain lines, and a progress bar when stdout is a terminal.
+import Foundation
+
+public final class Console: @unchecked Sendable {
+    public let isEnabled: Bool
+    public let isTerminal: Bool
+    private var barShown = false
+
+    public init(isEnabled: Bool) {
+        self.isEnabled = isEnabled
+        self.isTerminal = isatty(STDOUT_FILENO) != 0
+    }
+
+    public func line(_ text: String) {
+        guard isEnabled else { return }
+        clearBar()
+        print(text)
+        fflush(stdout)
+    }
+
+    /// Redraws a one-line progress bar (terminal only).
+    public func progress(_ done: Int, of total: Int, _ suffix: String) {
+        guard isEnabled, isTerminal, total > 0 else { return }
+        let width = 30
+        let filled = min(width, done * width / total)
+        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        print("\r\u{1B}[2K\(bar) \(done)/\(total) \(suffix)", terminator: "")
+        fflush(stdout)
+        barShown = true
+    }
+
+    public func clearBar() {
+        if barShown { print("\r\u{1B}[2K", terminator: ""); barShown = false }
+    }
+}
+
+/// Standard error, one line per message, from any rank.
+public func printError(_ text: String) {
+    FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
+}
+
+public func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}

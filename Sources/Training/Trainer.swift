@@ -1,0 +1,354 @@
+// The training loop: one replica per rank, global batches, gradient all-reduce, evaluation.
+import Collectives
+import Datasets
+import Foundation
+import NN
+import Optimizers
+import TensorCore
+
+/// The training and test splits, loaded once per process and shared by simulated ranks.
+public struct TrainingData: @unchecked Sendable {
+    public let train: ImageDataset
+    public let test: ImageDataset
+    /// The value a black (zero) pixel has after normalisation: used to pad random crops.
+    public let padValue: Float
+
+    public static func load(_ config: TrainingConfig) throws -> TrainingData {
+        let dir = config.data.path
+        let trainImages = try ImageDataset.findFile(dir, "\(config.data.trainSplit)-images-idx3-ubyte")
+        let trainLabels = try ImageDataset.findFile(dir, "\(config.data.trainSplit)-labels-idx1-ubyte")
+        let testImages = try ImageDataset.findFile(dir, "\(config.data.testSplit)-images-idx3-ubyte")
+        let testLabels = try ImageDataset.findFile(dir, "\(config.data.testSplit)-labels-idx1-ubyte")
+        var mean = config.data.mean.map(Float.init), std = config.data.std.map(Float.init)
+        if mean == nil || std == nil {
+            // Per-dataset statistics from the training split (identical on every rank).
+            let stats = ImageDataset.statistics(try readIDX(trainImages, expectedRank: 3).bytes)
+            mean = mean ?? stats.mean
+            std = std ?? stats.std
+        }
+        let train = try ImageDataset.load(imagesPath: trainImages, labelsPath: trainLabels, name: "train",
+                                          classes: config.data.classes, mean: mean, std: std)
+        let test = try ImageDataset.load(imagesPath: testImages, labelsPath: testLabels, name: "test",
+                                         classes: config.data.classes, mean: mean, std: std)
+        guard train.sampleShape == test.sampleShape else {
+            throw DataError("\(testImages): test images are \(test.sampleShape), training images \(train.sampleShape)")
+        }
+        return TrainingData(train: train, test: test, padValue: (0 - mean!) / std!)
+    }
+}
+
+public struct EpochMetrics: Codable {
+    public var epoch: Int
+    public var step: Int
+    public var learningRate: Double
+    public var trainLoss: Double
+    public var trainAccuracy: Double
+    public var testLoss: Double
+    public var testAccuracy: Double
+    public var testSamples: Int
+    public var expectedCalibrationError: Double
+    public var samplesPerSecond: Double
+    public var secondsPerStep: Double
+    public var communicationSecondsPerStep: Double
+    public var elapsedSeconds: Double
+    public var runningMeanSpread: Double?
+    public var runningVarSpread: Double?
+}
+
+public struct EvaluationResult {
+    public var loss: Double
+    public var accuracy: Double
+    public var count: Int
+    public var perClassCorrect: [Int]
+    public var perClassCount: [Int]
+    /// Expected calibration error over 15 equal-width confidence bins (Guo et al. 2017).
+    public var expectedCalibrationError: Double
+    /// Mean confidence minus accuracy: > 0 over-confident, < 0 under-confident.
+    public var overconfidence: Double
+}
+
+public final class Trainer {
+    public let config: TrainingConfig
+    public let communicator: TimedCommunicator
+    public let model: Model
+    public let optimizer: Optimizer
+    public let schedule: LearningRateSchedule
+    public let sampler: GlobalBatchSampler
+    public let console: Console
+    let data: TrainingData
+    let loss: SoftmaxCrossEntropy
+    let seed: UInt64
+    public private(set) var step = 0
+    public private(set) var history: [EpochMetrics] = []
+    var batch: Tensor?         // (n, C, H, W)
+    var labels: [Int32] = []
+    /// Seconds spent in the gradient all-reduce since the last reset.
+    public private(set) var gradientAllReduceSeconds = 0.0
+    let startTime = now()
+
+    public var rank: Int { communicator.rank }
+    public var worldSize: Int { communicator.size }
+
+    public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, console: Console? = nil) throws {
+        self.config = config
+        self.communicator = TimedCommunicator(communicator)
+        self.data = data
+        self.console = console ?? Console(isEnabled: communicator.rank == 0)
+        seed = UInt64(config.train.seed)
+        let builder = ModelBuilder(batchNormMode: config.bn.mode, communicator: self.communicator)
+        model = try builder.build(config.model, inputShape: data.train.sampleShape)
+        guard model.outputShape == [config.data.classes] else {
+            throw ShapeError("\(config.file): the model's output is \(model.outputShape) but the data has \(config.data.classes) classes; end the model with '- dense: {out: \(config.data.classes)}'")
+        }
+        model.initialize(seed: seed)
+        let o = config.optimizer
+        switch o.kind {
+        case .sgd:
+            optimizer = SGD(arena: model.parameters, momentum: Float(o.momentum), weightDecay: Float(o.weightDecay),
+                            nesterov: o.nesterov, decayWeightsOnly: o.decayWeightsOnly)
+        case .adam, .adamw:
+            optimizer = Adam(arena: model.parameters, beta1: Float(o.beta1), beta2: Float(o.beta2),
+                             epsilon: Float(o.epsilon), weightDecay: Float(o.weightDecay),
+                             decoupled: o.kind == .adamw, decayWeightsOnly: o.decayWeightsOnly)
+        }
+        sampler = GlobalBatchSampler(datasetSize: data.train.count, globalBatch: config.train.globalBatch,
+                                     seed: seed, shuffle: true, dropLast: config.data.dropLast)
+        guard sampler.stepsPerEpoch > 0 else {
+            throw ConfigError("\(config.file): 'train.global_batch' (\(config.train.globalBatch)) is larger than the training set (\(data.train.count)) with data.drop_last")
+        }
+        let steps = sampler.stepsPerEpoch
+        let s = config.schedule
+        let all = config.train.epochs * steps
+        totalSteps = config.train.maxSteps > 0 ? min(all, config.train.maxSteps) : all
+        schedule = LearningRateSchedule(kind: s.kind, baseRate: o.learningRate, totalSteps: totalSteps,
+                                        warmupSteps: Int((s.warmupEpochs * Double(steps)).rounded()),
+                                        stepSize: Int((s.stepEpochs * Double(steps)).rounded()),
+                                        gamma: s.gamma, minRate: s.minRate)
+        loss = SoftmaxCrossEntropy(classes: config.data.classes, labelSmoothing: Float(config.train.labelSmoothing))
+        try synchronizeStart()
+    }
+
+    /// Optimizer steps of the whole run: all epochs, or train.max_steps if that is fewer.
+    public let totalSteps: Int
+
+    /// Start-up invariants: every rank runs the same config and model layout, and starts from
+    /// rank 0's parameters and buffers.
+    func synchronizeStart() throws {
+        var fp = Fingerprint()
+        fp.add(config.resolvedYAML)
+        fp.add(model.layoutDescription)
+        try communicator.checkSame(fp.value, what: "the configuration or model layout")
+        try communicator.broadcast(UnsafeMutableRawBufferPointer(model.parameters.flatValues), root: 0)
+        try communicator.broadcast(UnsafeMutableRawBufferPointer(model.buffers.flatValues), root: 0)
+    }
+
+    /// Trains to the end (epochs or max_steps), evaluating after every epoch.
+    @discardableResult
+    public func run() throws -> [EpochMetrics] {
+        let steps = sampler.stepsPerEpoch
+        console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters")
+        while step < totalSteps {
+            let epoch = step / steps
+            let epochStart = now()
+            communicator.reset()
+            gradientAllReduceSeconds = 0
+            var sums = [0.0, 0.0, 0.0]   // loss sum, correct, samples (local)
+            let order = sampler.permutation(epoch: epoch)
+            var stepsThisEpoch = 0
+            while step < totalSteps && step / steps == epoch {
+                let r = try trainStep(epoch: epoch, stepInEpoch: step % steps, order: order)
+                sums[0] += r.lossSum; sums[1] += Double(r.correct); sums[2] += Double(r.count)
+                step += 1
+                stepsThisEpoch += 1
+                if config.check.replicasEvery > 0 && step % config.check.replicasEvery == 0 { try checkReplicas() }
+                if config.train.logEvery > 0 && step % config.train.logEvery == 0 && !console.isTerminal {
+                    console.line(String(format: "  step %d/%d  loss %.4f  lr %.5f", step, totalSteps,
+                                        sums[0] / max(sums[2], 1), schedule.rate(at: step - 1)))
+                }
+                console.progress(step % steps == 0 ? steps : step % steps, of: steps,
+                                 String(format: "epoch %d  loss %.4f", epoch + 1, sums[0] / max(sums[2], 1)))
+            }
+            let trainSeconds = now() - epochStart
+            let commSeconds = communicator.seconds
+            try communicator.allReduce(&sums)
+            try checkReplicas()
+            let spread = try localStatisticsSpread()
+            let eval = try evaluate()
+            let m = EpochMetrics(
+                epoch: epoch + 1, step: step, learningRate: schedule.rate(at: step - 1),
+                trainLoss: sums[0] / max(sums[2], 1), trainAccuracy: sums[1] / max(sums[2], 1),
+                testLoss: eval.loss, testAccuracy: eval.accuracy, testSamples: eval.count,
+                expectedCalibrationError: eval.expectedCalibrationError,
+                samplesPerSecond: sums[2] / trainSeconds,
+                secondsPerStep: trainSeconds / Double(max(stepsThisEpoch, 1)),
+                communicationSecondsPerStep: commSeconds / Double(max(stepsThisEpoch, 1)),
+                elapsedSeconds: now() - startTime,
+                runningMeanSpread: spread?.mean, runningVarSpread: spread?.variance)
+            history.append(m)
+            console.line(String(format: "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  ece %.3f  lr %.5f  %.0f samples/s  comm %.1f ms/step  %.1fs",
+                                m.epoch, config.train.epochs, m.trainLoss, 100 * m.trainAccuracy, m.testLoss,
+                                100 * m.testAccuracy, m.expectedCalibrationError, m.learningRate, m.samplesPerSecond,
+                                1000 * m.communicationSecondsPerStep, m.elapsedSeconds))
+        }
+        return history
+    }
+
+    /// One optimizer step (possibly several micro-batches). Returns this rank's loss sums.
+    public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
+        let global = sampler.globalBatch(step: stepInEpoch, order: order)
+        let micro = config.train.accumulateSteps
+        var total = LossResult(lossSum: 0, correct: 0, count: 0)
+        model.zeroGrads()
+        for k in 0..<micro {
+            let part = GlobalBatchSampler.shard(total: global.count, rank: k, worldSize: micro)
+            let microBatch = global[(global.startIndex + part.lowerBound)..<(global.startIndex + part.upperBound)]
+            let mine = GlobalBatchSampler.shard(total: microBatch.count, rank: rank, worldSize: worldSize)
+            let indices = Array(microBatch[(microBatch.startIndex + mine.lowerBound)..<(microBatch.startIndex + mine.upperBound)])
+            let x = assemble(indices, epoch: epoch, augment: true)
+            let context = ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: indices)
+            let logits = try model.forward(x, context: context)
+            let (r, dLogits) = labels.withUnsafeBufferPointer {
+                loss.forward(logits: logits, labels: $0, normalizer: global.count)
+            }
+            try model.backward(dLogits)
+            total.lossSum += r.lossSum; total.correct += r.correct; total.count += r.count
+        }
+        if worldSize > 1 {
+            let t0 = now()
+            try communicator.allReduce(model.parameters.flatGrads, op: .sum)
+            gradientAllReduceSeconds += now() - t0
+        }
+        if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
+        optimizer.step(rate: Float(schedule.rate(at: step)))
+        return total
+    }
+
+    /// Copies the given samples (augmented in training) into the batch tensor and labels.
+    func assemble(_ indices: [Int], epoch: Int, augment: Bool) -> Tensor {
+        let ds = augment ? data.train : data.test
+        let x = reuse(&batch, [indices.count] + ds.sampleShape)
+        labels.removeAll(keepingCapacity: true)
+        let aug = config.data.augment
+        for (i, index) in indices.enumerated() {
+            let dst = x.data + i * ds.sampleSize
+            if augment && !aug.isIdentity {
+                aug.apply(dataset: ds, index: index, epoch: epoch, seed: seed, padValue: data.padValue, into: dst)
+            } else {
+                dst.update(from: ds.images.baseAddress! + index * ds.sampleSize, count: ds.sampleSize)
+            }
+            labels.append(ds.labels[index])
+        }
+        return x
+    }
+
+    /// Exact distributed evaluation: each rank takes a disjoint contiguous part of the test set;
+    /// sums are all-reduced, so every sample counts exactly once.
+    public func evaluate() throws -> EvaluationResult {
+        return try withEvaluationBuffers {
+            let test = data.test
+            let mine = GlobalBatchSampler.shard(total: test.count, rank: rank, worldSize: worldSize)
+            let classes = config.data.classes
+            let bins = 15
+            // [loss, correct, count, perClassCorrect (K), perClassCount (K), bin count, bin confidence, bin correct (3·bins)]
+            var sums = [Double](repeating: 0, count: 3 + 2 * classes + 3 * bins)
+            var start = mine.lowerBound
+            while start < mine.upperBound {
+                let end = min(start + config.data.evalBatch, mine.upperBound)
+                let indices = Array(start..<end)
+                let x = assemble(indices, epoch: 0, augment: false)
+                let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices))
+                let (r, _) = labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: 1) }
+                sums[0] += r.lossSum; sums[1] += Double(r.correct); sums[2] += Double(r.count)
+                let probs = loss.probabilities!
+                for i in 0..<indices.count {
+                    let row = probs.data + i * classes
+                    var best = 0
+                    for j in 1..<classes where row[j] > row[best] { best = j }
+                    let label = Int(labels[i])
+                    let hit = best == label ? 1.0 : 0.0
+                    sums[3 + label] += hit
+                    sums[3 + classes + label] += 1
+                    let confidence = Double(row[best])
+                    let bin = min(Int(confidence * Double(bins)), bins - 1)
+                    sums[3 + 2 * classes + 3 * bin] += 1
+                    sums[3 + 2 * classes + 3 * bin + 1] += confidence
+                    sums[3 + 2 * classes + 3 * bin + 2] += hit
+                }
+                start = end
+            }
+            try communicator.allReduce(&sums)
+            let n = max(sums[2], 1)
+            var ece = 0.0, confidenceSum = 0.0
+            for b in 0..<bins {
+                let base = 3 + 2 * classes + 3 * b
+                let count = sums[base]
+                guard count > 0 else { continue }
+                ece += abs(sums[base + 1] / count - sums[base + 2] / count) * count / n
+                confidenceSum += sums[base + 1]
+            }
+            return EvaluationResult(
+                loss: sums[0] / n, accuracy: sums[1] / n, count: Int(sums[2]),
+                perClassCorrect: (0..<classes).map { Int(sums[3 + $0]) },
+                perClassCount: (0..<classes).map { Int(sums[3 + classes + $0]) },
+                expectedCalibrationError: ece, overconfidence: confidenceSum / n - sums[1] / n)
+        }
+    }
+
+    /// With local batch norm, each rank's running statistics differ; evaluation uses their
+    /// average (or rank 0's) and then restores this rank's own.
+    func withEvaluationBuffers<R>(_ body: () throws -> R) throws -> R {
+        guard config.bn.mode == .local, worldSize > 1, model.buffers.count > 0 else { return try body() }
+        let own = Array(model.buffers.flatValues)
+        switch config.bn.localEvalStats {
+        case .average:
+            try communicator.allReduce(model.buffers.flatValues, op: .sum)
+            let scale = 1 / Float(worldSize)
+            for i in 0..<model.buffers.count { model.buffers.values[i] *= scale }
+        case .rank0:
+            try communicator.broadcast(UnsafeMutableRawBufferPointer(model.buffers.flatValues), root: 0)
+        }
+        defer { _ = own.withUnsafeBufferPointer { model.buffers.flatValues.update(fromContentsOf: $0) } }
+        return try body()
+    }
+
+    /// Largest difference across ranks of any running mean and any running variance (local BN).
+    func localStatisticsSpread() throws -> (mean: Double, variance: Double)? {
+        guard config.bn.mode == .local, worldSize > 1 else { return nil }
+        var hi = Array(model.buffers.flatValues), lo = hi
+        try communicator.allReduce(&hi, op: .max)
+        try communicator.allReduce(&lo, op: .min)
+        var spreadMean = 0.0, spreadVar = 0.0
+        for p in model.buffers.entries {
+            for i in p.offset..<(p.offset + p.count) {
+                let d = Double(hi[i] - lo[i])
+                if p.name.hasSuffix("running_mean") { spreadMean = max(spreadMean, d) } else { spreadVar = max(spreadVar, d) }
+            }
+        }
+        return (spreadMean, spreadVar)
+    }
+
+    /// Stops the job when replicas' parameters are no longer bit-identical.
+    public func checkReplicas() throws {
+        guard worldSize > 1 else { return }
+        var fp = Fingerprint()
+        fp.add(floats: UnsafeBufferPointer(model.parameters.flatValues))
+        do {
+            try communicator.checkSame(fp.value, what: "parameters")
+        } catch let e as CollectiveError where e.message.hasPrefix("parameters differ") {
+            throw CollectiveError(failedRank: rank, message: "replicas diverged at step \(step): parameter checksums differ between ranks")
+        }
+    }
+}
+
+/// Scales gradients so that their global L2 norm is at most `maxNorm` (after the all-reduce,
+/// so every rank scales identically).
+public func clipGradientNorm(_ arena: Arena, maxNorm: Float) {
+    let g = arena.flatGrads
+    var sq = 0.0
+    for v in g { sq += Double(v) * Double(v) }
+    let norm = Float(sq.squareRoot())
+    if norm > maxNorm {
+        let s = maxNorm / (norm + 1e-6)
+        for i in 0..<g.count { g[i] *= s }
+    }
+}
