@@ -13,16 +13,14 @@ public final class ReLU: Layer {
 
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
         let y = reuse(&output, x.shape)
-        let s = x.data, d = y.data
-        for i in 0..<x.count { d[i] = max(s[i], 0) }
+        Vector.relu(x.data, y.data, x.count)
         return y
     }
 
     public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
         guard needInputGradient else { return nil }
         let dx = reuse(&dInput, dOut.shape)
-        let y = output!.data, g = dOut.data, d = dx.data
-        for i in 0..<dOut.count { d[i] = y[i] > 0 ? g[i] : 0 }
+        Vector.reluBackward(output!.data, dOut.data, dx.data, dOut.count)
         return dx
     }
 }

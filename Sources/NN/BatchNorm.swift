@@ -64,41 +64,35 @@ public class BatchNorm: Layer {
         let y = reuse(&output, x.shape)
         let c = channels, s = spatial
         if context.mode == .evaluation {
+            var scale = [Float](repeating: 0, count: c), shift = scale
             for ch in 0..<c {
                 let inv = 1 / (runningVar.value[ch] + epsilon).squareRoot()
-                let scale = gamma.value[ch] * inv
-                let shift = beta.value[ch] - runningMean.value[ch] * scale
-                for i in 0..<n {
-                    let src = x.data + (i * c + ch) * s, dst = y.data + (i * c + ch) * s
-                    for j in 0..<s { dst[j] = src[j] * scale + shift }
+                scale[ch] = gamma.value[ch] * inv
+                shift[ch] = beta.value[ch] - runningMean.value[ch] * scale[ch]
+            }
+            for i in 0..<n {
+                for ch in 0..<c {
+                    let base = (i * c + ch) * s
+                    Vector.affine(x.data + base, y.data + base, s, scale: scale[ch], shift: shift[ch])
                 }
             }
             return y
         }
-        // Local per-channel sum and squared deviations about the local mean (two passes, Double).
+        // Local per-channel Σx, and squared deviations about the local mean (two passes, Double).
         let localCount = n * s
-        for ch in 0..<c {
-            var sum = 0.0
+        for ch in 0..<(2 * c) { stats[ch] = 0 }
+        stats.withUnsafeMutableBufferPointer { st in
             for i in 0..<n {
-                let src = x.data + (i * c + ch) * s
-                var part: Float = 0
-                for j in 0..<s { part += src[j] }
-                sum += Double(part)
+                for ch in 0..<c { st[ch] += Double(Vector.sum(x.data + (i * c + ch) * s, s)) }
             }
-            var m2 = 0.0
-            if localCount > 0 {
-                let mean = Float(sum / Double(localCount))
-                for i in 0..<n {
-                    let src = x.data + (i * c + ch) * s
-                    var part: Float = 0
-                    for j in 0..<s { let d = src[j] - mean; part += d * d }
-                    m2 += Double(part)
-                }
+            guard localCount > 0 else { return }
+            for ch in 0..<c {
+                let mean = Float(st[ch] / Double(localCount))
+                var m2 = 0.0
+                for i in 0..<n { m2 += Double(Vector.sumSquaredDeviations(x.data + (i * c + ch) * s, s, from: mean)) }
                 // Σx² = M2 + (Σx)²/n, exact in Double to ~1e-16 relative.
-                m2 += sum * sum / Double(localCount)
+                st[c + ch] = m2 + st[ch] * st[ch] / Double(localCount)
             }
-            stats[ch] = sum
-            stats[c + ch] = m2
         }
         stats[2 * c] = Double(localCount)
         try stats.withUnsafeMutableBufferPointer { try reduceStatistics($0) }
@@ -108,25 +102,24 @@ public class BatchNorm: Layer {
             throw ShapeError("\(name): batch norm in training needs more than one value per channel, got \(count); use a larger batch")
         }
         let xhat = reuse(&normalized, x.shape)
+        var means = [Float](repeating: 0, count: c)
         for ch in 0..<c {
             let mean = stats[ch] / Double(count)
+            // Double arithmetic: the cancellation costs ~1e-16·(mean²/var) relative, harmless.
             let variance = max(stats[c + ch] / Double(count) - mean * mean, 0)
-            let inv = Float(1 / (variance + Double(epsilon)).squareRoot())
-            invStd[ch] = inv
-            let meanF = Float(mean), g = gamma.value[ch], b = beta.value[ch]
-            for i in 0..<n {
-                let base = (i * c + ch) * s
-                let src = x.data + base, xh = xhat.data + base, dst = y.data + base
-                for j in 0..<s {
-                    let v = (src[j] - meanF) * inv
-                    xh[j] = v
-                    dst[j] = g * v + b
-                }
-            }
+            invStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
+            means[ch] = Float(mean)
             let m = momentum
-            runningMean.value[ch] = (1 - m) * runningMean.value[ch] + m * meanF
+            runningMean.value[ch] = (1 - m) * runningMean.value[ch] + m * Float(mean)
             let unbiased = Float(variance * Double(count) / Double(count - 1))
             runningVar.value[ch] = (1 - m) * runningVar.value[ch] + m * unbiased
+        }
+        for i in 0..<n {
+            for ch in 0..<c {
+                let base = (i * c + ch) * s
+                Vector.normalize(x.data + base, xhat.data + base, y.data + base, s,
+                                 mean: means[ch], inv: invStd[ch], gamma: gamma.value[ch], beta: beta.value[ch])
+            }
         }
         return y
     }
@@ -137,32 +130,31 @@ public class BatchNorm: Layer {
         let c = channels, s = spatial
         let xhat = normalized!
         var sums = [Double](repeating: 0, count: 2 * c)
-        for ch in 0..<c {
-            var sumDy = 0.0, sumDyXhat = 0.0
-            for i in 0..<n {
+        for i in 0..<n {
+            for ch in 0..<c {
                 let base = (i * c + ch) * s
-                let g = dOut.data + base, xh = xhat.data + base
-                var a: Float = 0, b: Float = 0
-                for j in 0..<s { a += g[j]; b += g[j] * xh[j] }
-                sumDy += Double(a); sumDyXhat += Double(b)
+                let (a, b) = Vector.sumAndDot(dOut.data + base, xhat.data + base, s)
+                sums[ch] += Double(a)
+                sums[c + ch] += Double(b)
             }
-            sums[ch] = sumDy
-            sums[c + ch] = sumDyXhat
+        }
+        for ch in 0..<c {
             // This rank's share; the gradient all-reduce adds the other ranks' shares.
-            beta.grad[ch] += Float(sumDy)
-            gamma.grad[ch] += Float(sumDyXhat)
+            beta.grad[ch] += Float(sums[ch])
+            gamma.grad[ch] += Float(sums[c + ch])
         }
         guard needInputGradient else { return nil }
         try sums.withUnsafeMutableBufferPointer { try reduceGradientSums($0) }
         let dx = reuse(&dInput, dOut.shape)
-        let total = Float(globalCount)
-        for ch in 0..<c {
-            let meanDy = Float(sums[ch]) / total, meanDyXhat = Float(sums[c + ch]) / total
-            let k = gamma.value[ch] * invStd[ch]
-            for i in 0..<n {
+        let total = Double(globalCount)
+        let meanDy = (0..<c).map { Float(sums[$0] / total) }
+        let meanDyXhat = (0..<c).map { Float(sums[c + $0] / total) }
+        let k = (0..<c).map { gamma.value[$0] * invStd[$0] }
+        for i in 0..<n {
+            for ch in 0..<c {
                 let base = (i * c + ch) * s
-                let g = dOut.data + base, xh = xhat.data + base, d = dx.data + base
-                for j in 0..<s { d[j] = k * (g[j] - meanDy - xh[j] * meanDyXhat) }
+                Vector.batchNormInputGradient(dOut.data + base, xhat.data + base, dx.data + base, s,
+                                              k: k[ch], a: meanDy[ch], b: meanDyXhat[ch])
             }
         }
         return dx

@@ -8,11 +8,12 @@ public final class Conv2D: Layer {
     public let bias: Parameter?    // (Cout)
     let geometry: ConvGeometry
     let outChannels: Int
-    var columns: Tensor?           // (Cin·KH·KW, N·HO·WO)
-    var product: Tensor?           // (Cout, N·HO·WO)
+    var input: Tensor?             // (N, Cin, H, W), borrowed from the previous layer
+    var columns: Tensor?           // (Cin·KH·KW, chunk·HO·WO)
+    var product: Tensor?           // (Cout, chunk·HO·WO)
     var output: Tensor?            // (N, Cout, HO, WO)
-    var dProduct: Tensor?          // (Cout, N·HO·WO)
-    var dColumns: Tensor?          // (Cin·KH·KW, N·HO·WO)
+    var dProduct: Tensor?          // (Cout, chunk·HO·WO)
+    var dColumns: Tensor?          // (Cin·KH·KW, chunk·HO·WO)
     var dInput: Tensor?            // (N, Cin, H, W)
 
     public init(name: String, inputShape: [Int], outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
@@ -41,23 +42,31 @@ public final class Conv2D: Layer {
 
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
 
+    /// Samples per im2col chunk: enough for an efficient GEMM, small enough that the column
+    /// buffer (~1 MiB) stays in cache.
+    var chunkSize: Int { max(1, (1 << 18) / (geometry.patchSize * geometry.outHeight * geometry.outWidth)) }
+
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
         let n = x.shape[0]
+        input = x
         let plane = geometry.outHeight * geometry.outWidth
-        let cols = reuse(&columns, [geometry.patchSize, n * plane])
-        im2col(x.data, batch: n, geometry: geometry, into: cols.data)
-        let prod = reuse(&product, [outChannels, n * plane])
-        gemm(m: outChannels, n: n * plane, k: geometry.patchSize, a: weight.value, lda: geometry.patchSize,
-             b: cols.data, ldb: n * plane, c: prod.data, ldc: n * plane)
         let y = reuse(&output, [n] + outputShape)
-        swapLeadingAxes(prod.data, outChannels, n, plane, into: y.data)
+        let chunk = min(chunkSize, max(n, 1))
+        let cols = reuse(&columns, [geometry.patchSize, chunk * plane])
+        let prod = reuse(&product, [outChannels, chunk * plane])
+        let inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
+        var start = 0
+        while start < n {
+            let m = min(chunk, n - start)
+            im2col(x.data + start * inSize, batch: m, geometry: geometry, into: cols.data)
+            gemm(m: outChannels, n: m * plane, k: geometry.patchSize, a: weight.value, lda: geometry.patchSize,
+                 b: cols.data, ldb: m * plane, c: prod.data, ldc: m * plane)
+            swapLeadingAxes(prod.data, outChannels, m, plane, into: y.data + start * outSize)
+            start += m
+        }
         if let b = bias {
             for s in 0..<n {
-                for c in 0..<outChannels {
-                    let p = y.data + (s * outChannels + c) * plane
-                    let v = b.value[c]
-                    for i in 0..<plane { p[i] += v }
-                }
+                for c in 0..<outChannels { Vector.addScalar(b.value[c], y.data + (s * outChannels + c) * plane, plane) }
             }
         }
         return y
@@ -65,29 +74,37 @@ public final class Conv2D: Layer {
 
     public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
         let n = dOut.shape[0]
+        let x = input!
         let plane = geometry.outHeight * geometry.outWidth
-        let dProd = reuse(&dProduct, [outChannels, n * plane])
-        swapLeadingAxes(dOut.data, n, outChannels, plane, into: dProd.data)
-        // dW += dY' · colsᵀ
-        gemm(transB: true, m: outChannels, n: geometry.patchSize, k: n * plane,
-             a: dProd.data, lda: n * plane, b: columns!.data, ldb: n * plane,
-             beta: 1, c: weight.grad, ldc: geometry.patchSize)
-        if let b = bias {
-            for c in 0..<outChannels {
-                let row = dProd.data + c * n * plane
-                var s: Float = 0
-                for i in 0..<(n * plane) { s += row[i] }
-                b.grad[c] += s
+        let chunk = min(chunkSize, max(n, 1))
+        let cols = reuse(&columns, [geometry.patchSize, chunk * plane])
+        let dProd = reuse(&dProduct, [outChannels, chunk * plane])
+        let dCols = needInputGradient ? reuse(&dColumns, [geometry.patchSize, chunk * plane]) : nil
+        let dx = needInputGradient ? reuse(&dInput, [n] + inputShape) : nil
+        let inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
+        var start = 0
+        while start < n {
+            let m = min(chunk, n - start)
+            swapLeadingAxes(dOut.data + start * outSize, m, outChannels, plane, into: dProd.data)
+            // The columns are recomputed per chunk rather than kept for the whole batch: cheaper
+            // than streaming a batch-sized buffer through memory twice.
+            im2col(x.data + start * inSize, batch: m, geometry: geometry, into: cols.data)
+            // dW += dY' · colsᵀ
+            gemm(transB: true, m: outChannels, n: geometry.patchSize, k: m * plane,
+                 a: dProd.data, lda: m * plane, b: cols.data, ldb: m * plane,
+                 beta: 1, c: weight.grad, ldc: geometry.patchSize)
+            if let b = bias {
+                for c in 0..<outChannels { b.grad[c] += Vector.sum(dProd.data + c * m * plane, m * plane) }
             }
+            if let dCols, let dx {
+                // dCols = Wᵀ · dY', then scatter back to the input.
+                gemm(transA: true, m: geometry.patchSize, n: m * plane, k: outChannels,
+                     a: weight.value, lda: geometry.patchSize, b: dProd.data, ldb: m * plane,
+                     c: dCols.data, ldc: m * plane)
+                col2im(dCols.data, batch: m, geometry: geometry, into: dx.data + start * inSize)
+            }
+            start += m
         }
-        guard needInputGradient else { return nil }
-        // dCols = Wᵀ · dY', then scatter back to the input.
-        let dCols = reuse(&dColumns, [geometry.patchSize, n * plane])
-        gemm(transA: true, m: geometry.patchSize, n: n * plane, k: outChannels,
-             a: weight.value, lda: geometry.patchSize, b: dProd.data, ldb: n * plane,
-             c: dCols.data, ldc: n * plane)
-        let dx = reuse(&dInput, [n] + inputShape)
-        col2im(dCols.data, batch: n, geometry: geometry, into: dx.data)
         return dx
     }
 }

@@ -52,8 +52,7 @@ public final class Dropout: Layer {
         guard needInputGradient else { return nil }
         guard active else { return dOut }
         let dx = reuse(&dInput, dOut.shape)
-        let m = mask!.data, g = dOut.data, d = dx.data
-        for i in 0..<dOut.count { d[i] = g[i] * m[i] }
+        Vector.multiply(dOut.data, mask!.data, dx.data, dOut.count)
         return dx
     }
 }

@@ -40,6 +40,22 @@ public final class MaxPool2D: Layer {
                 let src = x.data + plane * h * w
                 let dst = y.data + plane * ho * wo
                 let idx = am.baseAddress! + plane * ho * wo
+                if size == 2 && stride == 2 {
+                    // The common case, unrolled: four candidates, first maximum wins.
+                    for oh in 0..<ho {
+                        let r0 = 2 * oh * w, r1 = r0 + w
+                        for ow in 0..<wo {
+                            let c0 = r0 + 2 * ow
+                            var bi = c0, bv = src[c0]
+                            if src[c0 + 1] > bv { bv = src[c0 + 1]; bi = c0 + 1 }
+                            if src[r1 + 2 * ow] > bv { bv = src[r1 + 2 * ow]; bi = r1 + 2 * ow }
+                            if src[r1 + 2 * ow + 1] > bv { bv = src[r1 + 2 * ow + 1]; bi = r1 + 2 * ow + 1 }
+                            dst[oh * wo + ow] = bv
+                            idx[oh * wo + ow] = Int32(bi)
+                        }
+                    }
+                    continue
+                }
                 for oh in 0..<ho {
                     for ow in 0..<wo {
                         var best = -Float.infinity
@@ -49,7 +65,7 @@ public final class MaxPool2D: Layer {
                             for kw in 0..<size {
                                 let i = row + ow * stride + kw
                                 let v = src[i]
-                                if v > best || (v != v && best == -Float.infinity) { best = v; bestIndex = i }
+                                if v > best || (kh == 0 && kw == 0) { best = v; bestIndex = i }
                             }
                         }
                         dst[oh * wo + ow] = best

@@ -33,7 +33,7 @@ public func im2col(_ x: UnsafePointer<Float>, batch n: Int, geometry g: ConvGeom
                         let ih = oh * g.stride - g.padding + kh
                         let d = dst + oh * wo
                         if ih < 0 || ih >= g.height {
-                            d.update(repeating: 0, count: wo)
+                            for ow in 0..<wo { d[ow] = 0 }
                             continue
                         }
                         let srow = src + ih * g.width
@@ -41,9 +41,10 @@ public func im2col(_ x: UnsafePointer<Float>, batch n: Int, geometry g: ConvGeom
                             // Contiguous run with zero borders.
                             let shift = kw - g.padding
                             let lo = max(0, -shift), hi = min(wo, g.width - shift)
-                            if lo > 0 { d.update(repeating: 0, count: lo) }
-                            if hi > lo { (d + lo).update(from: srow + lo + shift, count: hi - lo) }
-                            if hi < wo { (d + max(hi, lo)).update(repeating: 0, count: wo - max(hi, lo)) }
+                            // Short rows: plain loops inline better than memcpy calls.
+                            for ow in 0..<min(lo, wo) { d[ow] = 0 }
+                            if hi > lo { for ow in lo..<hi { d[ow] = srow[ow + shift] } }
+                            if hi < wo { for ow in max(hi, lo)..<wo { d[ow] = 0 } }
                         } else {
                             for ow in 0..<wo {
                                 let iw = ow * g.stride - g.padding + kw

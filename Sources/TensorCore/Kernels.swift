@@ -20,7 +20,8 @@ public func swapLeadingAxes(_ src: UnsafePointer<Float>, _ a: Int, _ b: Int, _ k
                             into dst: UnsafeMutablePointer<Float>) {
     for i in 0..<a {
         for j in 0..<b {
-            (dst + (j * a + i) * k).update(from: src + (i * b + j) * k, count: k)
+            let s = src + (i * b + j) * k, d = dst + (j * a + i) * k
+            for e in 0..<k { d[e] = s[e] }
         }
     }
 }
