@@ -81,18 +81,10 @@ public class BatchNorm: Layer {
         // Local per-channel Σx, and squared deviations about the local mean (two passes, Double).
         let localCount = n * s
         for ch in 0..<(2 * c) { stats[ch] = 0 }
-        stats.withUnsafeMutableBufferPointer { st in
-            for i in 0..<n {
-                for ch in 0..<c { st[ch] += Double(Vector.sum(x.data + (i * c + ch) * s, s)) }
-            }
-            guard localCount > 0 else { return }
-            for ch in 0..<c {
-                let mean = Float(st[ch] / Double(localCount))
-                var m2 = 0.0
-                for i in 0..<n { m2 += Double(Vector.sumSquaredDeviations(x.data + (i * c + ch) * s, s, from: mean)) }
-                // Σx² = M2 + (Σx)²/n, exact in Double to ~1e-16 relative.
-                st[c + ch] = m2 + st[ch] * st[ch] / Double(localCount)
-            }
+        if s == 1 {
+            featureStatistics(x, n)
+        } else {
+            channelStatistics(x, n)
         }
         stats[2 * c] = Double(localCount)
         try stats.withUnsafeMutableBufferPointer { try reduceStatistics($0) }
@@ -114,6 +106,18 @@ public class BatchNorm: Layer {
             let unbiased = Float(variance * Double(count) / Double(count - 1))
             runningVar.value[ch] = (1 - m) * runningVar.value[ch] + m * unbiased
         }
+        if s == 1 {
+            let g = gamma.value!, b = beta.value!
+            for i in 0..<n {
+                let src = x.data + i * c, xh = xhat.data + i * c, dst = y.data + i * c
+                for ch in 0..<c {
+                    let v = (src[ch] - means[ch]) * invStd[ch]
+                    xh[ch] = v
+                    dst[ch] = g[ch] * v + b[ch]
+                }
+            }
+            return y
+        }
         for i in 0..<n {
             for ch in 0..<c {
                 let base = (i * c + ch) * s
@@ -124,18 +128,68 @@ public class BatchNorm: Layer {
         return y
     }
 
+    /// Σx and Σx² (as M2 about the local mean + (Σx)²/n) per channel of (N, C, S) input.
+    func channelStatistics(_ x: Tensor, _ n: Int) {
+        let c = channels, s = spatial, localCount = n * s
+        stats.withUnsafeMutableBufferPointer { st in
+            for i in 0..<n {
+                for ch in 0..<c { st[ch] += Double(Vector.sum(x.data + (i * c + ch) * s, s)) }
+            }
+            guard localCount > 0 else { return }
+            for ch in 0..<c {
+                let mean = Float(st[ch] / Double(localCount))
+                var m2 = 0.0
+                for i in 0..<n { m2 += Double(Vector.sumSquaredDeviations(x.data + (i * c + ch) * s, s, from: mean)) }
+                // Σx² = M2 + (Σx)²/n, exact in Double to ~1e-16 relative.
+                st[c + ch] = m2 + st[ch] * st[ch] / Double(localCount)
+            }
+        }
+    }
+
+    /// The same for (N, F) input, accumulating column-wise so that the loops run along rows.
+    func featureStatistics(_ x: Tensor, _ n: Int) {
+        let c = channels
+        guard n > 0 else { return }
+        stats.withUnsafeMutableBufferPointer { st in
+            let sum = st.baseAddress!, sq = st.baseAddress! + c
+            for i in 0..<n {
+                let row = x.data + i * c
+                for ch in 0..<c { sum[ch] += Double(row[ch]) }
+            }
+            var mean = [Float](repeating: 0, count: c)
+            for ch in 0..<c { mean[ch] = Float(sum[ch] / Double(n)) }
+            mean.withUnsafeBufferPointer { m in
+                for i in 0..<n {
+                    let row = x.data + i * c
+                    for ch in 0..<c { let d = Double(row[ch] - m[ch]); sq[ch] += d * d }
+                }
+            }
+            for ch in 0..<c { sq[ch] += sum[ch] * sum[ch] / Double(n) }
+        }
+    }
+
     public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
         precondition(mode == .training, "\(name): backward after an evaluation forward")
         let n = dOut.shape[0]
         let c = channels, s = spatial
         let xhat = normalized!
         var sums = [Double](repeating: 0, count: 2 * c)
-        for i in 0..<n {
-            for ch in 0..<c {
-                let base = (i * c + ch) * s
-                let (a, b) = Vector.sumAndDot(dOut.data + base, xhat.data + base, s)
-                sums[ch] += Double(a)
-                sums[c + ch] += Double(b)
+        if s == 1 {
+            sums.withUnsafeMutableBufferPointer { st in
+                let a = st.baseAddress!, b = st.baseAddress! + c
+                for i in 0..<n {
+                    let g = dOut.data + i * c, xh = xhat.data + i * c
+                    for ch in 0..<c { a[ch] += Double(g[ch]); b[ch] += Double(g[ch] * xh[ch]) }
+                }
+            }
+        } else {
+            for i in 0..<n {
+                for ch in 0..<c {
+                    let base = (i * c + ch) * s
+                    let (a, b) = Vector.sumAndDot(dOut.data + base, xhat.data + base, s)
+                    sums[ch] += Double(a)
+                    sums[c + ch] += Double(b)
+                }
             }
         }
         for ch in 0..<c {
@@ -150,6 +204,13 @@ public class BatchNorm: Layer {
         let meanDy = (0..<c).map { Float(sums[$0] / total) }
         let meanDyXhat = (0..<c).map { Float(sums[c + $0] / total) }
         let k = (0..<c).map { gamma.value[$0] * invStd[$0] }
+        if s == 1 {
+            for i in 0..<n {
+                let g = dOut.data + i * c, xh = xhat.data + i * c, d = dx.data + i * c
+                for ch in 0..<c { d[ch] = k[ch] * (g[ch] - meanDy[ch] - xh[ch] * meanDyXhat[ch]) }
+            }
+            return dx
+        }
         for i in 0..<n {
             for ch in 0..<c {
                 let base = (i * c + ch) * s

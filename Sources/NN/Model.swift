@@ -44,9 +44,11 @@ public final class Model {
     /// Back-propagates dLoss/dOutput; parameter gradients are *added* to the gradient arena.
     public func backward(_ dOut: Tensor) throws {
         var g = dOut
+        // Layers before the first one with parameters need no input gradient.
+        let firstTrainable = layers.firstIndex { !$0.parameters.isEmpty } ?? layers.count
         for (i, layer) in layers.enumerated().reversed() {
             let t0 = timing == nil ? 0 : monotonicSeconds()
-            let next = try layer.backward(g, needInputGradient: i > 0)
+            let next = try layer.backward(g, needInputGradient: i > firstTrainable)
             if let timing { timing.backward[i] += monotonicSeconds() - t0 }
             guard let next else { break }
             g = next

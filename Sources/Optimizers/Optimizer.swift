@@ -16,16 +16,12 @@ func allocateState(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
     return UnsafeMutableBufferPointer(rebasing: b[0..<count])
 }
 
-/// Which elements weight decay applies to: all of them, or only weights of dense and conv
-/// layers (not biases, norms or PReLU slopes).
-func decayMask(_ arena: Arena, weightsOnly: Bool) -> [Bool] {
-    var mask = [Bool](repeating: !weightsOnly, count: arena.count)
-    if weightsOnly {
-        for p in arena.entries where p.isWeight {
-            for i in p.offset..<(p.offset + p.count) { mask[i] = true }
-        }
+/// The arena's element ranges, each with the weight decay that applies to it: all entries, or
+/// only weights of dense and conv layers (not biases, norms or PReLU slopes).
+func decayRanges(_ arena: Arena, weightDecay: Float, weightsOnly: Bool) -> [(range: Range<Int>, decay: Float)] {
+    arena.entries.map { p in
+        (p.offset..<(p.offset + p.count), (!weightsOnly || p.isWeight) ? weightDecay : 0)
     }
-    return mask
 }
 
 /// SGD with optional momentum, Nesterov momentum and L2 weight decay (PyTorch's formulation:
@@ -34,7 +30,7 @@ public final class SGD: Optimizer {
     let arena: Arena
     public let momentum: Float, weightDecay: Float, nesterov: Bool
     let velocity: UnsafeMutableBufferPointer<Float>
-    let decay: [Bool]
+    let ranges: [(range: Range<Int>, decay: Float)]
     public var stepCount = 0
 
     public init(arena: Arena, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false,
@@ -44,7 +40,7 @@ public final class SGD: Optimizer {
         self.weightDecay = weightDecay
         self.nesterov = nesterov
         velocity = allocateState(arena.count)
-        decay = decayMask(arena, weightsOnly: decayWeightsOnly)
+        ranges = decayRanges(arena, weightDecay: weightDecay, weightsOnly: decayWeightsOnly)
     }
 
     deinit { velocity.baseAddress.map { UnsafeMutableBufferPointer(start: $0, count: max(velocity.count, 1)).deallocate() } }
@@ -55,16 +51,21 @@ public final class SGD: Optimizer {
 
     public func step(rate: Float) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = velocity.baseAddress!
-        let mu = momentum, lambda = weightDecay
-        decay.withUnsafeBufferPointer { mask in
-            for i in 0..<arena.count {
-                var grad = g[i]
-                if mask[i] { grad += lambda * w[i] }
-                if mu != 0 {
+        let mu = momentum
+        for (range, lambda) in ranges {
+            if mu == 0 {
+                for i in range { w[i] -= rate * (g[i] + lambda * w[i]) }
+            } else if nesterov {
+                for i in range {
+                    let grad = g[i] + lambda * w[i]
                     v[i] = mu * v[i] + grad
-                    grad = nesterov ? grad + mu * v[i] : v[i]
+                    w[i] -= rate * (grad + mu * v[i])
                 }
-                w[i] -= rate * grad
+            } else {
+                for i in range {
+                    v[i] = mu * v[i] + g[i] + lambda * w[i]
+                    w[i] -= rate * v[i]
+                }
             }
         }
         stepCount += 1
@@ -78,7 +79,7 @@ public final class Adam: Optimizer {
     public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decoupled: Bool
     let m: UnsafeMutableBufferPointer<Float>
     let v: UnsafeMutableBufferPointer<Float>
-    let decay: [Bool]
+    let ranges: [(range: Range<Int>, decay: Float)]
     public var stepCount = 0
 
     public init(arena: Arena, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
@@ -91,7 +92,7 @@ public final class Adam: Optimizer {
         self.decoupled = decoupled
         m = allocateState(arena.count)
         v = allocateState(arena.count)
-        decay = decayMask(arena, weightsOnly: decayWeightsOnly)
+        ranges = decayRanges(arena, weightDecay: weightDecay, weightsOnly: decayWeightsOnly)
     }
 
     deinit {
@@ -108,18 +109,18 @@ public final class Adam: Optimizer {
         let c1 = 1 - powf(beta1, t), c2 = 1 - powf(beta2, t)
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!
         let mp = m.baseAddress!, vp = v.baseAddress!
-        let b1 = beta1, b2 = beta2, eps = epsilon, lambda = weightDecay
+        let b1 = beta1, b2 = beta2, eps = epsilon
         let stepSize = rate / c1
         let invC2 = 1 / c2
-        decay.withUnsafeBufferPointer { mask in
-            for i in 0..<arena.count {
-                var grad = g[i]
-                if mask[i] && lambda != 0 {
-                    if decoupled { w[i] -= rate * lambda * w[i] } else { grad += lambda * w[i] }
-                }
+        for (range, lambda) in ranges {
+            // Decoupled (AdamW): shrink the weights directly; otherwise fold λw into the gradient.
+            let l2: Float = decoupled ? 0 : lambda
+            let shrink: Float = decoupled ? 1 - rate * lambda : 1
+            for i in range {
+                let grad = g[i] + l2 * w[i]
                 mp[i] = b1 * mp[i] + (1 - b1) * grad
                 vp[i] = b2 * vp[i] + (1 - b2) * grad * grad
-                w[i] -= stepSize * mp[i] / ((vp[i] * invC2).squareRoot() + eps)
+                w[i] = w[i] * shrink - stepSize * mp[i] / ((vp[i] * invC2).squareRoot() + eps)
             }
         }
     }
