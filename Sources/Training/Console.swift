@@ -5,6 +5,7 @@ public final class Console: @unchecked Sendable {
     public let isEnabled: Bool
     public let isTerminal: Bool
     private var barShown = false
+    private var lastDraw = 0.0
 
     public init(isEnabled: Bool) {
         self.isEnabled = isEnabled
@@ -21,6 +22,10 @@ public final class Console: @unchecked Sendable {
     /// Redraws a one-line progress bar (terminal only).
     public func progress(_ done: Int, of total: Int, _ suffix: String) {
         guard isEnabled, isTerminal, total > 0 else { return }
+        // At most ten redraws a second, and always the last one.
+        let t = now()
+        if done < total && t - lastDraw < 0.1 { return }
+        lastDraw = t
         let width = 30
         let filled = min(width, done * width / total)
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
