@@ -85,6 +85,9 @@ public final class Trainer {
     /// Seconds spent in the gradient all-reduce since the last reset.
     public private(set) var gradientAllReduceSeconds = 0.0
     let startTime = now()
+    /// Fault injection for tests of the failure path: LOCKSTEP_FAULT_RANK=r LOCKSTEP_FAULT_STEP=s
+    /// makes rank r throw at step s.
+    let injectedFaultStep: Int?
 
     public var rank: Int { communicator.rank }
     public var worldSize: Int { communicator.size }
@@ -95,6 +98,12 @@ public final class Trainer {
         self.data = data
         self.console = console ?? Console(isEnabled: communicator.rank == 0)
         seed = UInt64(config.train.seed)
+        let env = ProcessInfo.processInfo.environment
+        if let r = env["LOCKSTEP_FAULT_RANK"].flatMap(Int.init), r == communicator.rank {
+            injectedFaultStep = env["LOCKSTEP_FAULT_STEP"].flatMap(Int.init) ?? 0
+        } else {
+            injectedFaultStep = nil
+        }
         let builder = ModelBuilder(batchNormMode: config.bn.mode, communicator: self.communicator)
         model = try builder.build(config.model, inputShape: data.train.sampleShape)
         guard model.outputShape == [config.data.classes] else {
@@ -195,6 +204,9 @@ public final class Trainer {
 
     /// One optimizer step (possibly several micro-batches). Returns this rank's loss sums.
     public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
+        if let fault = injectedFaultStep, fault == step {
+            throw ConfigError("injected fault at step \(step) (LOCKSTEP_FAULT_RANK/LOCKSTEP_FAULT_STEP)")
+        }
         let global = sampler.globalBatch(step: stepInEpoch, order: order)
         let micro = config.train.accumulateSteps
         var total = LossResult(lossSum: 0, correct: 0, count: 0)

@@ -105,6 +105,9 @@ struct Train: ParsableCommand {
     @Flag(name: .long, help: "Print the resolved config (after --set) and exit.")
     var printConfig = false
 
+    @Flag(name: .long, help: ArgumentHelp("Print every trained parameter at the end (for tests).", visibility: .hidden))
+    var dumpParameters = false
+
     func run() throws {
         if printConfig {
             let config = try TrainingConfig.load(path: options.config, overrides: options.allOverrides)
@@ -112,13 +115,16 @@ struct Train: ParsableCommand {
             return
         }
         let shared = SharedData()
-        let options = self.options
+        let (options, dump) = (self.options, dumpParameters)
         withCommunicators(simulateRanks: options.simulateRanks) { comm in
             let config = try TrainingConfig.load(path: options.config, overrides: options.allOverrides)
             let data = try shared.get(config)
             let trainer = try Trainer(config: config, communicator: comm, data: data)
             if comm.rank == 0 { print(trainer.model.summary) }
             try trainer.run()
+            if dump && comm.rank == 0 {
+                print("parameters: " + trainer.model.parameters.flatValues.map { String(format: "%.9g", $0) }.joined(separator: " "))
+            }
         }
     }
 }

@@ -1,0 +1,117 @@
+// World-size invariance and the distributed training paths, with ranks as threads.
+import Collectives
+import Datasets
+import NN
+import XCTest
+@testable import Training
+
+final class DistributedTrainingTests: XCTestCase {
+    /// Trains `steps` steps on `ranks` thread ranks; returns rank 0's parameters and buffers.
+    func train(ranks: Int, bn: String, data: TrainingData, overrides: [String] = []) throws -> (params: [Float], buffers: [Float], replicasEqual: Bool) {
+        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml", overrides: ["bn.mode=\(bn)"] + overrides)
+        let results = try ThreadCommunicator.run(size: ranks) { comm -> ([Float], [Float]) in
+            let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+            try trainer.run()
+            return (Array(trainer.model.parameters.flatValues), Array(trainer.model.buffers.flatValues))
+        }
+        let equal = results.allSatisfy { $0.0 == results[0].0 }
+        return (results[0].0, results[0].1, equal)
+    }
+
+    func relativeDifference(_ a: [Float], _ b: [Float]) -> Float {
+        precondition(a.count == b.count)
+        var maxDiff: Float = 0, maxAbs: Float = 0
+        for i in 0..<a.count { maxDiff = max(maxDiff, abs(a[i] - b[i])); maxAbs = max(maxAbs, abs(a[i])) }
+        return maxDiff / maxAbs
+    }
+
+    func testSyncBatchNormTrainingIsWorldSizeInvariant() throws {
+        let data = makeData()
+        let one = try train(ranks: 1, bn: "sync", data: data)
+        for ranks in [2, 3, 4] {
+            let many = try train(ranks: ranks, bn: "sync", data: data)
+            XCTAssertTrue(many.replicasEqual, "replicas differ at \(ranks) ranks")
+            let d = relativeDifference(one.params, many.params)
+            // Only float summation order differs: ~1e-7 per step, well inside 1e-5 after 8 steps.
+            XCTAssertLessThan(d, 1e-5, "parameters at \(ranks) ranks differ from 1 rank by \(d)")
+            XCTAssertLessThan(relativeDifference(one.buffers, many.buffers), 1e-5, "running statistics at \(ranks) ranks")
+        }
+    }
+
+    func testLocalBatchNormDiffersFromOneRank() throws {
+        let data = makeData()
+        let one = try train(ranks: 1, bn: "sync", data: data)
+        for ranks in [2, 4] {
+            let local = try train(ranks: ranks, bn: "local", data: data)
+            XCTAssertTrue(local.replicasEqual, "parameters must stay identical across ranks even with local BN")
+            let d = relativeDifference(one.params, local.params)
+            XCTAssertGreaterThan(d, 1e-3, "local BN at \(ranks) ranks should differ from global-batch BN, got \(d)")
+        }
+    }
+
+    func testUnevenShardsAndGradientAccumulationStayInvariant() throws {
+        // Global batch 24 over 5 ranks (5,5,5,5,4) and 2 micro-steps of 12 (3,3,2,2,2).
+        let data = makeData()
+        let base = try train(ranks: 1, bn: "sync", data: data, overrides: ["train.accumulate_steps=2"])
+        let uneven = try train(ranks: 5, bn: "sync", data: data, overrides: ["train.accumulate_steps=2"])
+        XCTAssertLessThan(relativeDifference(base.params, uneven.params), 1e-5)
+    }
+
+    func testDistributedEvaluationCountsEverySampleOnce() throws {
+        let data = makeData(testCount: 61)   // 61 does not divide by 2, 3 or 4
+        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml", overrides: ["data.eval_batch=7"])
+        let single = try Trainer(config: config, communicator: SingleProcessCommunicator(), data: data,
+                                 console: Console(isEnabled: false)).evaluate()
+        XCTAssertEqual(single.count, 61)
+        for ranks in [2, 3, 4] {
+            let results = try ThreadCommunicator.run(size: ranks) { comm -> EvaluationResult in
+                try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false)).evaluate()
+            }
+            for r in results {
+                XCTAssertEqual(r.count, 61)
+                XCTAssertEqual(r.perClassCount.reduce(0, +), 61)
+                XCTAssertEqual(r.accuracy, single.accuracy, accuracy: 1e-12)
+                XCTAssertEqual(r.loss, single.loss, accuracy: 1e-5)
+            }
+        }
+    }
+
+    func testAFailingRankStopsEveryRank() throws {
+        let data = makeData()
+        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml")
+        let start = Date()
+        XCTAssertThrowsError(try ThreadCommunicator.run(size: 3) { comm -> Int in
+            let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+            if comm.rank == 2 { throw ConfigError("simulated failure on rank 2") }
+            try trainer.run()
+            return 0
+        }) { error in
+            XCTAssertTrue("\(error)".contains("simulated failure on rank 2"), "got \(error)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10)
+    }
+
+    func testMismatchedConfigsAreDetectedAtStart() throws {
+        let data = makeData()
+        XCTAssertThrowsError(try ThreadCommunicator.run(size: 2) { comm -> Int in
+            let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml",
+                                                  overrides: comm.rank == 1 ? ["optimizer.lr=0.2"] : [])
+            _ = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+            return 0
+        }) { error in
+            XCTAssertTrue("\(error)".contains("differs between ranks"), "got \(error)")
+        }
+    }
+
+    func testTrainingReducesLoss() throws {
+        let data = makeData()
+        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml",
+                                              overrides: ["train.max_steps=0", "train.epochs=3"])
+        let trainer = try Trainer(config: config, communicator: SingleProcessCommunicator(), data: data,
+                                  console: Console(isEnabled: false))
+        let history = try trainer.run()
+        XCTAssertEqual(history.count, 3)
+        XCTAssertLessThan(history.last!.trainLoss, history.first!.trainLoss)
+        XCTAssertGreaterThan(history.last!.testAccuracy, 0.6, "a 4-class synthetic task should be learnable")
+    }
+}

@@ -1,0 +1,81 @@
+// Small synthetic data sets and configs for training tests.
+import Datasets
+import Foundation
+import TensorCore
+import Training
+
+/// Images of `side`×`side` pixels in `classes` classes: a class-specific bright square on noise.
+func syntheticPixels(count: Int, side: Int, classes: Int, seed: UInt64) -> (pixels: [UInt8], labels: [UInt8]) {
+    let rng = Philox(seed: seed).stream(.test, 7, 0)
+    var pixels = [UInt8](repeating: 0, count: count * side * side)
+    var labels = [UInt8](repeating: 0, count: count)
+    for i in 0..<count {
+        let label = i % classes
+        labels[i] = UInt8(label)
+        for p in 0..<(side * side) {
+            let y = p / side, x = p % side
+            let inSquare = (y / (side / 2)) * 2 + (x / (side / 2)) == label % 4
+            let noise = rng.uniform(i * side * side + p)
+            pixels[i * side * side + p] = UInt8(min(255, (inSquare ? 140 : 20) + Int(noise * 100)))
+        }
+    }
+    return (pixels, labels)
+}
+
+func makeData(trainCount: Int = 240, testCount: Int = 60, side: Int = 12, classes: Int = 4) -> TrainingData {
+    let tr = syntheticPixels(count: trainCount, side: side, classes: classes, seed: 1)
+    let te = syntheticPixels(count: testCount, side: side, classes: classes, seed: 2)
+    let norm: (UInt8) -> Float = { (Float($0) / 255 - 0.3) / 0.3 }
+    let train = ImageDataset(name: "train", sampleShape: [1, side, side], classes: classes,
+                             pixels: tr.pixels.map(norm), labels: tr.labels.map { Int32($0) })
+    let test = ImageDataset(name: "test", sampleShape: [1, side, side], classes: classes,
+                            pixels: te.pixels.map(norm), labels: te.labels.map { Int32($0) })
+    return TrainingData(train: train, test: test, padValue: -1)
+}
+
+/// Writes the synthetic set as IDX files (`train-*`, `t10k-*`) into a new temporary directory.
+func writeIDXDirectory(trainCount: Int = 240, testCount: Int = 60, side: Int = 12, classes: Int = 4) throws -> String {
+    let dir = NSTemporaryDirectory() + "lockstep-idx-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    for (split, count, seed) in [("train", trainCount, UInt64(1)), ("t10k", testCount, UInt64(2))] {
+        let d = syntheticPixels(count: count, side: side, classes: classes, seed: seed)
+        func be(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
+        let images = [0, 0, 8, 3] + be(count) + be(side) + be(side) + d.pixels
+        let labels = [0, 0, 8, 1] + be(count) + d.labels
+        try Data(images).write(to: URL(fileURLWithPath: "\(dir)/\(split)-images-idx3-ubyte"))
+        try Data(labels).write(to: URL(fileURLWithPath: "\(dir)/\(split)-labels-idx1-ubyte"))
+    }
+    return dir
+}
+
+/// A small CNN with every layer family that has distributed behaviour (SyncBN in 4-D and 2-D,
+/// dropout), trained with SGD + momentum.
+func smallCNNConfig(dataPath: String = "/nonexistent", extra: String = "") -> String {
+    """
+    name: small-cnn
+    data:
+      path: \(dataPath)
+      classes: 4
+      augment: {horizontal_flip: true, crop_padding: 1}
+    model:
+      - conv: {out: 4, kernel: 3, padding: 1, bias: false}
+      - batchnorm: {}
+      - relu
+      - maxpool: {size: 2}
+      - flatten
+      - dense: {out: 16}
+      - batchnorm: {}
+      - relu
+      - dropout: {p: 0.25}
+      - dense: {out: 4}
+    optimizer: {name: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1.0e-4}
+    schedule: {name: cosine, warmup_epochs: 0.1}
+    train: {epochs: 1, max_steps: 8, global_batch: 24, seed: 3, log_every: 0}
+    \(extra)
+    """
+}
+
+/// The directory of the test bundle, where SwiftPM also puts the `lockstep` executable.
+func buildProductsDirectory() -> URL {
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+}
