@@ -57,6 +57,11 @@ public struct TrainingConfig {
     public struct Output {
         public var dir: String? = nil
     }
+    public struct Checkpoint {
+        public var everySteps = 0
+        public var everyEpochs = 1
+        public var keep = 3
+    }
 
     public var name = "run"
     public var file = "<config>"
@@ -68,6 +73,7 @@ public struct TrainingConfig {
     public var bn = BN()
     public var check = Check()
     public var output = Output()
+    public var checkpoint = Checkpoint()
     /// The resolved document (after overrides), as YAML.
     public var resolvedYAML = ""
 
@@ -161,6 +167,12 @@ public struct TrainingConfig {
         let c = try root.section("check")
         config.check.replicasEvery = try c.int("replicas_every", default: 0, min: 0)
         try c.finish()
+
+        let ck = try root.section("checkpoint")
+        config.checkpoint.everySteps = try ck.int("every_steps", default: 0, min: 0)
+        config.checkpoint.everyEpochs = try ck.int("every_epochs", default: 1, min: 0)
+        config.checkpoint.keep = try ck.int("keep", default: 3, min: 1)
+        try ck.finish()
 
         let out = try root.section("output")
         config.output.dir = try out.scalar("dir")

@@ -151,55 +151,121 @@ public final class Trainer {
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.buffers.flatValues), root: 0)
     }
 
-    /// Trains to the end (epochs or max_steps), evaluating after every epoch.
+    func setStep(_ s: Int) { step = s }
+
+    /// Trains to the end (epochs or max_steps), evaluating after every epoch; checkpoints and
+    /// logs into `run` (rank 0). `epochSums` continues a resumed epoch's train metrics.
     @discardableResult
-    public func run() throws -> [EpochMetrics] {
+    public func run(directory run: RunDirectory? = nil, epochSums resumedSums: [Double]? = nil) throws -> [EpochMetrics] {
         let steps = sampler.stepsPerEpoch
-        console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters")
+        console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters" + (step > 0 ? ", resuming at step \(step)" : ""))
+        var pendingSums = resumedSums.map { rank == 0 ? $0 : [0, 0, 0] }
+        var bestAccuracy = -1.0
         while step < totalSteps {
             let epoch = step / steps
             let epochStart = now()
             communicator.reset()
             gradientAllReduceSeconds = 0
-            var sums = [0.0, 0.0, 0.0]   // loss sum, correct, samples (local)
+            var sums = pendingSums ?? [0.0, 0.0, 0.0]   // loss sum, correct, samples (this rank's share)
+            pendingSums = nil
             let order = sampler.permutation(epoch: epoch)
             var stepsThisEpoch = 0
+            var logSums = [0.0, 0.0, 0.0]
             while step < totalSteps && step / steps == epoch {
                 let r = try trainStep(epoch: epoch, stepInEpoch: step % steps, order: order)
                 sums[0] += r.lossSum; sums[1] += Double(r.correct); sums[2] += Double(r.count)
+                logSums[0] += r.lossSum; logSums[1] += Double(r.correct); logSums[2] += Double(r.count)
                 step += 1
                 stepsThisEpoch += 1
                 if config.check.replicasEvery > 0 && step % config.check.replicasEvery == 0 { try checkReplicas() }
-                if config.train.logEvery > 0 && step % config.train.logEvery == 0 && !console.isTerminal {
-                    console.line(String(format: "  step %d/%d  loss %.4f  lr %.5f", step, totalSteps,
-                                        sums[0] / max(sums[2], 1), schedule.rate(at: step - 1)))
+                if config.train.logEvery > 0 && step % config.train.logEvery == 0 {
+                    try communicator.allReduce(&logSums)
+                    let loss = logSums[0] / max(logSums[2], 1), acc = logSums[1] / max(logSums[2], 1)
+                    if !console.isTerminal {
+                        console.line(String(format: "  step %d/%d  loss %.4f  acc %.2f%%  lr %.5f", step, totalSteps, loss, 100 * acc, schedule.rate(at: step - 1)))
+                    }
+                    run?.log(["kind": "train", "step": step, "epoch": Double(step) / Double(steps), "lr": schedule.rate(at: step - 1),
+                              "train_loss": loss, "train_accuracy": acc], step: step)
+                    logSums = [0, 0, 0]
                 }
                 console.progress(step % steps == 0 ? steps : step % steps, of: steps,
                                  String(format: "epoch %d  loss %.4f", epoch + 1, sums[0] / max(sums[2], 1)))
+                let stop = try stopRequested()
+                let periodic = config.checkpoint.everySteps > 0 && step % config.checkpoint.everySteps == 0
+                if let run, (stop || periodic) && step % steps != 0 && step < totalSteps {
+                    try saveCheckpoint(run, sums: sums, metrics: ["step": step])
+                }
+                if stop {
+                    console.line("lockstep: stopping at step \(step) on a signal; resume with --resume auto")
+                    throw Preempted(step: step)
+                }
             }
             let trainSeconds = now() - epochStart
             let commSeconds = communicator.seconds
-            try communicator.allReduce(&sums)
+            var globalSums = sums
+            try communicator.allReduce(&globalSums)
             try checkReplicas()
             let spread = try localStatisticsSpread()
             let eval = try evaluate()
             let m = EpochMetrics(
                 epoch: epoch + 1, step: step, learningRate: schedule.rate(at: step - 1),
-                trainLoss: sums[0] / max(sums[2], 1), trainAccuracy: sums[1] / max(sums[2], 1),
+                trainLoss: globalSums[0] / max(globalSums[2], 1), trainAccuracy: globalSums[1] / max(globalSums[2], 1),
                 testLoss: eval.loss, testAccuracy: eval.accuracy, testSamples: eval.count,
                 expectedCalibrationError: eval.expectedCalibrationError,
-                samplesPerSecond: sums[2] / trainSeconds,
+                samplesPerSecond: globalSums[2] / trainSeconds,
                 secondsPerStep: trainSeconds / Double(max(stepsThisEpoch, 1)),
                 communicationSecondsPerStep: commSeconds / Double(max(stepsThisEpoch, 1)),
                 elapsedSeconds: now() - startTime,
                 runningMeanSpread: spread?.mean, runningVarSpread: spread?.variance)
             history.append(m)
             console.line(String(format: "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  ece %.3f  lr %.5f  %.0f samples/s  comm %.1f ms/step  %.1fs",
-                                m.epoch, config.train.epochs, m.trainLoss, 100 * m.trainAccuracy, m.testLoss,
+                                m.epoch, (totalSteps + steps - 1) / steps, m.trainLoss, 100 * m.trainAccuracy, m.testLoss,
                                 100 * m.testAccuracy, m.expectedCalibrationError, m.learningRate, m.samplesPerSecond,
                                 1000 * m.communicationSecondsPerStep, m.elapsedSeconds))
+            var record: [String: Any] = [
+                "kind": "epoch", "epoch": m.epoch, "step": m.step, "lr": m.learningRate,
+                "train_loss": m.trainLoss, "train_accuracy": m.trainAccuracy,
+                "test_loss": m.testLoss, "test_accuracy": m.testAccuracy, "test_samples": m.testSamples,
+                "ece": m.expectedCalibrationError, "overconfidence": eval.overconfidence,
+                "samples_per_second": m.samplesPerSecond, "seconds_per_step": m.secondsPerStep,
+                "communication_seconds_per_step": m.communicationSecondsPerStep,
+                "gradient_allreduce_seconds_per_step": gradientAllReduceSeconds / Double(max(stepsThisEpoch, 1)),
+                "elapsed_seconds": m.elapsedSeconds, "world_size": worldSize, "bn_mode": config.bn.mode.rawValue,
+            ]
+            if let spread { record["running_mean_spread"] = spread.mean; record["running_var_spread"] = spread.variance }
+            run?.log(record, step: step)
+            if let run {
+                let every = config.checkpoint.everyEpochs
+                if (every > 0 && (epoch + 1) % every == 0) || step == totalSteps {
+                    try saveCheckpoint(run, sums: [0, 0, 0], metrics: record)
+                }
+                if eval.accuracy > bestAccuracy {
+                    bestAccuracy = eval.accuracy
+                    let bytes = try withEvaluationBuffers { try checkpointBytes(epochSums: [0, 0, 0], metrics: record) }
+                    if run.isEnabled { try writeAtomically(bytes, to: run.file("best.safetensors")) }
+                }
+            }
         }
         return history
+    }
+
+    /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones. `sums` is this rank's
+    /// share of the epoch's train sums; they are all-reduced so the file holds the global sums.
+    func saveCheckpoint(_ run: RunDirectory, sums: [Double], metrics: [String: Any]) throws {
+        var global = sums
+        try communicator.allReduce(&global)
+        // With local BN the file holds the running statistics that evaluation uses.
+        let bytes = try withEvaluationBuffers { try checkpointBytes(epochSums: global, metrics: metrics) }
+        guard run.isEnabled else { return }
+        try writeAtomically(bytes, to: run.file(Checkpointer.fileName(step: step)))
+        Checkpointer.prune(run.path, keep: config.checkpoint.keep)
+    }
+
+    /// True on every rank when any rank has received SIGTERM/SIGINT.
+    func stopRequested() throws -> Bool {
+        var flag = [StopSignal.requested ? 1.0 : 0.0]
+        if worldSize > 1 { try communicator.allReduce(&flag, op: .max) }
+        return flag[0] > 0
     }
 
     /// One optimizer step (possibly several micro-batches). Returns this rank's loss sums.

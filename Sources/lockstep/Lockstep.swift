@@ -12,7 +12,7 @@ struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lockstep",
         abstract: "Data-parallel neural-network training on CPU clusters, over MPI.",
-        subcommands: [Train.self, Bench.self, Ranks.self])
+        subcommands: [Train.self, Eval.self, Inspect.self, Bench.self, Ranks.self])
 }
 
 enum BNModeOption: String, ExpressibleByArgument, CaseIterable {
@@ -50,6 +50,10 @@ func withCommunicators(simulateRanks: Int?, _ body: @escaping (Communicator) thr
         let comm = MPICommunicator()
         do {
             try body(comm)
+        } catch let p as Preempted {
+            _ = p
+            comm.finalize()
+            Foundation.exit(Preempted.exitCode)
         } catch {
             printError("rank \(comm.rank): \(error)")
             comm.abort("\(error)")
@@ -59,7 +63,9 @@ func withCommunicators(simulateRanks: Int?, _ body: @escaping (Communicator) thr
     }
     let n = simulateRanks ?? 1
     if n == 1 && simulateRanks == nil {
-        do { try body(SingleProcessCommunicator()) } catch {
+        do { try body(SingleProcessCommunicator()) } catch is Preempted {
+            Foundation.exit(Preempted.exitCode)
+        } catch {
             printError("rank 0: \(error)")
             Foundation.exit(1)
         }
@@ -70,10 +76,12 @@ func withCommunicators(simulateRanks: Int?, _ body: @escaping (Communicator) thr
     }
     do {
         _ = try ThreadCommunicator.run(size: n) { comm in
-            do { try body(comm) } catch let e as RankError { throw e } catch let e as CollectiveError { throw e } catch {
+            do { try body(comm) } catch let e as RankError { throw e } catch let e as CollectiveError { throw e } catch let e as Preempted { throw e } catch {
                 throw RankError(rank: comm.rank, underlying: error)
             }
         }
+    } catch is Preempted {
+        Foundation.exit(Preempted.exitCode)
     } catch {
         printError(error is RankError ? "\(error)" : "rank ?: \(error)")
         Foundation.exit(1)
@@ -99,8 +107,13 @@ final class SharedData: @unchecked Sendable {
 }
 
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train a model from a config.")
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model from a config.",
+        discussion: "On SIGTERM or SIGINT every rank stops after the current step, rank 0 writes a checkpoint, and the job exits with status \(Preempted.exitCode); a second signal exits at once.")
     @OptionGroup var options: RunOptions
+
+    @Option(name: .long, help: ArgumentHelp("Resume from a checkpoint: a path, or 'auto' for the newest checkpoint of the run directory (output.dir, or the newest runs/<name>-* with a checkpoint).", valueName: "auto|path"))
+    var resume: String?
 
     @Flag(name: .long, help: "Print the resolved config (after --set) and exit.")
     var printConfig = false
@@ -115,16 +128,100 @@ struct Train: ParsableCommand {
             return
         }
         let shared = SharedData()
-        let (options, dump) = (self.options, dumpParameters)
+        let (options, dump, resume) = (self.options, dumpParameters, self.resume)
+        StopSignal.install()
         withCommunicators(simulateRanks: options.simulateRanks) { comm in
             let config = try TrainingConfig.load(path: options.config, overrides: options.allOverrides)
             let data = try shared.get(config)
             let trainer = try Trainer(config: config, communicator: comm, data: data)
-            if comm.rank == 0 { print(trainer.model.summary) }
-            try trainer.run()
+            // Rank 0 decides the run directory and the checkpoint to resume from.
+            var directory = config.output.dir ?? RunDirectory.defaultPath(name: config.name)
+            var checkpoint = ""
+            if comm.rank == 0, let resume {
+                if resume == "auto" {
+                    if config.output.dir == nil, let previous = RunDirectory.newestRun(name: config.name) { directory = previous }
+                    checkpoint = Checkpointer.newest(in: directory) ?? ""
+                    if checkpoint.isEmpty { print("lockstep: --resume auto found no checkpoint in \(directory); starting from scratch") }
+                } else {
+                    checkpoint = resume
+                    if config.output.dir == nil { directory = (resume as NSString).deletingLastPathComponent }
+                }
+            }
+            checkpoint = String(decoding: try comm.broadcast(bytes: Array(checkpoint.utf8)), as: UTF8.self)
+            var sums: [Double]? = nil
+            if !checkpoint.isEmpty {
+                sums = try trainer.restore(from: checkpoint)
+                if comm.rank == 0 { print("lockstep: resumed from \(checkpoint) at step \(trainer.step)") }
+            }
+            let run = try RunDirectory(path: directory, isEnabled: comm.rank == 0, resolvedConfig: config.resolvedYAML)
+            if comm.rank == 0 { print(trainer.model.summary); print("run directory: \(directory)") }
+            try trainer.run(directory: run, epochSums: sums)
             if dump && comm.rank == 0 {
                 print("parameters: " + trainer.model.parameters.flatValues.map { String(format: "%.9g", $0) }.joined(separator: " "))
             }
+        }
+    }
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Evaluate a checkpoint on the test split (exact under mpirun too).")
+    @Option(name: .long, help: "The checkpoint (.safetensors).") var checkpoint: String
+    @Option(name: .long, help: "A config to use instead of the one stored in the checkpoint.") var config: String?
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key (repeatable).", valueName: "key=value"))
+    var overrides: [String] = []
+    @Option(help: "Simulate N ranks as threads.") var simulateRanks: Int?
+
+    func run() throws {
+        let shared = SharedData()
+        let (path, configPath, overrides) = (checkpoint, config, self.overrides)
+        withCommunicators(simulateRanks: simulateRanks) { comm in
+            let file = try SafeTensorsFile(bytes: try readOnRootAndBroadcast(path, communicator: comm), path: path)
+            let config: TrainingConfig
+            if let configPath {
+                config = try TrainingConfig.load(path: configPath, overrides: overrides)
+            } else {
+                guard let yaml = file.metadata["config"] else { throw SafeTensorsError("\(path): no config in the checkpoint; pass --config") }
+                config = try TrainingConfig.parse(yaml: yaml, file: "\(path) (stored config)", overrides: overrides)
+            }
+            let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
+            try trainer.restore(file, path: path)
+            let r = try trainer.evaluate()
+            guard comm.rank == 0 else { return }
+            print("checkpoint \(path) (step \(file.metadata["step"] ?? "?")) on \(comm.size) rank(s)")
+            print(String(format: "test loss %.4f  accuracy %.2f%%  samples %d  ece %.4f  %@", r.loss, 100 * r.accuracy, r.count,
+                         r.expectedCalibrationError, (r.overconfidence >= 0 ? "over-confident by \(String(format: "%.3f", r.overconfidence))" : "under-confident by \(String(format: "%.3f", -r.overconfidence))") as NSString))
+            print("class  correct/total  accuracy")
+            for k in 0..<r.perClassCount.count {
+                let acc = r.perClassCount[k] > 0 ? 100 * Double(r.perClassCorrect[k]) / Double(r.perClassCount[k]) : 0
+                print(String(format: "%5d  %7d/%-5d  %6.2f%%", k, r.perClassCorrect[k], r.perClassCount[k], acc))
+            }
+        }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a checkpoint's metadata and a table of its tensors.")
+    @Argument(help: "The checkpoint (.safetensors).") var path: String
+
+    func run() throws {
+        do {
+            let file = try SafeTensorsFile.read(path: path)
+            print("checkpoint \(path)")
+            for key in file.metadata.keys.sorted() where key != "config" {
+                print("  \(key): \(file.metadata[key]!)")
+            }
+            if let c = file.metadata["config"] { print("  config: \(c.split(separator: "\n").count) lines (lockstep eval uses it)") }
+            func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }
+            print(pad("tensor", 48) + pad("shape", 16) + String(format: "%10@ %14@ %14@", "count" as NSString, "mean" as NSString, "std" as NSString))
+            for e in file.entries.sorted(by: { $0.name < $1.name }) {
+                let v = file.values(e)
+                let mean = v.reduce(0.0) { $0 + Double($1) } / Double(max(v.count, 1))
+                let variance = v.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(max(v.count, 1))
+                print(pad(e.name, 48) + pad("\(e.shape)", 16) + String(format: "%10d %14.6g %14.6g", v.count, mean, variance.squareRoot()))
+            }
+        } catch {
+            printError("\(error)")
+            Foundation.exit(1)
         }
     }
 }
@@ -155,10 +252,11 @@ struct Bench: ParsableCommand {
             let layerTotal = r.forwardSeconds.reduce(0, +) + r.backwardSeconds.reduce(0, +)
             for i in 0..<r.layerNames.count {
                 let share = (r.forwardSeconds[i] + r.backwardSeconds[i]) / r.stepSeconds
-                print(String(format: "%-20@ %11.3f %12.3f %6.1f%%", r.layerNames[i] as NSString, 1000 * r.forwardSeconds[i], 1000 * r.backwardSeconds[i], 100 * share))
+                let name = r.layerNames[i].padding(toLength: 20, withPad: " ", startingAt: 0)
+                print(name + String(format: " %11.3f %12.3f %6.1f%%", 1000 * r.forwardSeconds[i], 1000 * r.backwardSeconds[i], 100 * share))
             }
             let other = r.stepSeconds - layerTotal
-            print(String(format: "%-20@ %24.3f %6.1f%%", "other (data, loss, optimizer, all-reduce)" as NSString, 1000 * other, 100 * other / r.stepSeconds))
+            print("other (data, loss, optimizer, all-reduce)" + String(format: " %.3f ms  %.1f%%", 1000 * other, 100 * other / r.stepSeconds))
         }
     }
 }

@@ -1,5 +1,6 @@
 // Layer tests: finite-difference gradient checks of every layer family and of the loss, plus
 // forward references (naive convolution and matmul), batch-norm statistics and dropout masks.
+import Foundation
 @testable import NN
 import TensorCore
 import TestSupport
@@ -134,11 +135,11 @@ final class LayerGradientTests: XCTestCase {
         // conv → batchnorm → tanh → avgpool → flatten → dense: the layers composed through Model.
         let conv = try Conv2D(name: "conv", inputShape: [2, 4, 4], outChannels: 3, kernel: 3, padding: 1)
         let bn = try BatchNorm(name: "bn", inputShape: conv.outputShape)
-        let tanh = Tanh(name: "tanh", inputShape: bn.outputShape)
-        let pool = try AvgPool2D(name: "pool", inputShape: tanh.outputShape, size: 2)
+        let activation = Tanh(name: "tanh", inputShape: bn.outputShape)
+        let pool = try AvgPool2D(name: "pool", inputShape: activation.outputShape, size: 2)
         let flatten = Flatten(name: "flat", inputShape: pool.outputShape)
         let dense = try Dense(name: "fc", inputShape: flatten.outputShape, outFeatures: 3)
-        let model = makeModel([conv, bn, tanh, pool, flatten, dense], inputShape: [2, 4, 4])
+        let model = makeModel([conv, bn, activation, pool, flatten, dense], inputShape: [2, 4, 4])
         checkGradients(model: model, input: randomTensor([2, 2, 4, 4], seed: 12), context: trainingContext(batch: 2))
     }
 
@@ -218,15 +219,15 @@ final class SoftmaxCrossEntropyTests: XCTestCase {
         let ce = SoftmaxCrossEntropy(classes: k, labelSmoothing: smoothing)
         let logits = randomTensor([n, k], seed: 21, scale: 2)
         func evaluate() -> (loss: Double, gradient: [Float]) {
-            let result: LossResult
-            let gradient: Tensor
+            let pair: (LossResult, Tensor)
             if let labels {
-                (result, gradient) = labels.withUnsafeBufferPointer {
+                pair = labels.withUnsafeBufferPointer {
                     ce.forward(logits: logits, labels: $0, normalizer: normalizer)
                 }
             } else {
-                (result, gradient) = ce.forward(logits: logits, targets: targets!, normalizer: normalizer)
+                pair = ce.forward(logits: logits, targets: targets!, normalizer: normalizer)
             }
+            let (result, gradient) = pair
             XCTAssertEqual(result.count, n, file: file, line: line)
             return (result.lossSum / Double(normalizer), gradient.array)
         }
@@ -518,12 +519,16 @@ final class ForwardReferenceTests: XCTestCase {
             0, -1, 6, 7,
             2, 9, -3, 5,
         ])
-        let maxPool = makeModel([try MaxPool2D(name: "max", inputShape: [1, 4, 4], size: 2)], inputShape: [1, 4, 4])
-        XCTAssertEqual(try maxPool.forward(x, context: ForwardContext(mode: .evaluation)).array, [5, 8, 9, 7])
-        let avgPool = makeModel([try AvgPool2D(name: "avg", inputShape: [1, 4, 4], size: 2)], inputShape: [1, 4, 4])
-        XCTAssertEqual(try avgPool.forward(x, context: ForwardContext(mode: .evaluation)).array, [3.25, 2.75, 2.5, 3.75])
-        let gap = makeModel([try GlobalAvgPool(name: "gap", inputShape: [1, 4, 4])], inputShape: [1, 4, 4])
-        XCTAssertEqual(try gap.forward(x, context: ForwardContext(mode: .evaluation)).array, [49.0 / 16])
+        let maxLayer = try MaxPool2D(name: "max", inputShape: [1, 4, 4], size: 2)
+        let avgLayer = try AvgPool2D(name: "avg", inputShape: [1, 4, 4], size: 2)
+        let gapLayer = try GlobalAvgPool(name: "gap", inputShape: [1, 4, 4])
+        let maxPool = makeModel([maxLayer], inputShape: [1, 4, 4])
+        let avgPool = makeModel([avgLayer], inputShape: [1, 4, 4])
+        let gap = makeModel([gapLayer], inputShape: [1, 4, 4])
+        let evaluation = ForwardContext(mode: .evaluation)
+        XCTAssertEqual(try maxPool.forward(x, context: evaluation).array, [5, 8, 9, 7])
+        XCTAssertEqual(try avgPool.forward(x, context: evaluation).array, [3.25, 2.75, 2.5, 3.75])
+        XCTAssertEqual(try gap.forward(x, context: evaluation).array, [49.0 / 16])
     }
 }
 

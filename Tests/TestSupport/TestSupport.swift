@@ -85,9 +85,10 @@ public func randomTensorAwayFromZero(_ shape: [Int], seed: UInt64, margin: Float
 /// Rows `range` of a tensor whose first dimension is the batch, as a new tensor.
 public func rows(_ t: Tensor, _ range: Range<Int>) -> Tensor {
     let inner = t.shape.dropFirst().reduce(1, *)
-    let all = t.array
-    return Tensor(shape: [range.count] + Array(t.shape.dropFirst()),
-                  values: Array(all[(range.lowerBound * inner)..<(range.upperBound * inner)]))
+    let shape = [range.count] + Array(t.shape.dropFirst())
+    let out = Tensor(zeros: shape)   // (also for an empty range, without touching an empty array's storage)
+    for i in 0..<(range.count * inner) { out[i] = t[range.lowerBound * inner + i] }
+    return out
 }
 
 /// Overwrites a parameter's values with `offset + scale · normal` deviates keyed by `seed`.

@@ -1,0 +1,138 @@
+// Checkpoints: parameters, buffers, optimizer state and training position in one safetensors
+// file, written by rank 0 atomically; restored on every rank from bytes that rank 0 reads and
+// broadcasts (no shared filesystem needed).
+import Collectives
+import Foundation
+import NN
+
+public enum Checkpointer {
+    public static let formatVersion = "1"
+
+    public static func fileName(step: Int) -> String { String(format: "ckpt-step%08d.safetensors", step) }
+
+    /// The newest `ckpt-step*.safetensors` in a directory.
+    public static func newest(in dir: String) -> String? {
+        guard let items = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return nil }
+        return items.filter { $0.hasPrefix("ckpt-step") && $0.hasSuffix(".safetensors") }.sorted().last
+            .map { (dir as NSString).appendingPathComponent($0) }
+    }
+
+    /// Deletes all but the newest `keep` step checkpoints.
+    public static func prune(_ dir: String, keep: Int) {
+        guard keep > 0, let items = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        let ckpts = items.filter { $0.hasPrefix("ckpt-step") && $0.hasSuffix(".safetensors") }.sorted()
+        for old in ckpts.dropLast(keep) { try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent(old)) }
+    }
+}
+
+/// Where training stands inside an epoch when a checkpoint is taken.
+public struct TrainingPosition {
+    public var step: Int
+    /// Local-rank-independent sums for the epoch so far: loss sum, correct, samples (global).
+    public var epochSums: [Double]
+}
+
+extension Trainer {
+    /// The model fingerprint: names and shapes of every parameter and buffer.
+    public var modelFingerprint: String {
+        var fp = Fingerprint()
+        fp.add(model.layoutDescription)
+        return String(format: "%016llx", fp.value)
+    }
+
+    /// Serialises the full training state. Call on every rank (it is cheap); only rank 0 writes.
+    public func checkpointBytes(epochSums: [Double], metrics: [String: Any]) throws -> [UInt8] {
+        var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
+        for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
+        for (stateName, buffer) in optimizer.state {
+            for p in model.parameters.entries {
+                tensors.append(("optimizer.\(stateName).\(p.name)", p.shape,
+                                UnsafeBufferPointer(rebasing: buffer[p.offset..<(p.offset + p.count)])))
+            }
+        }
+        let metricsJSON = (try? JSONSerialization.data(withJSONObject: metrics, options: [.sortedKeys]))
+            .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let meta: [String: String] = [
+            "format": "lockstep",
+            "format_version": Checkpointer.formatVersion,
+            "step": "\(step)",
+            "epoch": "\(step / sampler.stepsPerEpoch)",
+            "seed": "\(config.train.seed)",
+            "global_batch": "\(config.train.globalBatch)",
+            "world_size": "\(worldSize)",
+            "optimizer": config.optimizer.kind.rawValue,
+            "optimizer_steps": "\(optimizer.stepCount)",
+            "epoch_sums": epochSums.map { String($0) }.joined(separator: ","),
+            "model_fingerprint": modelFingerprint,
+            "bn_mode": config.bn.mode.rawValue,
+            "config": config.resolvedYAML,
+            "metrics": metricsJSON,
+        ]
+        return try SafeTensorsFile.encode(tensors: tensors, metadata: meta)
+    }
+
+    /// Restores from a checkpoint file. Rank 0 reads the file and broadcasts its bytes.
+    /// Returns the epoch sums stored with it.
+    @discardableResult
+    public func restore(from path: String) throws -> [Double] {
+        let file = try SafeTensorsFile(bytes: try readOnRootAndBroadcast(path, communicator: communicator), path: path)
+        return try restore(file, path: path)
+    }
+
+    public func restore(_ file: SafeTensorsFile, path: String) throws -> [Double] {
+        let meta = file.metadata
+        guard meta["format"] == "lockstep" else { throw SafeTensorsError("\(path): not a Lockstep checkpoint (no lockstep metadata)") }
+        guard meta["format_version"] == Checkpointer.formatVersion else {
+            throw SafeTensorsError("\(path): checkpoint format version \(meta["format_version"] ?? "?"), this build reads \(Checkpointer.formatVersion)")
+        }
+        guard let savedStep = meta["step"].flatMap(Int.init), savedStep >= 0 else {
+            throw SafeTensorsError("\(path): metadata 'step' missing or invalid")
+        }
+        if let gb = meta["global_batch"].flatMap(Int.init), gb != config.train.globalBatch {
+            throw SafeTensorsError("\(path): saved with global batch \(gb), this run uses \(config.train.globalBatch); resuming needs the same global batch")
+        }
+        // Which tensors are missing, extra, or of another shape.
+        var expected: [(name: String, shape: [Int], target: UnsafeMutablePointer<Float>)] = []
+        for p in model.namedTensors { expected.append((p.name, p.shape, p.value)) }
+        for (stateName, buffer) in optimizer.state {
+            for p in model.parameters.entries {
+                expected.append(("optimizer.\(stateName).\(p.name)", p.shape, buffer.baseAddress! + p.offset))
+            }
+        }
+        let present = Dictionary(uniqueKeysWithValues: file.entries.map { ($0.name, $0) })
+        let missing = expected.filter { present[$0.name] == nil }.map { $0.name }
+        let wanted = Set(expected.map { $0.name })
+        let extra = file.entries.map { $0.name }.filter { !wanted.contains($0) }
+        let wrongShape = expected.compactMap { e -> String? in
+            guard let f = present[e.name], f.shape != e.shape else { return nil }
+            return "\(e.name) \(f.shape) (model has \(e.shape))"
+        }
+        if !missing.isEmpty || !extra.isEmpty || !wrongShape.isEmpty {
+            var parts: [String] = []
+            if !missing.isEmpty { parts.append("missing \(missing.prefix(5).joined(separator: ", "))\(missing.count > 5 ? " and \(missing.count - 5) more" : "")") }
+            if !extra.isEmpty { parts.append("extra \(extra.prefix(5).joined(separator: ", "))\(extra.count > 5 ? " and \(extra.count - 5) more" : "")") }
+            if !wrongShape.isEmpty { parts.append("other shape \(wrongShape.prefix(5).joined(separator: "; "))") }
+            throw SafeTensorsError("\(path): checkpoint does not match this model/optimizer: \(parts.joined(separator: "; "))")
+        }
+        for e in expected { file.copy(present[e.name]!, into: e.target) }
+        optimizer.stepCount = meta["optimizer_steps"].flatMap(Int.init) ?? savedStep
+        setStep(savedStep)
+        let sums = (meta["epoch_sums"] ?? "").split(separator: ",").compactMap { Double($0) }
+        return sums.count == 3 ? sums : [0, 0, 0]
+    }
+}
+
+/// Reads a file on rank 0 and hands its bytes to every rank; a read error on rank 0 becomes the
+/// same error on every rank.
+public func readOnRootAndBroadcast(_ path: String, communicator: Communicator) throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    var readError = ""
+    if communicator.rank == 0 {
+        if let data = FileManager.default.contents(atPath: path) { bytes = [UInt8](data) } else {
+            readError = "\(path): cannot read the checkpoint (missing or unreadable)"
+        }
+    }
+    let message = try communicator.broadcast(bytes: Array(readError.utf8))
+    if !message.isEmpty { throw SafeTensorsError(String(decoding: message, as: UTF8.self)) }
+    return try communicator.broadcast(bytes: bytes)
+}
