@@ -11,7 +11,8 @@ final class ThreadGroup: @unchecked Sendable {
     private var arrived = 0
     private var generation = 0
     private(set) var failure: CollectiveError?
-    var slots: [UnsafeMutableRawPointer?]
+    /// One published buffer address per rank (each rank writes only its own slot).
+    let slots: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private(set) var scratch = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
     private var scratchBytes = 64
 
@@ -24,11 +25,15 @@ final class ThreadGroup: @unchecked Sendable {
         }
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        scratch.deallocate()
+        slots.deallocate()
+    }
 
     init(size: Int) {
         self.size = size
-        self.slots = Array(repeating: nil, count: size)
+        self.slots = .allocate(capacity: size)
+        self.slots.initialize(repeating: nil, count: size)
     }
 
     /// Blocks until all ranks arrive; throws if any rank aborted.
@@ -74,9 +79,8 @@ public final class ThreadCommunicator: Communicator {
                               _ body: @escaping (ThreadCommunicator) throws -> R) throws -> [R] {
         precondition(size >= 1)
         let group = ThreadGroup(size: size)
-        let lock = NSLock()
-        var results = [R?](repeating: nil, count: size)
-        var errors = [Error?](repeating: nil, count: size)
+        let results = LockedSlots<R>(size)
+        let errors = LockedSlots<Error>(size)
         let done = DispatchGroup()
         for r in 0..<size {
             done.enter()
@@ -84,10 +88,11 @@ public final class ThreadCommunicator: Communicator {
                 let comm = ThreadCommunicator(rank: r, group: group)
                 do {
                     let value = try body(comm)
-                    lock.lock(); results[r] = value; lock.unlock()
+                    results.set(r, value)
                 } catch {
-                    lock.lock(); errors[r] = error; lock.unlock()
-                    if !(error is CollectiveError) { comm.abort("\(error)") }
+                    errors.set(r, error)
+                    // Release every rank waiting in a collective (a no-op if one already failed).
+                    comm.abort("\(error)")
                 }
                 done.leave()
             }
@@ -96,9 +101,10 @@ public final class ThreadCommunicator: Communicator {
         }
         done.wait()
         // Prefer the root cause: an error that is not an echo of another rank's failure.
-        if let cause = errors.compactMap({ $0 }).first(where: { !($0 is CollectiveError) }) { throw cause }
-        if let echo = errors.compactMap({ $0 }).first { throw echo }
-        return results.map { $0! }
+        let failures = errors.values.compactMap { $0 }
+        if let cause = failures.first(where: { !($0 is CollectiveError) }) { throw cause }
+        if let echo = failures.first { throw echo }
+        return results.values.map { $0! }
     }
 
     public func abort(_ message: String) { group.fail(rank: rank, message: message) }
@@ -114,7 +120,8 @@ public final class ThreadCommunicator: Communicator {
 
     private func reduce<T: BinaryFloatingPoint>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         let n = buffer.count
-        if size == 1 { return }
+        // Every rank passes the same count, so all of them return here together.
+        if size == 1 || n == 0 { return }
         // Phase 1: publish our buffer.
         group.slots[rank] = UnsafeMutableRawPointer(buffer.baseAddress)
         if rank == 0 { group.reserveScratch(n * MemoryLayout<T>.stride) }
@@ -145,7 +152,7 @@ public final class ThreadCommunicator: Communicator {
     }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
-        if size == 1 { return }
+        if size == 1 || buffer.count == 0 { return }
         group.slots[rank] = buffer.baseAddress
         try group.wait()
         if rank != root, buffer.count > 0 {
@@ -153,4 +160,13 @@ public final class ThreadCommunicator: Communicator {
         }
         try group.wait()
     }
+}
+
+/// Per-rank result slots written from the rank threads.
+final class LockedSlots<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [T?]
+    init(_ n: Int) { items = Array(repeating: nil, count: n) }
+    func set(_ i: Int, _ v: T) { lock.lock(); items[i] = v; lock.unlock() }
+    var values: [T?] { lock.lock(); defer { lock.unlock() }; return items }
 }

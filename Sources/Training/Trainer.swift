@@ -13,6 +13,12 @@ public struct TrainingData: @unchecked Sendable {
     /// The value a black (zero) pixel has after normalisation: used to pad random crops.
     public let padValue: Float
 
+    public init(train: ImageDataset, test: ImageDataset, padValue: Float) {
+        self.train = train
+        self.test = test
+        self.padValue = padValue
+    }
+
     public static func load(_ config: TrainingConfig) throws -> TrainingData {
         let dir = config.data.path
         let trainImages = try ImageDataset.findFile(dir, "\(config.data.trainSplit)-images-idx3-ubyte")
@@ -153,6 +159,9 @@ public final class Trainer {
 
     func setStep(_ s: Int) { step = s }
 
+    /// Behaves as if a stop signal arrived right after this step (tests of preemption).
+    public var stopAtStep: Int?
+
     /// Trains to the end (epochs or max_steps), evaluating after every epoch; checkpoints and
     /// logs into `run` (rank 0). `epochSums` continues a resumed epoch's train metrics.
     @discardableResult
@@ -261,9 +270,9 @@ public final class Trainer {
         Checkpointer.prune(run.path, keep: config.checkpoint.keep)
     }
 
-    /// True on every rank when any rank has received SIGTERM/SIGINT.
+    /// True on every rank when any rank has received SIGTERM/SIGINT (or reached `stopAtStep`).
     func stopRequested() throws -> Bool {
-        var flag = [StopSignal.requested ? 1.0 : 0.0]
+        var flag = [StopSignal.requested || step == stopAtStep ? 1.0 : 0.0]
         if worldSize > 1 { try communicator.allReduce(&flag, op: .max) }
         return flag[0] > 0
     }

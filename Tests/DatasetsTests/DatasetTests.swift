@@ -25,12 +25,12 @@ func idxBytes(dimensions: [Int], data: [UInt8], typeByte: UInt8 = 0x08) -> [UInt
     return out + data
 }
 
-func write(_ bytes: [UInt8], to path: String) throws {
+func writeFile(_ bytes: [UInt8], to path: String) throws {
     try Data(bytes).write(to: URL(fileURLWithPath: path))
 }
 
 /// Compresses `path` to `path.gz` with the system gzip (keeping the original).
-func gzip(_ path: String) throws -> String {
+func gzipFile(_ path: String) throws -> String {
     let candidates = ["/bin/gzip", "/usr/bin/gzip"]
     guard let tool = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
         throw XCTSkip("gzip is not installed")
@@ -79,9 +79,9 @@ final class IDXTests: XCTestCase {
         -> (images: String, labels: String) {
         let imagesPath = directory.file("\(split)-images-idx3-ubyte")
         let labelsPath = directory.file("\(split)-labels-idx1-ubyte")
-        try write(idxBytes(dimensions: [imageCount, 2, 3], data: images ?? pixels), to: imagesPath)
+        try writeFile(idxBytes(dimensions: [imageCount, 2, 3], data: images ?? pixels), to: imagesPath)
         let l = labels ?? self.labels
-        try write(idxBytes(dimensions: [l.count], data: l), to: labelsPath)
+        try writeFile(idxBytes(dimensions: [l.count], data: l), to: labelsPath)
         return (imagesPath, labelsPath)
     }
 
@@ -98,10 +98,10 @@ final class IDXTests: XCTestCase {
     func testReadGzipIDXEqualsRaw() throws {
         let raw = directory.file("big-images-idx3-ubyte")
         let data = pseudoRandomBytes(4 * 8 * 8, seed: 1)
-        try write(idxBytes(dimensions: [4, 8, 8], data: data), to: raw)
-        let compressed = try gzip(raw)
-        XCTAssertNotEqual(try Array(Data(contentsOf: URL(fileURLWithPath: compressed))).prefix(2), [0, 0],
-                          "the .gz file must really be compressed")
+        try writeFile(idxBytes(dimensions: [4, 8, 8], data: data), to: raw)
+        let compressed = try gzipFile(raw)
+        let compressedBytes = try Array(Data(contentsOf: URL(fileURLWithPath: compressed)))
+        XCTAssertEqual(Array(compressedBytes.prefix(2)), [0x1F, 0x8B], "the .gz file must really be gzip")
         let fromGzip = try readIDX(compressed, expectedRank: 3)
         XCTAssertEqual(fromGzip.dimensions, [4, 8, 8])
         XCTAssertEqual(fromGzip.bytes, data)
@@ -120,10 +120,10 @@ final class IDXTests: XCTestCase {
 
     func testLoadIDXFromDirectoryPrefersGzip() throws {
         let paths = try writeSplit("t10k")
-        let gzImages = try gzip(paths.images)
-        _ = try gzip(paths.labels)
+        let gzImages = try gzipFile(paths.images)
+        _ = try gzipFile(paths.labels)
         // Make the raw images different: the .gz must be the one that is read.
-        try write(idxBytes(dimensions: [3, 2, 3], data: [UInt8](repeating: 0, count: 18)), to: paths.images)
+        try writeFile(idxBytes(dimensions: [3, 2, 3], data: [UInt8](repeating: 0, count: 18)), to: paths.images)
         XCTAssertEqual(try ImageDataset.findFile(directory.path, "t10k-images-idx3-ubyte"), gzImages)
         let dataset = try ImageDataset.loadIDX(directory: directory.path, split: "t10k", classes: 3, mean: 0, std: 1)
         assertClose(Array(dataset.images.prefix(pixels.count)), pixels.map { Float($0) / 255 }, tolerance: 1e-6)
@@ -141,19 +141,19 @@ final class IDXTests: XCTestCase {
     func testTruncatedFile() throws {
         // The header says 3 images of 2×3 = 18 bytes; only 10 follow.
         let path = directory.file("short-images-idx3-ubyte")
-        try write(idxBytes(dimensions: [3, 2, 3], data: Array(pixels.prefix(10))), to: path)
+        try writeFile(idxBytes(dimensions: [3, 2, 3], data: Array(pixels.prefix(10))), to: path)
         assertDataError(try readIDX(path, expectedRank: 3), mentions: [path, "truncated"])
     }
 
     func testTruncatedHeader() throws {
         let path = directory.file("header-images-idx3-ubyte")
-        try write([0, 0, 8, 3, 0, 0, 0, 3, 0], to: path)
+        try writeFile([0, 0, 8, 3, 0, 0, 0, 3, 0], to: path)
         assertDataError(try readIDX(path, expectedRank: 3), mentions: [path, "truncated"])
     }
 
     func testWrongMagic() throws {
         let path = directory.file("magic-images-idx3-ubyte")
-        try write(idxBytes(dimensions: [3, 2, 3], data: pixels, typeByte: 0x0D), to: path)   // 0x0D: float32 IDX
+        try writeFile(idxBytes(dimensions: [3, 2, 3], data: pixels, typeByte: 0x0D), to: path)   // 0x0D: float32 IDX
         assertDataError(try readIDX(path, expectedRank: 3), mentions: [path, "magic"])
     }
 
@@ -173,26 +173,26 @@ final class IDXTests: XCTestCase {
         let paths = try writeSplit("train", labels: [0, 3, 1])
         assertDataError(try ImageDataset.load(imagesPath: paths.images, labelsPath: paths.labels, name: "train",
                                               classes: 3, mean: 0, std: 1),
-                        mentions: [paths.labels, "3"])
+                        mentions: [paths.labels, "label 3"])
     }
 
     func testTruncatedGzip() throws {
         let raw = directory.file("cut-images-idx3-ubyte")
-        try write(idxBytes(dimensions: [4, 8, 8], data: pseudoRandomBytes(4 * 8 * 8, seed: 2)), to: raw)
-        let compressed = try gzip(raw)
+        try writeFile(idxBytes(dimensions: [4, 8, 8], data: pseudoRandomBytes(4 * 8 * 8, seed: 2)), to: raw)
+        let compressed = try gzipFile(raw)
         let full = try Array(Data(contentsOf: URL(fileURLWithPath: compressed)))
         XCTAssertGreaterThan(full.count, 100)
-        try write(Array(full.prefix(full.count / 2)), to: compressed)
+        try writeFile(Array(full.prefix(full.count / 2)), to: compressed)
         assertDataError(try readIDX(compressed, expectedRank: 3), mentions: [compressed])
     }
 
     func testGzipWithTrailingCutOfChecksum() throws {
         // Only the 8-byte trailer (CRC32 and length) is missing: still a truncated stream.
         let raw = directory.file("trailer-images-idx3-ubyte")
-        try write(idxBytes(dimensions: [4, 8, 8], data: pseudoRandomBytes(4 * 8 * 8, seed: 3)), to: raw)
-        let compressed = try gzip(raw)
+        try writeFile(idxBytes(dimensions: [4, 8, 8], data: pseudoRandomBytes(4 * 8 * 8, seed: 3)), to: raw)
+        let compressed = try gzipFile(raw)
         let full = try Array(Data(contentsOf: URL(fileURLWithPath: compressed)))
-        try write(Array(full.prefix(full.count - 8)), to: compressed)
+        try writeFile(Array(full.prefix(full.count - 8)), to: compressed)
         assertDataError(try readIDX(compressed, expectedRank: 3), mentions: [compressed])
     }
 }

@@ -133,7 +133,8 @@ final class LayerGradientTests: XCTestCase {
 
     func testSmallNetworkGradients() throws {
         // conv → batchnorm → tanh → avgpool → flatten → dense: the layers composed through Model.
-        let conv = try Conv2D(name: "conv", inputShape: [2, 4, 4], outChannels: 3, kernel: 3, padding: 1)
+        // The conv has no bias: batch norm removes any per-channel constant, so its gradient is 0.
+        let conv = try Conv2D(name: "conv", inputShape: [2, 4, 4], outChannels: 3, kernel: 3, padding: 1, bias: false)
         let bn = try BatchNorm(name: "bn", inputShape: conv.outputShape)
         let activation = Tanh(name: "tanh", inputShape: bn.outputShape)
         let pool = try AvgPool2D(name: "pool", inputShape: activation.outputShape, size: 2)

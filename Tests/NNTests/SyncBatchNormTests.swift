@@ -2,7 +2,7 @@
 // also when ranks hold unequal parts of it (including none).
 import Collectives
 import Foundation
-@testable import NN
+import NN
 import TensorCore
 import TestSupport
 import XCTest

@@ -6,7 +6,7 @@
 // Adam, AdamW) and were computed in float64 with the float32-rounded hyperparameters.
 import Foundation
 import NN
-@testable import Optimizers
+import Optimizers
 import TestSupport
 import XCTest
 

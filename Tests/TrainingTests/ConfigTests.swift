@@ -1,0 +1,190 @@
+// The strict YAML config: the shipped CNN config, errors that name the key and the file, `--set`
+// overrides, and shape errors from the model builder.
+import Collectives
+import Foundation
+import NN
+import Optimizers
+import TestSupport
+import Training
+import XCTest
+
+/// The repository root, found from this file's path (Tests/TrainingTests/ConfigTests.swift).
+let repositoryRoot = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+final class ConfigTests: XCTestCase {
+    /// The smallest valid config: a model is required.
+    let minimal = """
+        model:
+          - flatten
+          - dense: {out: 10}
+        """
+
+    func configError(_ body: @autoclosure () throws -> TrainingConfig, mentions parts: [String],
+                     file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try body(), file: file, line: line) { error in
+            guard let failure = error as? ConfigError else {
+                XCTFail("expected ConfigError, got \(type(of: error)): \(error)", file: file, line: line)
+                return
+            }
+            for part in parts {
+                XCTAssertTrue(failure.message.contains(part), "'\(failure.message)' should mention '\(part)'",
+                              file: file, line: line)
+            }
+        }
+    }
+
+    func testShippedCNNConfig() throws {
+        let path = repositoryRoot.appendingPathComponent("configs/fmnist-cnn.yaml").path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let config = try TrainingConfig.parse(yaml: text, file: path)
+        XCTAssertEqual(config.name, "fmnist-cnn")
+        XCTAssertEqual(config.file, path)
+        XCTAssertEqual(config.data.path, "/usr/share/datasets/fashion-mnist")
+        XCTAssertEqual(config.data.trainSplit, "train")
+        XCTAssertEqual(config.data.testSplit, "t10k")
+        XCTAssertEqual(config.data.classes, 10)
+        XCTAssertTrue(config.data.augment.horizontalFlip)
+        XCTAssertEqual(config.data.augment.cropPadding, 0)
+        XCTAssertNil(config.data.mean)
+        let bn = LayerSpec.batchNorm(momentum: 0.1, epsilon: 1e-5)
+        XCTAssertEqual(config.model, [
+            .conv(out: 32, kernel: 3, stride: 1, padding: 1, bias: false, initializer: nil),
+            bn, .relu, .maxPool(size: 2, stride: nil),
+            .conv(out: 64, kernel: 3, stride: 1, padding: 1, bias: false, initializer: nil),
+            bn, .relu, .maxPool(size: 2, stride: nil),
+            .flatten,
+            .dense(out: 128, bias: false, initializer: nil),
+            bn, .relu, .dropout(probability: 0.25),
+            .dense(out: 10, bias: true, initializer: nil),
+        ])
+        XCTAssertEqual(config.optimizer.kind, .sgd)
+        XCTAssertEqual(config.optimizer.learningRate, 0.05)
+        XCTAssertEqual(config.optimizer.momentum, 0.9)
+        XCTAssertEqual(config.optimizer.weightDecay, 5e-4)
+        XCTAssertFalse(config.optimizer.nesterov)
+        XCTAssertEqual(config.schedule.kind, .cosine)
+        XCTAssertEqual(config.train.epochs, 10)
+        XCTAssertEqual(config.train.globalBatch, 128)
+        XCTAssertEqual(config.train.seed, 0)
+        XCTAssertEqual(config.train.accumulateSteps, 1)
+        XCTAssertEqual(config.bn.mode, .sync)
+
+        // The layers build, with the expected shapes and parameter count.
+        let model = try ModelBuilder(communicator: SingleProcessCommunicator()).build(config.model, inputShape: [1, 28, 28])
+        XCTAssertEqual(model.outputShape, [10])
+        XCTAssertEqual(model.layers.map { $0.name }, [
+            "conv1", "batchnorm1", "relu1", "maxpool1", "conv2", "batchnorm2", "relu2", "maxpool2",
+            "flatten1", "dense1", "batchnorm3", "relu3", "dropout1", "dense2",
+        ])
+        // conv 288 + bn 64 + conv 18432 + bn 128 + dense 128·3136 + bn 256 + dense 1280 + 10.
+        XCTAssertEqual(model.parameterCount, 288 + 64 + 18_432 + 128 + 401_408 + 256 + 1_290)
+        XCTAssertTrue(model.layers[1] is SyncBatchNorm)
+    }
+
+    func testDefaultsFromMinimalConfig() throws {
+        let config = try TrainingConfig.parse(yaml: minimal, file: "minimal.yaml")
+        XCTAssertEqual(config.name, "minimal", "the name defaults to the file's base name")
+        XCTAssertEqual(config.train.epochs, 10)
+        XCTAssertEqual(config.optimizer.kind, .sgd)
+        XCTAssertEqual(config.model, [.flatten, .dense(out: 10, bias: true, initializer: nil)])
+    }
+
+    func testUnknownKeyNamesDottedKeyAndFile() {
+        let yaml = minimal + "\ntrain:\n  epoch: 3\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "runs/typo.yaml"), mentions: ["train.epoch", "runs/typo.yaml"])
+    }
+
+    func testUnknownTopLevelKey() {
+        let yaml = minimal + "\noptimiser:\n  name: sgd\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "top.yaml"), mentions: ["optimiser", "top.yaml"])
+    }
+
+    func testUnknownLayerArgument() {
+        let yaml = "model:\n  - dense: {out: 10, biass: false}\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "layer.yaml"), mentions: ["biass", "layer.yaml"])
+    }
+
+    func testWrongTypeNamesKey() {
+        let yaml = minimal + "\ntrain:\n  epochs: abc\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "type.yaml"), mentions: ["train.epochs", "abc", "type.yaml"])
+    }
+
+    func testOutOfRangeValue() {
+        let yaml = minimal + "\noptimizer:\n  momentum: 1.5\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "range.yaml"), mentions: ["optimizer.momentum"])
+    }
+
+    func testUnknownChoice() {
+        let yaml = minimal + "\noptimizer:\n  name: adagrad\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "choice.yaml"), mentions: ["optimizer.name", "adagrad"])
+    }
+
+    func testUnknownLayer() {
+        let yaml = "model:\n  - flatten\n  - convolution: {out: 8, kernel: 3}\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "layers.yaml"), mentions: ["convolution", "layers.yaml", "model[1]"])
+    }
+
+    func testMissingRequiredLayerArgument() {
+        let yaml = "model:\n  - conv: {out: 8}\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "conv.yaml"), mentions: ["kernel"])
+    }
+
+    func testMissingModel() {
+        configError(try TrainingConfig.parse(yaml: "train:\n  epochs: 2\n", file: "nomodel.yaml"), mentions: ["model"])
+    }
+
+    func testOverridesTakeEffect() throws {
+        let config = try TrainingConfig.parse(yaml: minimal, file: "o.yaml",
+                                              overrides: ["train.epochs=3", "optimizer.lr=0.1", "optimizer.name=adamw",
+                                                          "bn.mode=local", "data.augment.crop_padding=2"])
+        XCTAssertEqual(config.train.epochs, 3)
+        XCTAssertEqual(config.optimizer.learningRate, 0.1)
+        XCTAssertEqual(config.optimizer.kind, .adamw)
+        XCTAssertEqual(config.bn.mode, .local)
+        XCTAssertEqual(config.data.augment.cropPadding, 2)
+        XCTAssertTrue(config.resolvedYAML.contains("epochs: 3"), config.resolvedYAML)
+    }
+
+    func testOverrideReplacesValueFromFile() throws {
+        let yaml = minimal + "\ntrain:\n  epochs: 7\n  global_batch: 64\n"
+        let config = try TrainingConfig.parse(yaml: yaml, file: "f.yaml", overrides: ["train.epochs=2"])
+        XCTAssertEqual(config.train.epochs, 2)
+        XCTAssertEqual(config.train.globalBatch, 64, "other keys of the section stay")
+    }
+
+    func testOverrideOfUnknownKeyIsRejected() {
+        configError(try TrainingConfig.parse(yaml: minimal, file: "o.yaml", overrides: ["train.epoch=3"]),
+                    mentions: ["train.epoch"])
+    }
+
+    func testOverrideWithWrongTypeIsRejected() {
+        configError(try TrainingConfig.parse(yaml: minimal, file: "o.yaml", overrides: ["train.epochs=many"]),
+                    mentions: ["train.epochs", "many"])
+    }
+
+    func testMalformedOverride() {
+        configError(try TrainingConfig.parse(yaml: minimal, file: "o.yaml", overrides: ["train.epochs"]),
+                    mentions: ["train.epochs"])
+    }
+
+    func testShapeErrorNamesLayerAndShape() {
+        let builder = ModelBuilder(communicator: SingleProcessCommunicator())
+        XCTAssertThrowsError(try builder.build([.dense(out: 10, bias: true, initializer: nil)], inputShape: [1, 28, 28])) { error in
+            guard let shapeError = error as? ShapeError else {
+                return XCTFail("expected ShapeError, got \(type(of: error)): \(error)")
+            }
+            XCTAssertTrue(shapeError.message.contains("dense1"), shapeError.message)
+            XCTAssertTrue(shapeError.message.contains("[1, 28, 28]"), shapeError.message)
+        }
+    }
+
+    func testShapeErrorForPoolingLargerThanInput() {
+        let builder = ModelBuilder(communicator: SingleProcessCommunicator())
+        XCTAssertThrowsError(try builder.build([.maxPool(size: 2, stride: nil), .maxPool(size: 2, stride: nil)],
+                                               inputShape: [1, 3, 3])) { error in
+            XCTAssertTrue(error is ShapeError, "\(error)")
+            XCTAssertTrue("\(error)".contains("maxpool2"), "\(error)")
+        }
+    }
+}
