@@ -12,7 +12,7 @@ struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lockstep",
         abstract: "Data-parallel neural-network training on CPU clusters, over MPI.",
-        subcommands: [Train.self, Eval.self, Inspect.self, Bench.self, Ranks.self])
+        subcommands: [Train.self, CompareBN.self, ReportCommand.self, Eval.self, Inspect.self, Bench.self, Ranks.self])
 }
 
 enum BNModeOption: String, ExpressibleByArgument, CaseIterable {
@@ -269,6 +269,62 @@ struct Ranks: ParsableCommand {
             var v = [Double(comm.rank)]
             try comm.allReduce(&v)
             print("rank \(comm.rank) of \(comm.size) [\(comm.kind)] sum of ranks \(Int(v[0]))")
+        }
+    }
+}
+
+struct CompareBN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare-bn",
+        abstract: "Train a config with synchronized and with local batch norm in one launch, and compare them.",
+        discussion: "Both runs start from the same weights, data order and randomness; only bn.mode differs. Runs go to <output.dir>/sync and <output.dir>/local, the comparison to <output.dir>/compare-bn/ (report.md, report.html, SVG plots).")
+    @OptionGroup var options: RunOptions
+
+    func run() throws {
+        let shared = SharedData()
+        let options = self.options
+        StopSignal.install()
+        withCommunicators(simulateRanks: options.simulateRanks) { comm in
+            let base = try TrainingConfig.load(path: options.config, overrides: options.allOverrides)
+            var root = base.output.dir ?? RunDirectory.defaultPath(name: base.name + "-compare-bn")
+            root = String(decoding: try comm.broadcast(bytes: Array(root.utf8)), as: UTF8.self)
+            var dirs: [String] = []
+            for mode in ["sync", "local"] {
+                let dir = (root as NSString).appendingPathComponent(mode)
+                let config = try TrainingConfig.load(path: options.config, overrides: options.allOverrides + ["bn.mode=\(mode)", "output.dir=\(dir)"])
+                let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
+                let run = try RunDirectory(path: dir, isEnabled: comm.rank == 0, resolvedConfig: config.resolvedYAML)
+                try trainer.run(directory: run)
+                dirs.append(dir)
+            }
+            guard comm.rank == 0 else { return }
+            let out = (root as NSString).appendingPathComponent("compare-bn")
+            let report = Training.Report(title: "\(base.name): synchronized vs local batch norm on \(comm.size) rank(s), global batch \(base.train.globalBatch)",
+                                runs: try dirs.map { try RunMetrics.load($0) })
+            try report.write(to: out)
+            print(report.markdown)
+            print("report: \(out)/report.html")
+        }
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Plots and a table for finished or running runs, from their metrics.jsonl.")
+    @Argument(help: "Run directories.") var runs: [String]
+    @Option(help: "Where to write report.md, report.html and the SVG plots.") var out = "report"
+    @Option(help: "The report's title.") var title = "Lockstep runs"
+
+    func run() throws {
+        do {
+            let metrics = try runs.map { try RunMetrics.load($0) }
+            for w in metrics.flatMap({ $0.warnings }) { printError("warning: \(w)") }
+            let report = Training.Report(title: title, runs: metrics)
+            try report.write(to: out)
+            print(report.markdown)
+            print("report: \(out)/report.html")
+        } catch {
+            printError("\(error)")
+            Foundation.exit(1)
         }
     }
 }

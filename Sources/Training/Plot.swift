@@ -1,0 +1,111 @@
+// Line charts drawn as standalone SVG: axes with ticks and labels, a legend, one colour per
+// series. No external assets, so a report opens anywhere.
+import Foundation
+
+public struct Series {
+    public var name: String
+    public var points: [(x: Double, y: Double)]
+    public var dashed: Bool
+    public init(name: String, points: [(x: Double, y: Double)], dashed: Bool = false) {
+        self.name = name
+        self.points = points
+        self.dashed = dashed
+    }
+}
+
+public struct LineChart {
+    public var title: String
+    public var xLabel: String
+    public var yLabel: String
+    public var series: [Series]
+    public var width = 640.0, height = 360.0
+    static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+    public init(title: String, xLabel: String, yLabel: String, series: [Series]) {
+        self.title = title
+        self.xLabel = xLabel
+        self.yLabel = yLabel
+        self.series = series
+    }
+
+    /// "Nice" tick values covering [lo, hi] (1, 2 or 5 times a power of ten apart).
+    static func ticks(_ lo: Double, _ hi: Double, count: Int = 5) -> [Double] {
+        guard hi > lo else { return [lo] }
+        let magnitude = pow(10, floor(log10((hi - lo) / Double(count))))
+        // Of the steps 1, 2, 5 and 10 times that magnitude, the one whose tick count is nearest
+        // to `count` (with at least three ticks when possible).
+        func ticks(step: Double) -> [Double] {
+            let first = Int(ceil(lo / step - 1e-9)), last = Int(floor(hi / step + 1e-9))
+            return first <= last ? (first...last).map { Double($0) * step } : []
+        }
+        let options = [1.0, 2, 5, 10].map { ticks(step: $0 * magnitude) }
+        return options.min { a, b in
+            let pa = a.count < 3 ? 100 : 0, pb = b.count < 3 ? 100 : 0
+            return abs(a.count - count) + pa < abs(b.count - count) + pb
+        } ?? [lo, hi]
+    }
+
+    static func label(_ v: Double) -> String {
+        if v == 0 { return "0" }
+        if abs(v) >= 1000 || abs(v) < 0.001 { return String(format: "%.2g", v) }
+        var s = String(format: "%.4f", v)
+        while s.hasSuffix("0") { s.removeLast() }
+        if s.hasSuffix(".") { s.removeLast() }
+        return s
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+    }
+
+    public var svg: String {
+        let left = 64.0, right = 16.0, top = 36.0, bottom = 48.0
+        let legendWidth = 150.0
+        let plotW = width - left - right - legendWidth, plotH = height - top - bottom
+        let all = series.flatMap { $0.points }.filter { $0.x.isFinite && $0.y.isFinite }
+        var (x0, x1) = (all.map { $0.x }.min() ?? 0, all.map { $0.x }.max() ?? 1)
+        var (y0, y1) = (all.map { $0.y }.min() ?? 0, all.map { $0.y }.max() ?? 1)
+        if x1 <= x0 { x0 -= 0.5; x1 += 0.5 }
+        if y1 <= y0 { y0 -= abs(y0) * 0.05 + 0.01; y1 += abs(y1) * 0.05 + 0.01 }
+        let pad = (y1 - y0) * 0.05
+        y0 -= pad; y1 += pad
+        let xt = Self.ticks(x0, x1), yt = Self.ticks(y0, y1)
+        func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * plotW }
+        func py(_ y: Double) -> Double { top + (1 - (y - y0) / (y1 - y0)) * plotH }
+        var s = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+        <rect x="0" y="0" width="\(Int(width))" height="\(Int(height))" fill="white"/>
+        <text x="\(left + plotW / 2)" y="20" text-anchor="middle" font-size="14" font-weight="bold">\(Self.escape(title))</text>
+
+        """
+        for t in yt {
+            let y = py(t)
+            s += "<line x1=\"\(left)\" y1=\"\(y)\" x2=\"\(left + plotW)\" y2=\"\(y)\" stroke=\"#e5e5e5\"/>\n"
+            s += "<text x=\"\(left - 6)\" y=\"\(y + 4)\" text-anchor=\"end\">\(Self.label(t))</text>\n"
+        }
+        for t in xt {
+            let x = px(t)
+            s += "<line x1=\"\(x)\" y1=\"\(top + plotH)\" x2=\"\(x)\" y2=\"\(top + plotH + 5)\" stroke=\"black\"/>\n"
+            s += "<text x=\"\(x)\" y=\"\(top + plotH + 18)\" text-anchor=\"middle\">\(Self.label(t))</text>\n"
+        }
+        s += "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(plotW)\" height=\"\(plotH)\" fill=\"none\" stroke=\"black\"/>\n"
+        s += "<text x=\"\(left + plotW / 2)\" y=\"\(height - 10)\" text-anchor=\"middle\">\(Self.escape(xLabel))</text>\n"
+        s += "<text transform=\"translate(16 \(top + plotH / 2)) rotate(-90)\" text-anchor=\"middle\">\(Self.escape(yLabel))</text>\n"
+        for (i, series) in series.enumerated() {
+            let colour = Self.palette[i % Self.palette.count]
+            let pts = series.points.filter { $0.x.isFinite && $0.y.isFinite }
+            let dash = series.dashed ? " stroke-dasharray=\"6 4\"" : ""
+            let path = pts.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
+            s += "<polyline class=\"series\" data-name=\"\(Self.escape(series.name))\" data-points=\"\(pts.count)\" fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\"\(dash) points=\"\(path)\"/>\n"
+            for p in pts {
+                s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%@\"/>\n", px(p.x), py(p.y), colour as NSString)
+            }
+            let ly = top + 12 + Double(i) * 18, lx = left + plotW + 14
+            s += "<line x1=\"\(lx)\" y1=\"\(ly - 4)\" x2=\"\(lx + 22)\" y2=\"\(ly - 4)\" stroke=\"\(colour)\" stroke-width=\"2\"\(dash)/>\n"
+            s += "<text x=\"\(lx + 28)\" y=\"\(ly)\">\(Self.escape(series.name))</text>\n"
+        }
+        s += "</svg>\n"
+        return s
+    }
+}

@@ -1,0 +1,166 @@
+// Reports over finished or running runs: a table, SVG plots and a plain-words diagnosis of
+// over- and under-fitting, as report.md and a self-contained report.html.
+import Foundation
+
+public struct RunMetrics {
+    public var directory: String
+    public var label: String
+    /// Per-epoch records of metrics.jsonl, in order.
+    public var epochs: [[String: Any]]
+    public var warnings: [String]
+
+    /// Reads `<dir>/metrics.jsonl`. A truncated last line (a run still writing, or killed) is
+    /// skipped with a warning; any other bad line is an error naming the file and line.
+    public static func load(_ dir: String) throws -> RunMetrics {
+        let path = (dir as NSString).appendingPathComponent("metrics.jsonl")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError("\(path): no metrics file (is \(dir) a Lockstep run directory?)")
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        var epochs: [[String: Any]] = []
+        var warnings: [String] = []
+        for (i, line) in lines.enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                if i == lines.count - 1 && !text.hasSuffix("\n") {
+                    warnings.append("\(path):\(i + 1): skipped a truncated last line")
+                    continue
+                }
+                throw ConfigError("\(path):\(i + 1): not a JSON object")
+            }
+            if obj["kind"] as? String == "epoch" { epochs.append(obj) }
+        }
+        guard !epochs.isEmpty else { throw ConfigError("\(path): no epoch records yet") }
+        let mode = epochs.last?["bn_mode"] as? String ?? "?"
+        let ranks = epochs.last?["world_size"] as? Int ?? 0
+        let label = "\((dir as NSString).lastPathComponent) (bn \(mode), \(ranks) rank\(ranks == 1 ? "" : "s"))"
+        return RunMetrics(directory: dir, label: label, epochs: epochs, warnings: warnings)
+    }
+
+    public func series(_ key: String) -> [(x: Double, y: Double)] {
+        epochs.compactMap { e in
+            guard let x = (e["epoch"] as? NSNumber)?.doubleValue, let y = (e[key] as? NSNumber)?.doubleValue else { return nil }
+            return (x, y)
+        }
+    }
+
+    public func last(_ key: String) -> Double? { (epochs.last?[key] as? NSNumber)?.doubleValue }
+    public func best(_ key: String) -> Double? { epochs.compactMap { ($0[key] as? NSNumber)?.doubleValue }.max() }
+
+    /// "overfitting", "underfitting" or nil, with the reason in words.
+    public var diagnosis: String? {
+        let train = series("train_loss").map { $0.y }, test = series("test_loss").map { $0.y }
+        let acc = series("train_accuracy").map { $0.y }
+        let k = 3
+        if test.count > k {
+            let tail = Array(test.suffix(k + 1)), trainTail = Array(train.suffix(k + 1))
+            let testRising = zip(tail, tail.dropFirst()).allSatisfy { $1 > $0 }
+            let trainFalling = trainTail.last! < trainTail.first!
+            if testRising && trainFalling {
+                return "looks overfitted: test loss rose for the last \(k) epochs (\(fmt(tail.first!)) → \(fmt(tail.last!))) while training loss kept falling (\(fmt(trainTail.first!)) → \(fmt(trainTail.last!)))"
+            }
+        }
+        if train.count >= k, let final = acc.last {
+            let tail = Array(train.suffix(k))
+            let change = abs(tail.first! - tail.last!) / max(tail.first!, 1e-12)
+            if change < 0.01 && final < 0.8 {
+                return "looks underfitted: training loss is flat (changed \(String(format: "%.1f", 100 * change))% over the last \(k) epochs) and high (training accuracy \(String(format: "%.1f", 100 * final))%)"
+            }
+        }
+        return nil
+    }
+}
+
+func fmt(_ v: Double) -> String { String(format: "%.4f", v) }
+
+public struct Report {
+    public var title: String
+    public var runs: [RunMetrics]
+
+    public init(title: String, runs: [RunMetrics]) {
+        self.title = title
+        self.runs = runs
+    }
+
+    public var charts: [(file: String, chart: LineChart)] {
+        [
+            ("test-accuracy.svg", LineChart(title: "Test accuracy", xLabel: "epoch", yLabel: "accuracy",
+                                            series: runs.map { Series(name: $0.label, points: $0.series("test_accuracy")) })),
+            ("loss.svg", LineChart(title: "Train (solid) and test (dashed) loss", xLabel: "epoch", yLabel: "cross-entropy",
+                                   series: runs.flatMap { [Series(name: "\($0.label) train", points: $0.series("train_loss")),
+                                                           Series(name: "\($0.label) test", points: $0.series("test_loss"), dashed: true)] })),
+            ("step-time.svg", LineChart(title: "Time per step", xLabel: "epoch", yLabel: "milliseconds",
+                                        series: runs.map { r in Series(name: r.label, points: r.series("seconds_per_step").map { ($0.x, 1000 * $0.y) }) })),
+        ]
+    }
+
+    /// The table's rows: one per run, columns as in `tableHeader`.
+    public var tableHeader: [String] {
+        ["run", "final test acc", "best test acc", "final train loss", "final test loss", "train–test gap (loss)",
+         "ms/step", "communication share", "BN running-mean spread", "BN running-var spread", "ECE"]
+    }
+
+    public var tableRows: [[String]] {
+        runs.map { r in
+            let step = r.last("seconds_per_step"), comm = r.last("communication_seconds_per_step")
+            func pct(_ v: Double?) -> String { v.map { String(format: "%.2f%%", 100 * $0) } ?? "–" }
+            func num(_ v: Double?) -> String { v.map { String(format: "%.4f", $0) } ?? "–" }
+            let gap = r.last("test_loss").flatMap { t in r.last("train_loss").map { t - $0 } }
+            return [r.label, pct(r.last("test_accuracy")), pct(r.best("test_accuracy")), num(r.last("train_loss")),
+                    num(r.last("test_loss")), num(gap), step.map { String(format: "%.2f", 1000 * $0) } ?? "–",
+                    (step != nil && comm != nil && step! > 0) ? pct(comm! / step!) : "–",
+                    r.last("running_mean_spread").map { String(format: "%.4g", $0) } ?? "–",
+                    r.last("running_var_spread").map { String(format: "%.4g", $0) } ?? "–",
+                    num(r.last("ece"))]
+        }
+    }
+
+    var findings: [String] {
+        runs.map { r in "\(r.label): \(r.diagnosis ?? "no sign of over- or under-fitting (test loss not rising for 3 epochs; training loss still moving or low)")" }
+    }
+
+    public var markdown: String {
+        var s = "# \(title)\n\n"
+        s += "| " + tableHeader.joined(separator: " | ") + " |\n"
+        s += "|" + String(repeating: " --- |", count: tableHeader.count) + "\n"
+        for row in tableRows { s += "| " + row.joined(separator: " | ") + " |\n" }
+        s += "\n"
+        for f in findings { s += "- \(f)\n" }
+        s += "\n"
+        for c in charts { s += "![\(c.chart.title)](\(c.file))\n\n" }
+        let warnings = runs.flatMap { $0.warnings }
+        if !warnings.isEmpty { s += "Warnings:\n" + warnings.map { "- \($0)\n" }.joined() }
+        return s
+    }
+
+    public var html: String {
+        let e = LineChart.escape
+        var s = """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>\(e(title))</title>
+        <style>body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:12px 0}
+        td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+        th{background:#f3f3f3}.charts svg{margin:8px 8px 8px 0;border:1px solid #eee}</style></head>
+        <body><h1>\(e(title))</h1>
+        <table><thead><tr>\(tableHeader.map { "<th>\(e($0))</th>" }.joined())</tr></thead><tbody>
+
+        """
+        for row in tableRows { s += "<tr>" + row.map { "<td>\(e($0))</td>" }.joined() + "</tr>\n" }
+        s += "</tbody></table>\n<ul>\n" + findings.map { "<li>\(e($0))</li>\n" }.joined() + "</ul>\n<div class=\"charts\">\n"
+        for c in charts { s += c.chart.svg }
+        s += "</div>\n"
+        let warnings = runs.flatMap { $0.warnings }
+        if !warnings.isEmpty { s += "<p>Warnings:</p><ul>" + warnings.map { "<li>\(e($0))</li>" }.joined() + "</ul>\n" }
+        s += "</body></html>\n"
+        return s
+    }
+
+    /// Writes report.md, report.html and the SVG files into `dir`.
+    public func write(to dir: String) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for c in charts { try writeAtomically(Array(c.chart.svg.utf8), to: (dir as NSString).appendingPathComponent(c.file)) }
+        try writeAtomically(Array(markdown.utf8), to: (dir as NSString).appendingPathComponent("report.md"))
+        try writeAtomically(Array(html.utf8), to: (dir as NSString).appendingPathComponent("report.html"))
+    }
+}
