@@ -1,5 +1,6 @@
 // Optimizers: flat loops over the parameter arena.
 import NN
+import TensorCore
 
 public protocol Optimizer: AnyObject {
     /// Applies one update with learning rate `rate` using the gradients in the arena.
@@ -55,17 +56,10 @@ public final class SGD: Optimizer {
         for (range, lambda) in ranges {
             if mu == 0 {
                 for i in range { w[i] -= rate * (g[i] + lambda * w[i]) }
-            } else if nesterov {
-                for i in range {
-                    let grad = g[i] + lambda * w[i]
-                    v[i] = mu * v[i] + grad
-                    w[i] -= rate * (grad + mu * v[i])
-                }
             } else {
-                for i in range {
-                    v[i] = mu * v[i] + g[i] + lambda * w[i]
-                    w[i] -= rate * v[i]
-                }
+                let o = range.lowerBound
+                Vector.sgdMomentumStep(w: w + o, g: g + o, v: v + o, n: range.count, rate: rate, momentum: mu,
+                                       decay: lambda, nesterov: nesterov)
             }
         }
         stepCount += 1
@@ -116,12 +110,9 @@ public final class Adam: Optimizer {
             // Decoupled (AdamW): shrink the weights directly; otherwise fold λw into the gradient.
             let l2: Float = decoupled ? 0 : lambda
             let shrink: Float = decoupled ? 1 - rate * lambda : 1
-            for i in range {
-                let grad = g[i] + l2 * w[i]
-                mp[i] = b1 * mp[i] + (1 - b1) * grad
-                vp[i] = b2 * vp[i] + (1 - b2) * grad * grad
-                w[i] = w[i] * shrink - stepSize * mp[i] / ((vp[i] * invC2).squareRoot() + eps)
-            }
+            let o = range.lowerBound
+            Vector.adamStep(w: w + o, g: g + o, m: mp + o, v: vp + o, n: range.count, beta1: b1, beta2: b2, epsilon: eps,
+                            l2: l2, shrink: shrink, stepSize: stepSize, invC2: invC2)
         }
     }
 }

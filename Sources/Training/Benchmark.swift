@@ -13,6 +13,7 @@ public struct BenchmarkResult {
     public var gradientAllReduceSeconds: Double
     public var collectiveSeconds: Double // every collective, SyncBN's included, per step
     public var stepSeconds: Double
+    public var dataSeconds: Double, lossSeconds: Double, optimizerSeconds: Double   // per step
 }
 
 extension Trainer {
@@ -39,6 +40,7 @@ extension Trainer {
         model.timing = timing
         communicator.reset()
         let gradBefore = gradientAllReduceSeconds
+        phaseSeconds = (0, 0, 0)
         let t0 = now()
         for _ in 0..<steps { try oneStep() }
         let elapsed = now() - t0
@@ -49,6 +51,8 @@ extension Trainer {
                                backwardSeconds: timing.backward.map { $0 * per },
                                gradientAllReduceSeconds: (gradientAllReduceSeconds - gradBefore) * per,
                                collectiveSeconds: communicator.seconds * per,
-                               stepSeconds: elapsed * per)
+                               stepSeconds: elapsed * per,
+                               dataSeconds: phaseSeconds.data * per, lossSeconds: phaseSeconds.loss * per,
+                               optimizerSeconds: phaseSeconds.optimizer * per)
     }
 }

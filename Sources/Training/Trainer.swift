@@ -88,6 +88,8 @@ public final class Trainer {
     public private(set) var history: [EpochMetrics] = []
     var batch: Tensor?         // (n, C, H, W)
     var labels: [Int32] = []
+    /// Seconds spent assembling batches, in the loss, and in the optimizer (with zeroing gradients).
+    public var phaseSeconds = (data: 0.0, loss: 0.0, optimizer: 0.0)
     /// Seconds spent in the gradient all-reduce since the last reset.
     public private(set) var gradientAllReduceSeconds = 0.0
     let startTime = now()
@@ -285,18 +287,24 @@ public final class Trainer {
         let global = sampler.globalBatch(step: stepInEpoch, order: order)
         let micro = config.train.accumulateSteps
         var total = LossResult(lossSum: 0, correct: 0, count: 0)
+        let tz = now()
         model.zeroGrads()
+        phaseSeconds.optimizer += now() - tz
         for k in 0..<micro {
             let part = GlobalBatchSampler.shard(total: global.count, rank: k, worldSize: micro)
             let microBatch = global[(global.startIndex + part.lowerBound)..<(global.startIndex + part.upperBound)]
             let mine = GlobalBatchSampler.shard(total: microBatch.count, rank: rank, worldSize: worldSize)
             let indices = Array(microBatch[(microBatch.startIndex + mine.lowerBound)..<(microBatch.startIndex + mine.upperBound)])
+            var t0 = now()
             let x = assemble(indices, epoch: epoch, augment: true)
+            phaseSeconds.data += now() - t0
             let context = ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: indices)
             let logits = try model.forward(x, context: context)
+            t0 = now()
             let (r, dLogits) = labels.withUnsafeBufferPointer {
                 loss.forward(logits: logits, labels: $0, normalizer: global.count)
             }
+            phaseSeconds.loss += now() - t0
             try model.backward(dLogits)
             total.lossSum += r.lossSum; total.correct += r.correct; total.count += r.count
         }
@@ -306,7 +314,9 @@ public final class Trainer {
             gradientAllReduceSeconds += now() - t0
         }
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
+        let t0 = now()
         optimizer.step(rate: Float(schedule.rate(at: step)))
+        phaseSeconds.optimizer += now() - t0
         return total
     }
 

@@ -255,8 +255,12 @@ struct Bench: ParsableCommand {
                 let name = r.layerNames[i].padding(toLength: 20, withPad: " ", startingAt: 0)
                 print(name + String(format: " %11.3f %12.3f %6.1f%%", 1000 * r.forwardSeconds[i], 1000 * r.backwardSeconds[i], 100 * share))
             }
-            let other = r.stepSeconds - layerTotal
-            print("other (data, loss, optimizer, all-reduce)" + String(format: " %.3f ms  %.1f%%", 1000 * other, 100 * other / r.stepSeconds))
+            for (name, t) in [("data (batch + augmentation)", r.dataSeconds), ("loss", r.lossSeconds),
+                              ("optimizer (+ zeroing grads)", r.optimizerSeconds), ("gradient all-reduce", r.gradientAllReduceSeconds)] {
+                print(name.padding(toLength: 33, withPad: " ", startingAt: 0) + String(format: " %11.3f ms      %6.1f%%", 1000 * t, 100 * t / r.stepSeconds))
+            }
+            let other = r.stepSeconds - layerTotal - r.dataSeconds - r.lossSeconds - r.optimizerSeconds - r.gradientAllReduceSeconds
+            print("other".padding(toLength: 33, withPad: " ", startingAt: 0) + String(format: " %11.3f ms      %6.1f%%", 1000 * other, 100 * other / r.stepSeconds))
         }
     }
 }
