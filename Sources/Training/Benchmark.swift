@@ -14,7 +14,16 @@ public struct BenchmarkResult {
     public var collectiveSeconds: Double // every collective, SyncBN's included, per step
     public var stepSeconds: Double
     public var dataSeconds: Double, lossSeconds: Double, optimizerSeconds: Double   // per step
+    /// Median gradient all-reduce in training, and median of a bare all-reduce of the same size
+    /// on the underlying communicator (MPI_Allreduce under MPI), both in seconds.
+    public var gradientAllReduceMedian: Double
+    public var bareAllReduceMedian: Double
+    public var gradientBytes: Int
+    /// Per step, the wait for the slowest rank before the gradient all-reduce (profiled run).
+    public var skewWaitSeconds: Double
 }
+
+func median(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.sorted()[v.count / 2] }
 
 extension Trainer {
     /// Runs `warmup` steps, then `runs` timed runs of `steps` steps each, then one profiled run.
@@ -45,14 +54,25 @@ extension Trainer {
         for _ in 0..<steps { try oneStep() }
         let elapsed = now() - t0
         model.timing = nil
+        let gradientSeconds = gradientAllReduceSeconds - gradBefore
+        let collectives = communicator.seconds
+        // A last run for the all-reduce comparison (it adds barriers and bare all-reduces).
+        recordAllReduceTimes = true
+        allReduceTimes = []
+        bareAllReduceTimes = []
+        skewWaitSeconds = 0
+        if worldSize > 1 { for _ in 0..<steps { try oneStep() } }
+        recordAllReduceTimes = false
         let per = 1 / Double(max(steps, 1))
         return BenchmarkResult(runs: rates, layerNames: model.layers.map { $0.name },
                                forwardSeconds: timing.forward.map { $0 * per },
                                backwardSeconds: timing.backward.map { $0 * per },
-                               gradientAllReduceSeconds: (gradientAllReduceSeconds - gradBefore) * per,
-                               collectiveSeconds: communicator.seconds * per,
+                               gradientAllReduceSeconds: gradientSeconds * per,
+                               collectiveSeconds: collectives * per,
                                stepSeconds: elapsed * per,
                                dataSeconds: phaseSeconds.data * per, lossSeconds: phaseSeconds.loss * per,
-                               optimizerSeconds: phaseSeconds.optimizer * per)
+                               optimizerSeconds: phaseSeconds.optimizer * per,
+                               gradientAllReduceMedian: median(allReduceTimes), bareAllReduceMedian: median(bareAllReduceTimes),
+                               gradientBytes: model.parameters.count * 4, skewWaitSeconds: skewWaitSeconds * per)
     }
 }

@@ -90,6 +90,12 @@ public final class Trainer {
     var labels: [Int32] = []
     /// Seconds spent assembling batches, in the loss, and in the optimizer (with zeroing gradients).
     public var phaseSeconds = (data: 0.0, loss: 0.0, optimizer: 0.0)
+    /// Per-step gradient all-reduce times, kept while `recordAllReduceTimes` is set (bench).
+    public var recordAllReduceTimes = false
+    public var allReduceTimes: [Double] = []
+    public var skewWaitSeconds = 0.0
+    public var bareAllReduceTimes: [Double] = []
+    var bareScratch: [Float] = []
     /// Seconds spent in the gradient all-reduce since the last reset.
     public private(set) var gradientAllReduceSeconds = 0.0
     let startTime = now()
@@ -309,9 +315,28 @@ public final class Trainer {
             total.lossSum += r.lossSum; total.correct += r.correct; total.count += r.count
         }
         if worldSize > 1 {
+            if recordAllReduceTimes {
+                // Bench only: separate waiting for the slowest rank from the all-reduce itself.
+                let tb = now()
+                try communicator.inner.barrier()
+                skewWaitSeconds += now() - tb
+            }
             let t0 = now()
             try communicator.allReduce(model.parameters.flatGrads, op: .sum)
-            gradientAllReduceSeconds += now() - t0
+            let dt = now() - t0
+            gradientAllReduceSeconds += dt
+            if recordAllReduceTimes {
+                allReduceTimes.append(dt)
+                // Bench only: a bare all-reduce of the same bytes, in the same cache state, on the
+                // inner communicator (MPI_Allreduce under MPI), interleaved with training.
+                let n = model.parameters.count
+                if bareScratch.count != n { bareScratch = [Float](repeating: 0, count: n) }
+                bareScratch.withUnsafeMutableBufferPointer { $0.update(from: model.parameters.flatGrads) }
+                try communicator.inner.barrier()
+                let tb = now()
+                try bareScratch.withUnsafeMutableBufferPointer { try communicator.inner.allReduce($0, op: .sum) }
+                bareAllReduceTimes.append(now() - tb)
+            }
         }
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
         let t0 = now()

@@ -248,6 +248,11 @@ struct Bench: ParsableCommand {
             print(String(format: "per step (profiled run): %.2f ms; gradient all-reduce %.3f ms; all collectives %.3f ms (SyncBN and others %.3f ms)",
                          1000 * r.stepSeconds, 1000 * r.gradientAllReduceSeconds, 1000 * r.collectiveSeconds,
                          1000 * (r.collectiveSeconds - r.gradientAllReduceSeconds)))
+            if comm.size > 1 {
+                print(String(format: "gradient all-reduce of %.2f MB: median %.3f ms in training, bare all-reduce of the same size %.3f ms (ratio %.2f); waiting for the slowest rank before it %.3f ms/step",
+                             Double(r.gradientBytes) / 1e6, 1000 * r.gradientAllReduceMedian, 1000 * r.bareAllReduceMedian,
+                             r.gradientAllReduceMedian / max(r.bareAllReduceMedian, 1e-12), 1000 * r.skewWaitSeconds))
+            }
             print("layer                 forward ms  backward ms   share")
             let layerTotal = r.forwardSeconds.reduce(0, +) + r.backwardSeconds.reduce(0, +)
             for i in 0..<r.layerNames.count {
