@@ -18,6 +18,11 @@ public final class RunDirectory {
         } catch {
             throw ConfigError("\(path): cannot create the run directory (\(error.localizedDescription))")
         }
+        // Temporary files of a save that was killed midway are never under a checkpoint's name;
+        // clear them away.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+            try? FileManager.default.removeItem(atPath: file(name))
+        }
         try writeAtomically(Array(resolvedConfig.utf8), to: file("config.yaml"))
         let metricsPath = file("metrics.jsonl")
         if !FileManager.default.fileExists(atPath: metricsPath) {

@@ -3,6 +3,7 @@ import Datasets
 import Foundation
 import TensorCore
 import Training
+import XCTest
 
 /// Images of `side`×`side` pixels in `classes` classes: a class-specific bright square on noise.
 func syntheticPixels(count: Int, side: Int, classes: Int, seed: UInt64) -> (pixels: [UInt8], labels: [UInt8]) {
@@ -78,4 +79,64 @@ func smallCNNConfig(dataPath: String = "/nonexistent", extra: String = "") -> St
 /// The directory of the test bundle, where SwiftPM also puts the `lockstep` executable.
 func buildProductsDirectory() -> URL {
     URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+}
+
+/// Running the lockstep binary (alone or under mpirun) from tests.
+struct CLI {
+    struct Run { var status: Int32; var output: String; var seconds: Double }
+
+    func run(_ arguments: [String], environment extra: [String: String] = [:], timeout: Double = 120) throws -> Run {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["OPENBLAS_NUM_THREADS"] = "1"
+        for (k, v) in extra { env[k] = v }
+        p.environment = env
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        let start = Date()
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        var data = Data()
+        let reader = DispatchQueue(label: "reader")
+        let done = DispatchSemaphore(value: 0)
+        reader.async { data = pipe.fileHandleForReading.readDataToEndOfFile(); done.signal() }
+        while p.isRunning && Date() < deadline { usleep(50_000) }
+        if p.isRunning { p.terminate(); XCTFail("timed out after \(timeout) s: \(arguments)") }
+        p.waitUntilExit()
+        done.wait()
+        return Run(status: p.terminationStatus, output: String(decoding: data, as: UTF8.self),
+                   seconds: Date().timeIntervalSince(start))
+    }
+
+    var lockstep: String { buildProductsDirectory().appendingPathComponent("lockstep").path }
+
+    func requireMPI() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/mpirun") else { throw XCTSkip("mpirun not installed") }
+        guard FileManager.default.isExecutableFile(atPath: lockstep) else { throw XCTSkip("\(lockstep) not built") }
+    }
+
+    func writeConfig(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "lockstep-\(UUID().uuidString).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func mpirun(_ ranks: Int, _ args: [String], tcp: Bool = false, env: [String: String] = [:], timeout: Double = 120) throws -> Run {
+        var a = ["mpirun", "-np", "\(ranks)", "--oversubscribe", "--bind-to", "none"]
+        if tcp { a += ["--mca", "btl", "tcp,self"] }
+        for k in env.keys.sorted() { a += ["-x", k] }
+        return try run(a + [lockstep] + args, environment: env, timeout: timeout)
+    }
+
+    /// The parameters printed by `lockstep train --dump-parameters`.
+    func parameters(_ output: String) -> [Float] {
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("parameters:") }) else { return [] }
+        return line.dropFirst("parameters:".count).split(separator: " ").compactMap { Float($0) }
+    }
+
 }
