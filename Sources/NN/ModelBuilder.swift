@@ -9,13 +9,17 @@ public enum BatchNormMode: String, CaseIterable, Sendable {
 }
 
 public enum LayerSpec: Equatable, Sendable {
-    case dense(out: Int, bias: Bool, initializer: Initializer?)
-    case conv(out: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, initializer: Initializer?)
+    /// `inputs`, when given, is the input size the user expects; a mismatch is an error.
+    case dense(inputs: Int? = nil, out: Int, bias: Bool, initializer: Initializer?)
+    /// `inputs`, when given, is the number of input channels the user expects.
+    case conv(inputs: Int? = nil, out: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, initializer: Initializer?)
     case maxPool(size: Int, stride: Int?)
     case avgPool(size: Int, stride: Int?)
     case globalAvgPool
     case flatten
     case batchNorm(momentum: Float, epsilon: Float)
+    /// Group norm; `groups: nil` means one group per channel (instance norm).
+    case groupNorm(groups: Int?, epsilon: Float, kind: String)
     case relu
     case leakyReLU(slope: Float)
     case prelu(perChannel: Bool)
@@ -33,6 +37,7 @@ public enum LayerSpec: Equatable, Sendable {
         case .globalAvgPool: return "global_avgpool"
         case .flatten: return "flatten"
         case .batchNorm: return "batchnorm"
+        case let .groupNorm(_, _, kind): return kind
         case .relu: return "relu"
         case .leakyReLU: return "leaky_relu"
         case .prelu: return "prelu"
@@ -65,10 +70,16 @@ public struct ModelBuilder {
             let defaultInit = Self.defaultInitializer(after: specs[(index + 1)...])
             let layer: Layer
             switch spec {
-            case let .dense(out, bias, initializer):
+            case let .dense(inputs, out, bias, initializer):
+                if let inputs, shape != [inputs] {
+                    throw ShapeError("\(name): dense expects input [\(inputs)] but the layer before it gives \(shape)" + (shape.count > 1 ? " (add a flatten layer?)" : ""))
+                }
                 layer = try Dense(name: name, inputShape: shape, outFeatures: out, bias: bias,
                                   initializer: initializer ?? defaultInit)
-            case let .conv(out, kernel, stride, padding, bias, initializer):
+            case let .conv(inputs, out, kernel, stride, padding, bias, initializer):
+                if let inputs, shape.first != inputs || shape.count != 3 {
+                    throw ShapeError("\(name): conv expects \(inputs) input channels but the layer before it gives \(shape)")
+                }
                 layer = try Conv2D(name: name, inputShape: shape, outChannels: out, kernel: kernel, stride: stride,
                                    padding: padding, bias: bias, initializer: initializer ?? defaultInit)
             case let .maxPool(size, stride):
@@ -87,6 +98,8 @@ public struct ModelBuilder {
                 case .local:
                     layer = try BatchNorm(name: name, inputShape: shape, momentum: momentum, epsilon: epsilon)
                 }
+            case let .groupNorm(groups, epsilon, _):
+                layer = try GroupNorm(name: name, inputShape: shape, groups: groups ?? shape[0], epsilon: epsilon)
             case .relu: layer = ReLU(name: name, inputShape: shape)
             case let .leakyReLU(slope): layer = LeakyReLU(name: name, inputShape: shape, slope: slope)
             case let .prelu(perChannel): layer = PReLU(name: name, inputShape: shape, perChannel: perChannel)

@@ -202,9 +202,11 @@ public struct TrainingConfig {
         }
         switch kind {
         case "dense", "linear":
-            spec = .dense(out: try required(a, "out"), bias: try a.bool("bias", default: true), initializer: try initializer())
+            spec = .dense(inputs: try a.scalar("in") == nil ? nil : try a.int("in", default: 1, min: 1),
+                          out: try required(a, "out"), bias: try a.bool("bias", default: true), initializer: try initializer())
         case "conv", "conv2d":
-            spec = .conv(out: try required(a, "out"), kernel: try required(a, "kernel"),
+            spec = .conv(inputs: try a.scalar("in") == nil ? nil : try a.int("in", default: 1, min: 1),
+                         out: try required(a, "out"), kernel: try required(a, "kernel"),
                          stride: try a.int("stride", default: 1, min: 1), padding: try a.int("padding", default: 0, min: 0),
                          bias: try a.bool("bias", default: true), initializer: try initializer())
         case "maxpool":
@@ -218,6 +220,12 @@ public struct TrainingConfig {
         case "batchnorm":
             spec = .batchNorm(momentum: Float(try a.double("momentum", default: 0.1, range: 0...1)),
                               epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)))
+        case "groupnorm":
+            spec = .groupNorm(groups: try required(a, "groups"), epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "groupnorm")
+        case "layernorm":
+            spec = .groupNorm(groups: 1, epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "layernorm")
+        case "instancenorm":
+            spec = .groupNorm(groups: nil, epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "instancenorm")
         case "relu": spec = .relu
         case "leaky_relu": spec = .leakyReLU(slope: Float(try a.double("slope", default: 0.01, range: 0...1)))
         case "prelu": spec = .prelu(perChannel: try a.bool("per_channel", default: false))
@@ -225,7 +233,7 @@ public struct TrainingConfig {
         case "tanh": spec = .tanh
         case "dropout": spec = .dropout(probability: Float(try a.double("p", default: 0.5, range: 0...0.999)))
         default:
-            throw ConfigError("\(whereText): unknown layer '\(kind)' (known: dense, conv, maxpool, avgpool, global_avgpool, flatten, batchnorm, relu, leaky_relu, prelu, sigmoid, tanh, dropout)")
+            throw ConfigError("\(whereText): unknown layer '\(kind)' (known: dense, conv, maxpool, avgpool, global_avgpool, flatten, batchnorm, groupnorm, layernorm, instancenorm, relu, leaky_relu, prelu, sigmoid, tanh, dropout)")
         }
         try a.finish()
         return spec

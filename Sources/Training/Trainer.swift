@@ -119,7 +119,11 @@ public final class Trainer {
             injectedFaultStep = nil
         }
         let builder = ModelBuilder(batchNormMode: config.bn.mode, communicator: self.communicator)
-        model = try builder.build(config.model, inputShape: data.train.sampleShape)
+        do {
+            model = try builder.build(config.model, inputShape: data.train.sampleShape)
+        } catch let e as ShapeError {
+            throw ShapeError("\(config.file): model: \(e.message)")
+        }
         guard model.outputShape == [config.data.classes] else {
             throw ShapeError("\(config.file): the model's output is \(model.outputShape) but the data has \(config.data.classes) classes; end the model with '- dense: {out: \(config.data.classes)}'")
         }

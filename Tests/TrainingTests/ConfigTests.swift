@@ -188,3 +188,48 @@ final class ConfigTests: XCTestCase {
         }
     }
 }
+
+final class ShapeCheckTests: XCTestCase {
+    func testDeclaredInputSizesAreChecked() throws {
+        let yaml = """
+        model:
+          - conv: {in: 1, out: 8, kernel: 3}
+          - flatten
+          - dense: {in: 784, out: 10}
+        """
+        let config = try TrainingConfig.parse(yaml: yaml, file: "shapes.yaml")
+        let builder = ModelBuilder(communicator: SingleProcessCommunicator())
+        XCTAssertThrowsError(try builder.build(config.model, inputShape: [1, 28, 28])) { error in
+            XCTAssertEqual("\(error)", "dense1: dense expects input [784] but the layer before it gives [5408]")
+        }
+        XCTAssertThrowsError(try builder.build(config.model, inputShape: [3, 28, 28])) { error in
+            XCTAssertEqual("\(error)", "conv1: conv expects 1 input channels but the layer before it gives [3, 28, 28]")
+        }
+        let fixed = try TrainingConfig.parse(yaml: yaml.replacingOccurrences(of: "in: 784", with: "in: 5408"), file: "shapes.yaml")
+        XCTAssertEqual(try builder.build(fixed.model, inputShape: [1, 28, 28]).outputShape, [10])
+    }
+
+    func testNormalisationLayersFromConfig() throws {
+        let yaml = """
+        model:
+          - conv: {out: 4, kernel: 3, padding: 1}
+          - groupnorm: {groups: 2}
+          - instancenorm
+          - layernorm
+          - flatten
+          - layernorm: {epsilon: 1.0e-6}
+          - dense: {out: 3}
+        """
+        let config = try TrainingConfig.parse(yaml: yaml, file: "norms.yaml")
+        let model = try ModelBuilder(communicator: SingleProcessCommunicator()).build(config.model, inputShape: [1, 6, 6])
+        XCTAssertEqual(model.layers.map { $0.name }, ["conv1", "groupnorm1", "instancenorm1", "layernorm1", "flatten1", "layernorm2", "dense1"])
+        XCTAssertEqual(model.layers.compactMap { ($0 as? GroupNorm)?.groups }, [2, 4, 1, 1])
+        XCTAssertThrowsError(try TrainingConfig.parse(yaml: "model:\n  - groupnorm: {}\n", file: "g.yaml")) {
+            XCTAssertTrue("\($0)".contains("'model[0].groupnorm.groups': expected an integer (required)"), "\($0)")
+        }
+        XCTAssertThrowsError(try ModelBuilder(communicator: SingleProcessCommunicator())
+            .build([.conv(out: 6, kernel: 1, stride: 1, padding: 0, bias: true, initializer: nil), .groupNorm(groups: 4, epsilon: 1e-5, kind: "groupnorm")], inputShape: [1, 4, 4])) {
+            XCTAssertTrue("\($0)".contains("6 channels do not divide into 4 groups"), "\($0)")
+        }
+    }
+}
