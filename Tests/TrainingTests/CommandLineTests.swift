@@ -40,23 +40,6 @@ final class CommandLineTests: XCTestCase {
         """
     }
 
-    func start(_ args: [String], environment: [String: String] = [:]) throws -> (Process, Pipe) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        env["OPENBLAS_NUM_THREADS"] = "1"
-        for (k, v) in environment { env[k] = v }
-        p.environment = env
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        return (p, pipe)
-    }
-
     func waitForLines(_ path: String, atLeast n: Int, timeout: Double = 60) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -85,7 +68,7 @@ final class CommandLineTests: XCTestCase {
         XCTAssertFalse(reference.isEmpty)
         // The same run, stopped by SIGTERM to every rank (as Slurm does) after its first log lines.
         let dir = tempDir()
-        let (p, pipe) = try start(["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS",
+        let (p, pipe) = try tests.start(["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS",
                                    lockstep, "train", "--config", config, "--set", "output.dir=\(dir)"])
         XCTAssertTrue(waitForLines(dir + "/metrics.jsonl", atLeast: 8), "the run never logged")
         signalRanks("^\(lockstep) train --config \(config)", "TERM")
@@ -130,7 +113,7 @@ final class CommandLineTests: XCTestCase {
             .replacingOccurrences(of: "every_steps: 50", with: "every_steps: 1"))
         let dir = tempDir()
         for attempt in 0..<8 {
-            let (p, _) = try start([lockstep, "train", "--config", config, "--set", "output.dir=\(dir)",
+            let (p, _) = try tests.start([lockstep, "train", "--config", config, "--set", "output.dir=\(dir)",
                                     "--set", "checkpoint.keep=2"] + (attempt > 0 ? ["--resume", "auto"] : []))
             _ = waitForLines(dir + "/metrics.jsonl", atLeast: 1 + attempt, timeout: 60)
             usleep(UInt32(10_000 + attempt * 37_000))

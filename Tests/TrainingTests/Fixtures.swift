@@ -85,7 +85,8 @@ func buildProductsDirectory() -> URL {
 struct CLI {
     struct Run { var status: Int32; var output: String; var seconds: Double }
 
-    func run(_ arguments: [String], environment extra: [String: String] = [:], timeout: Double = 120) throws -> Run {
+    /// Starts `/usr/bin/env arguments...` with the MPI-as-root and one-BLAS-thread environment.
+    func start(_ arguments: [String], environment extra: [String: String] = [:]) throws -> (Process, Pipe) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = arguments
@@ -98,8 +99,13 @@ struct CLI {
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
-        let start = Date()
         try p.run()
+        return (p, pipe)
+    }
+
+    func run(_ arguments: [String], environment extra: [String: String] = [:], timeout: Double = 120) throws -> Run {
+        let start = Date()
+        let (p, pipe) = try self.start(arguments, environment: extra)
         let deadline = Date().addingTimeInterval(timeout)
         var data = Data()
         let reader = DispatchQueue(label: "reader")
