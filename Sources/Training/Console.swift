@@ -7,9 +7,19 @@ public final class Console: @unchecked Sendable {
     private var barShown = false
     private var lastDraw = 0.0
 
+    /// The bar is drawn when stdout is a terminal and the process was not started by mpirun or
+    /// srun (whose output is usually a log file even when it looks like a terminal);
+    /// LOCKSTEP_PROGRESS=1 or 0 forces it on or off.
     public init(isEnabled: Bool) {
         self.isEnabled = isEnabled
-        self.isTerminal = isatty(STDOUT_FILENO) != 0
+        let env = ProcessInfo.processInfo.environment
+        switch env["LOCKSTEP_PROGRESS"] {
+        case "1": isTerminal = true
+        case "0": isTerminal = false
+        default:
+            let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].contains { env[$0] != nil }
+            isTerminal = isatty(STDOUT_FILENO) != 0 && !launched
+        }
     }
 
     public func line(_ text: String) {
