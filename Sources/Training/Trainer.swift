@@ -306,7 +306,7 @@ public final class Trainer {
             let mine = GlobalBatchSampler.shard(total: microBatch.count, rank: rank, worldSize: worldSize)
             let indices = Array(microBatch[(microBatch.startIndex + mine.lowerBound)..<(microBatch.startIndex + mine.upperBound)])
             var t0 = now()
-            let x = assemble(indices, epoch: epoch, augment: true)
+            let x = assemble(indices, from: data.train, epoch: epoch, augment: config.data.augment)
             phaseSeconds.data += now() - t0
             let context = ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: indices)
             let logits = try model.forward(x, context: context)
@@ -349,15 +349,14 @@ public final class Trainer {
         return total
     }
 
-    /// Copies the given samples (augmented in training) into the batch tensor and labels.
-    func assemble(_ indices: [Int], epoch: Int, augment: Bool) -> Tensor {
-        let ds = augment ? data.train : data.test
+    /// Copies samples of `ds` into the batch tensor and their labels into `labels`, augmented
+    /// (keyed by sample index and epoch) when `augment` is given.
+    func assemble(_ indices: [Int], from ds: ImageDataset, epoch: Int, augment: Augmentation?) -> Tensor {
         let x = reuse(&batch, [indices.count] + ds.sampleShape)
         labels.removeAll(keepingCapacity: true)
-        let aug = config.data.augment
         for (i, index) in indices.enumerated() {
             let dst = x.data + i * ds.sampleSize
-            if augment && !aug.isIdentity {
+            if let aug = augment, !aug.isIdentity {
                 aug.apply(dataset: ds, index: index, epoch: epoch, seed: seed, padValue: data.padValue, into: dst)
             } else {
                 dst.update(from: ds.images.baseAddress! + index * ds.sampleSize, count: ds.sampleSize)
@@ -381,7 +380,7 @@ public final class Trainer {
             while start < mine.upperBound {
                 let end = min(start + config.data.evalBatch, mine.upperBound)
                 let indices = Array(start..<end)
-                let x = assemble(indices, epoch: 0, augment: false)
+                let x = assemble(indices, from: data.test, epoch: 0, augment: nil)
                 let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices))
                 let (r, _) = labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: 1) }
                 sums[0] += r.lossSum; sums[1] += Double(r.correct); sums[2] += Double(r.count)
