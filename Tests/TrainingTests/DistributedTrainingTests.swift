@@ -115,3 +115,36 @@ final class DistributedTrainingTests: XCTestCase {
         XCTAssertGreaterThan(history.last!.testAccuracy, 0.6, "a 4-class synthetic task should be learnable")
     }
 }
+
+final class LocalBatchNormEvaluationTests: XCTestCase {
+    /// Local BN: evaluation uses the ranks' average running statistics (or rank 0's) and then
+    /// restores each rank's own; the spread across ranks is reported.
+    func testEvaluationUsesAveragedOrRankZeroStatistics() throws {
+        let data = makeData()
+        for stats in ["average", "rank0"] {
+            let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml",
+                                                  overrides: ["bn.mode=local", "bn.local_eval_stats=\(stats)"])
+            let results = try ThreadCommunicator.run(size: 2) { comm -> (params: [Float], buffers: [Float], after: [Float], eval: EvaluationResult, spread: Double) in
+                let t = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+                for s in 0..<8 { _ = try t.trainStep(epoch: 0, stepInEpoch: s, order: t.sampler.permutation(epoch: 0)); t.setStep(s + 1) }
+                let before = Array(t.model.buffers.flatValues)
+                let eval = try t.evaluate()
+                let spread = try t.localStatisticsSpread()
+                return (Array(t.model.parameters.flatValues), before, Array(t.model.buffers.flatValues), eval, spread?.mean ?? -1)
+            }
+            XCTAssertNotEqual(results[0].buffers, results[1].buffers, "local statistics should differ between ranks")
+            for r in results { XCTAssertEqual(r.buffers, r.after, "evaluation must restore the rank's own statistics") }
+            XCTAssertGreaterThan(results[0].spread, 0)
+            let expected: [Float] = stats == "average"
+                ? zip(results[0].buffers, results[1].buffers).map { ($0 + $1) * 0.5 }
+                : results[0].buffers
+            // One process with those statistics evaluates to the same numbers.
+            let single = try Trainer(config: config, communicator: SingleProcessCommunicator(), data: data, console: Console(isEnabled: false))
+            _ = results[0].params.withUnsafeBufferPointer { single.model.parameters.flatValues.update(fromContentsOf: $0) }
+            _ = expected.withUnsafeBufferPointer { single.model.buffers.flatValues.update(fromContentsOf: $0) }
+            let reference = try single.evaluate()
+            XCTAssertEqual(results[0].eval.loss, reference.loss, accuracy: 1e-9, stats)
+            XCTAssertEqual(results[1].eval.accuracy, reference.accuracy, stats)
+        }
+    }
+}
