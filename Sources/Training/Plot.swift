@@ -6,10 +6,13 @@ public struct Series {
     public var name: String
     public var points: [(x: Double, y: Double)]
     public var dashed: Bool
-    public init(name: String, points: [(x: Double, y: Double)], dashed: Bool = false) {
+    /// Index into the palette; series of one run share it (train solid, test dashed).
+    public var colour: Int?
+    public init(name: String, points: [(x: Double, y: Double)], dashed: Bool = false, colour: Int? = nil) {
         self.name = name
         self.points = points
         self.dashed = dashed
+        self.colour = colour
     }
 }
 
@@ -61,7 +64,9 @@ public struct LineChart {
 
     public var svg: String {
         let left = 64.0, right = 16.0, top = 36.0, bottom = 48.0
-        let legendWidth = 150.0
+        // Wide enough for the longest legend label (about 6.6 px per character at 12 px).
+        let legendWidth = 44 + 6.6 * Double(series.map { $0.name.count }.max() ?? 10)
+        let width = self.width + max(0, legendWidth - 150)
         let plotW = width - left - right - legendWidth, plotH = height - top - bottom
         let all = series.flatMap { $0.points }.filter { $0.x.isFinite && $0.y.isFinite }
         var (x0, x1) = (all.map { $0.x }.min() ?? 0, all.map { $0.x }.max() ?? 1)
@@ -93,7 +98,7 @@ public struct LineChart {
         s += "<text x=\"\(left + plotW / 2)\" y=\"\(height - 10)\" text-anchor=\"middle\">\(Self.escape(xLabel))</text>\n"
         s += "<text transform=\"translate(16 \(top + plotH / 2)) rotate(-90)\" text-anchor=\"middle\">\(Self.escape(yLabel))</text>\n"
         for (i, series) in series.enumerated() {
-            let colour = Self.palette[i % Self.palette.count]
+            let colour = Self.palette[(series.colour ?? i) % Self.palette.count]
             let pts = series.points.filter { $0.x.isFinite && $0.y.isFinite }
             let dash = series.dashed ? " stroke-dasharray=\"6 4\"" : ""
             let path = pts.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")

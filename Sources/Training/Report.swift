@@ -88,8 +88,9 @@ public struct Report {
             ("test-accuracy.svg", LineChart(title: "Test accuracy", xLabel: "epoch", yLabel: "accuracy",
                                             series: runs.map { Series(name: $0.label, points: $0.series("test_accuracy")) })),
             ("loss.svg", LineChart(title: "Train (solid) and test (dashed) loss", xLabel: "epoch", yLabel: "cross-entropy",
-                                   series: runs.flatMap { [Series(name: "\($0.label) train", points: $0.series("train_loss")),
-                                                           Series(name: "\($0.label) test", points: $0.series("test_loss"), dashed: true)] })),
+                                   series: runs.enumerated().flatMap { i, r in
+                                       [Series(name: "\(r.label) train", points: r.series("train_loss"), colour: i),
+                                        Series(name: "\(r.label) test", points: r.series("test_loss"), dashed: true, colour: i)] })),
             ("step-time.svg", LineChart(title: "Time per step", xLabel: "epoch", yLabel: "milliseconds",
                                         series: runs.map { r in Series(name: r.label, points: r.series("seconds_per_step").map { ($0.x, 1000 * $0.y) }) })),
         ]
@@ -117,7 +118,14 @@ public struct Report {
     }
 
     var findings: [String] {
-        runs.map { r in "\(r.label): \(r.diagnosis ?? "no sign of over- or under-fitting (test loss not rising for 3 epochs; training loss still moving or low)")" }
+        var lines = runs.map { r in "\(r.label): \(r.diagnosis ?? "no sign of over- or under-fitting (test loss not rising for 3 epochs; training loss still moving or low)")" }
+        if runs.contains(where: { $0.epochs.last?["bn_mode"] as? String == "local" && ($0.epochs.last?["world_size"] as? Int ?? 1) > 1 }) {
+            lines.append("With local BN, training loss and accuracy are measured with each rank's own batch statistics (what the model trains with); test figures use the running statistics averaged across ranks (bn.local_eval_stats).")
+        }
+        if runs.contains(where: { ($0.epochs.last?["world_size"] as? Int ?? 1) > 1 }) {
+            lines.append("Communication share counts time inside collectives, including waiting there for slower ranks.")
+        }
+        return lines
     }
 
     public var markdown: String {
