@@ -19,7 +19,6 @@ public struct Augmentation: Sendable, Equatable {
     public func apply(dataset: ImageDataset, index: Int, epoch: Int, seed: UInt64,
                       padValue: Float, into out: UnsafeMutablePointer<Float>) {
         let c = dataset.sampleShape[0], h = dataset.sampleShape[1], w = dataset.sampleShape[2]
-        let src = dataset.images.baseAddress! + index * dataset.sampleSize
         let rng = Philox(seed: seed)
         let flip = horizontalFlip && rng.stream(.flip, epoch, index).uniform(0) < 0.5
         var dy = 0, dx = 0
@@ -28,10 +27,12 @@ public struct Augmentation: Sendable, Equatable {
             dy = s.below(2 * cropPadding + 1, 0) - cropPadding
             dx = s.below(2 * cropPadding + 1, 1) - cropPadding
         }
-        if !flip && dy == 0 && dx == 0 {
-            out.update(from: src, count: dataset.sampleSize)
-            return
-        }
+        dataset.copySample(index, into: out)
+        if !flip && dy == 0 && dx == 0 { return }
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: dataset.sampleSize)
+        defer { scratch.deallocate() }
+        scratch.update(from: out, count: dataset.sampleSize)
+        let src = UnsafePointer(scratch)
         for ch in 0..<c {
             let plane = src + ch * h * w, dst = out + ch * h * w
             for y in 0..<h {

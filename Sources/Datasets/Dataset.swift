@@ -1,28 +1,82 @@
-// An in-memory image classification dataset: images as (N, C, H, W) floats, labels as Int32.
+// An in-memory image classification dataset: images as (N, C, H, W), labels as Int32.
+//
+// IDX data stays in its bytes (a quarter of the memory of floats, which matters with one copy
+// per rank and dozens of ranks per node) and is normalised when a sample is copied out.
 import Foundation
 import TensorCore
 
 public final class ImageDataset: @unchecked Sendable {
+    enum Storage {
+        /// Raw pixels; a sample's value is byte·scale + shift.
+        case bytes(UnsafeMutableBufferPointer<UInt8>, scale: Float, shift: Float)
+        case floats(UnsafeMutableBufferPointer<Float>)
+    }
+
     public let name: String
     public let count: Int
     public let sampleShape: [Int]     // (C, H, W)
     public let classes: Int
-    /// Normalised pixels, (count, C, H, W).
-    public let images: UnsafeMutableBufferPointer<Float>
     public let labels: [Int32]
+    let storage: Storage
+    /// The normalisation applied to byte pixels (nil for float datasets).
+    public private(set) var mean: Float?
+    public private(set) var std: Float?
     public var sampleSize: Int { sampleShape.reduce(1, *) }
 
+    /// A dataset of already normalised float pixels, (count, C, H, W).
     public init(name: String, sampleShape: [Int], classes: Int, pixels: [Float], labels: [Int32]) {
         self.name = name
         self.sampleShape = sampleShape
         self.classes = classes
         self.count = labels.count
         self.labels = labels
-        images = .allocate(capacity: max(pixels.count, 1))
-        _ = images.initialize(from: pixels)
+        let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(pixels.count, 1))
+        _ = b.initialize(from: pixels)
+        storage = .floats(b)
     }
 
-    deinit { images.deallocate() }
+    /// A dataset of byte pixels, normalised on the way out as (byte/255 − mean)/std.
+    public init(name: String, sampleShape: [Int], classes: Int, bytes: [UInt8], labels: [Int32], mean: Float, std: Float) {
+        self.name = name
+        self.sampleShape = sampleShape
+        self.classes = classes
+        self.count = labels.count
+        self.labels = labels
+        let b = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(bytes.count, 1))
+        _ = b.initialize(from: bytes)
+        storage = .bytes(b, scale: 1 / (255 * std), shift: -mean / std)
+        self.mean = mean
+        self.std = std
+    }
+
+    deinit {
+        switch storage {
+        case .bytes(let b, _, _): b.deallocate()
+        case .floats(let f): f.deallocate()
+        }
+    }
+
+    /// Writes sample `index`, normalised, into `out` (sampleSize floats).
+    @inline(__always)
+    public func copySample(_ index: Int, into out: UnsafeMutablePointer<Float>) {
+        let n = sampleSize
+        switch storage {
+        case let .bytes(b, scale, shift):
+            let src = b.baseAddress! + index * n
+            for i in 0..<n { out[i] = Float(src[i]) * scale + shift }
+        case .floats(let f):
+            out.update(from: f.baseAddress! + index * n, count: n)
+        }
+    }
+
+    /// Every sample, normalised, as one array (for tools and tests).
+    public var normalizedImages: [Float] {
+        var all = [Float](repeating: 0, count: count * sampleSize)
+        all.withUnsafeMutableBufferPointer { buf in
+            for i in 0..<count { copySample(i, into: buf.baseAddress! + i * sampleSize) }
+        }
+        return all
+    }
 
     /// Mean and standard deviation of the (unnormalised) pixels, over the whole set.
     public static func statistics(_ pixels: [UInt8]) -> (mean: Float, std: Float) {
@@ -52,12 +106,12 @@ public final class ImageDataset: @unchecked Sendable {
         if let bad = labels.bytes.firstIndex(where: { Int($0) >= classes }) {
             throw DataError("\(labelsPath): label \(labels.bytes[bad]) at index \(bad) is outside 0..<\(classes)")
         }
+        // Missing statistics come from this split's own pixels.
         let stats = (mean != nil && std != nil) ? (mean!, std!) : statistics(images.bytes)
         let (m, s) = (mean ?? stats.0, std ?? stats.1)
-        let inv = 1 / s
-        let pixels = images.bytes.map { (Float($0) / 255 - m) * inv }
+        guard s > 0, s.isFinite, m.isFinite else { throw DataError("\(imagesPath): normalisation needs a finite mean and std > 0, got \(m), \(s)") }
         return ImageDataset(name: name, sampleShape: [1, images.dimensions[1], images.dimensions[2]],
-                            classes: classes, pixels: pixels, labels: labels.bytes.map { Int32($0) })
+                            classes: classes, bytes: images.bytes, labels: labels.bytes.map { Int32($0) }, mean: m, std: s)
     }
 
     /// `base` or `base.gz` in `directory`.

@@ -25,21 +25,18 @@ public struct TrainingData: @unchecked Sendable {
         let trainLabels = try ImageDataset.findFile(dir, "\(config.data.trainSplit)-labels-idx1-ubyte")
         let testImages = try ImageDataset.findFile(dir, "\(config.data.testSplit)-images-idx3-ubyte")
         let testLabels = try ImageDataset.findFile(dir, "\(config.data.testSplit)-labels-idx1-ubyte")
-        var mean = config.data.mean.map(Float.init), std = config.data.std.map(Float.init)
-        if mean == nil || std == nil {
-            // Per-dataset statistics from the training split (identical on every rank).
-            let stats = ImageDataset.statistics(try readIDX(trainImages, expectedRank: 3).bytes)
-            mean = mean ?? stats.mean
-            std = std ?? stats.std
-        }
+        // Without data.normalize, the statistics come from the training split (identical on
+        // every rank) and the test split is normalised with them.
         let train = try ImageDataset.load(imagesPath: trainImages, labelsPath: trainLabels, name: "train",
-                                          classes: config.data.classes, mean: mean, std: std)
+                                          classes: config.data.classes, mean: config.data.mean.map(Float.init),
+                                          std: config.data.std.map(Float.init))
+        let mean = train.mean!, std = train.std!
         let test = try ImageDataset.load(imagesPath: testImages, labelsPath: testLabels, name: "test",
                                          classes: config.data.classes, mean: mean, std: std)
         guard train.sampleShape == test.sampleShape else {
             throw DataError("\(testImages): test images are \(test.sampleShape), training images \(train.sampleShape)")
         }
-        return TrainingData(train: train, test: test, padValue: (0 - mean!) / std!)
+        return TrainingData(train: train, test: test, padValue: (0 - mean) / std)
     }
 }
 
@@ -359,7 +356,7 @@ public final class Trainer {
             if let aug = augment, !aug.isIdentity {
                 aug.apply(dataset: ds, index: index, epoch: epoch, seed: seed, padValue: data.padValue, into: dst)
             } else {
-                dst.update(from: ds.images.baseAddress! + index * ds.sampleSize, count: ds.sampleSize)
+                ds.copySample(index, into: dst)
             }
             labels.append(ds.labels[index])
         }

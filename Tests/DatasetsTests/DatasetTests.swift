@@ -115,7 +115,7 @@ final class IDXTests: XCTestCase {
         XCTAssertEqual(dataset.sampleShape, [1, 2, 3])
         XCTAssertEqual(dataset.labels, [2, 0, 1])
         let expected = pixels.map { (Float($0) / 255 - 0.5) / 0.25 }
-        assertClose(Array(dataset.images.prefix(pixels.count)), expected, tolerance: 1e-6)
+        assertClose(Array(dataset.normalizedImages.prefix(pixels.count)), expected, tolerance: 1e-6)
     }
 
     func testLoadIDXFromDirectoryPrefersGzip() throws {
@@ -126,7 +126,7 @@ final class IDXTests: XCTestCase {
         try writeFile(idxBytes(dimensions: [3, 2, 3], data: [UInt8](repeating: 0, count: 18)), to: paths.images)
         XCTAssertEqual(try ImageDataset.findFile(directory.path, "t10k-images-idx3-ubyte"), gzImages)
         let dataset = try ImageDataset.loadIDX(directory: directory.path, split: "t10k", classes: 3, mean: 0, std: 1)
-        assertClose(Array(dataset.images.prefix(pixels.count)), pixels.map { Float($0) / 255 }, tolerance: 1e-6)
+        assertClose(Array(dataset.normalizedImages.prefix(pixels.count)), pixels.map { Float($0) / 255 }, tolerance: 1e-6)
     }
 
     // MARK: Errors: each must be a DataError naming the file
