@@ -60,7 +60,9 @@ public final class Arena {
         values = .allocate(capacity: max(count, 1))
         values.initialize(repeating: 0)
         if withGradients {
-            let g = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
+            // One spare float after the gradients rides along with their all-reduce (the trainer
+            // uses it for the stop flag, saving a collective per step).
+            let g = UnsafeMutableBufferPointer<Float>.allocate(capacity: count + 1)
             g.initialize(repeating: 0)
             grads = g
         } else {
@@ -80,6 +82,8 @@ public final class Arena {
     /// The arena as one buffer of exactly `count` floats.
     public var flatValues: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: values[0..<count]) }
     public var flatGrads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: grads![0..<count]) }
+    /// The gradients plus the spare float after them: what the gradient all-reduce moves.
+    public var gradsWithSpare: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: grads![0..<(count + 1)]) }
 
     public func zeroGrads() { grads?.update(repeating: 0) }
 

@@ -170,6 +170,7 @@ public final class Trainer {
 
     /// Behaves as if a stop signal arrived right after this step (tests of preemption).
     public var stopAtStep: Int?
+    var stopAgreed = false
 
     /// Trains to the end (epochs or max_steps), evaluating after every epoch; checkpoints and
     /// logs into `run` (rank 0). `epochSums` continues a resumed epoch's train metrics.
@@ -191,6 +192,9 @@ public final class Trainer {
             var logSums = [0.0, 0.0, 0.0]
             while step < totalSteps && step / steps == epoch {
                 let r = try trainStep(epoch: epoch, stepInEpoch: step % steps, order: order)
+                guard r.lossSum.isFinite else {
+                    throw TrainingDiverged(message: "training diverged: the loss is \(r.lossSum) at step \(step) (epoch \(epoch + 1)); lower optimizer.lr, add schedule.warmup_epochs or set optimizer.clip_norm")
+                }
                 sums[0] += r.lossSum; sums[1] += Double(r.correct); sums[2] += Double(r.count)
                 logSums[0] += r.lossSum; logSums[1] += Double(r.correct); logSums[2] += Double(r.count)
                 step += 1
@@ -279,12 +283,12 @@ public final class Trainer {
         Checkpointer.prune(run.path, keep: config.checkpoint.keep)
     }
 
-    /// True on every rank when any rank has received SIGTERM/SIGINT (or reached `stopAtStep`).
-    func stopRequested() throws -> Bool {
-        var flag = [StopSignal.requested || step == stopAtStep ? 1.0 : 0.0]
-        if worldSize > 1 { try communicator.allReduce(&flag, op: .max) }
-        return flag[0] > 0
-    }
+    /// This rank's wish to stop: a signal arrived, or `stopAtStep` is reached after this step.
+    var localStopRequest: Bool { StopSignal.requested || step + 1 == stopAtStep }
+
+    /// True on every rank when any rank asked to stop during the last step (decided with the
+    /// gradient all-reduce, so every rank agrees).
+    func stopRequested() throws -> Bool { stopAgreed }
 
     /// One optimizer step (possibly several micro-batches). Returns this rank's loss sums.
     public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
@@ -322,17 +326,21 @@ public final class Trainer {
                 try communicator.inner.barrier()
                 skewWaitSeconds += now() - tb
             }
+            // The stop flag rides in the spare float after the gradients: any rank's signal
+            // reaches every rank with no extra collective.
+            let spare = model.parameters.gradsWithSpare
+            spare[spare.count - 1] = localStopRequest ? 1 : 0
             let t0 = now()
-            try communicator.allReduce(model.parameters.flatGrads, op: .sum)
+            try communicator.allReduce(spare, op: .sum)
             let dt = now() - t0
             gradientAllReduceSeconds += dt
             if recordAllReduceTimes {
                 allReduceTimes.append(dt)
                 // Bench only: a bare all-reduce of the same bytes, in the same cache state, on the
                 // inner communicator (MPI_Allreduce under MPI), interleaved with training.
-                let n = model.parameters.count
+                let n = model.parameters.count + 1
                 if bareScratch.count != n { bareScratch = [Float](repeating: 0, count: n) }
-                bareScratch.withUnsafeMutableBufferPointer { $0.update(from: model.parameters.flatGrads) }
+                bareScratch.withUnsafeMutableBufferPointer { $0.update(from: spare) }
                 try communicator.inner.barrier()
                 let tb = now()
                 try bareScratch.withUnsafeMutableBufferPointer { try communicator.inner.allReduce($0, op: .sum) }
@@ -341,6 +349,7 @@ public final class Trainer {
         }
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
         let t0 = now()
+        stopAgreed = worldSize > 1 ? model.parameters.gradsWithSpare.last! > 0 : localStopRequest
         optimizer.step(rate: Float(schedule.rate(at: step)))
         phaseSeconds.optimizer += now() - t0
         return total
@@ -473,4 +482,9 @@ public func clipGradientNorm(_ arena: Arena, maxNorm: Float) {
         let s = maxNorm / (norm + 1e-6)
         for i in 0..<g.count { g[i] *= s }
     }
+}
+
+public struct TrainingDiverged: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }

@@ -148,3 +148,19 @@ final class LocalBatchNormEvaluationTests: XCTestCase {
         }
     }
 }
+
+final class DivergenceTests: XCTestCase {
+    func testANonFiniteLossStopsTrainingWithAClearMessage() throws {
+        let data = makeData()
+        // A learning rate of 1e3 without batch norm's protection blows the loss up within steps.
+        let yaml = smallCNNConfig().replacingOccurrences(of: "\n  - batchnorm: {}", with: "")
+        let config = try TrainingConfig.parse(yaml: yaml, file: "small.yaml",
+                                              overrides: ["optimizer.lr=1000", "train.max_steps=0", "train.epochs=5", "schedule.warmup_epochs=0"])
+        XCTAssertThrowsError(try ThreadCommunicator.run(size: 2) { comm -> Int in
+            try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false)).run()
+            return 0
+        }) { error in
+            XCTAssertTrue("\(error)".contains("training diverged: the loss is"), "\(error)")
+        }
+    }
+}
