@@ -164,3 +164,27 @@ final class DivergenceTests: XCTestCase {
         }
     }
 }
+
+final class ReplicaCheckTests: XCTestCase {
+    func testDivergedReplicasStopTheJob() throws {
+        let data = makeData()
+        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml")
+        // Identical replicas pass the check.
+        _ = try ThreadCommunicator.run(size: 2) { comm -> Int in
+            try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false)).checkReplicas()
+            return 0
+        }
+        // One flipped bit on rank 1 is caught on every rank.
+        XCTAssertThrowsError(try ThreadCommunicator.run(size: 2) { comm -> Int in
+            let t = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+            if comm.rank == 1 {
+                let v = t.model.parameters.values
+                v[7] = Float(bitPattern: v[7].bitPattern ^ 1)
+            }
+            try t.checkReplicas()
+            return 0
+        }) { error in
+            XCTAssertTrue("\(error)".contains("replicas diverged at step 0"), "\(error)")
+        }
+    }
+}
