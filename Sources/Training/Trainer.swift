@@ -240,10 +240,11 @@ public final class Trainer {
                 elapsedSeconds: now() - startTime,
                 runningMeanSpread: spread?.mean, runningVarSpread: spread?.variance)
             history.append(m)
-            console.line(String(format: "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  ece %.3f  lr %.5f  %.0f samples/s  comm %.1f ms/step  %.1fs",
+            let comm = worldSize > 1 ? String(format: "  comm %.1f ms/step", 1000 * m.communicationSecondsPerStep) : ""
+            console.line(String(format: "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  ece %.3f  lr %.5f  %.0f samples/s",
                                 m.epoch, (totalSteps + steps - 1) / steps, m.trainLoss, 100 * m.trainAccuracy, m.testLoss,
-                                100 * m.testAccuracy, m.expectedCalibrationError, m.learningRate, m.samplesPerSecond,
-                                1000 * m.communicationSecondsPerStep, m.elapsedSeconds))
+                                100 * m.testAccuracy, m.expectedCalibrationError, m.learningRate, m.samplesPerSecond)
+                         + comm + String(format: "  %.1fs", m.elapsedSeconds))
             var record: [String: Any] = [
                 "kind": "epoch", "epoch": m.epoch, "step": m.step, "lr": m.learningRate,
                 "train_loss": m.trainLoss, "train_accuracy": m.trainAccuracy,
