@@ -43,8 +43,12 @@ public final class Conv2D: Layer {
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
 
     /// Samples per im2col chunk: enough for an efficient GEMM, small enough that the column
-    /// buffer (~1 MiB) stays in cache.
-    var chunkSize: Int { max(1, (1 << 18) / (geometry.patchSize * geometry.outHeight * geometry.outWidth)) }
+    /// buffer (~1 MiB) stays in cache. With large output planes one sample already makes a good
+    /// GEMM, and a chunk of one needs no transposition: its (Cout, HO·WO) product is NCHW.
+    var chunkSize: Int {
+        let plane = geometry.outHeight * geometry.outWidth
+        return plane >= 512 ? 1 : max(1, (1 << 18) / (geometry.patchSize * plane))
+    }
 
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
         let n = x.shape[0]
@@ -59,9 +63,10 @@ public final class Conv2D: Layer {
         while start < n {
             let m = min(chunk, n - start)
             im2col(x.data + start * inSize, batch: m, geometry: geometry, into: cols.data)
+            let target = m == 1 ? y.data + start * outSize : prod.data
             gemm(m: outChannels, n: m * plane, k: geometry.patchSize, a: weight.value, lda: geometry.patchSize,
-                 b: cols.data, ldb: m * plane, c: prod.data, ldc: m * plane)
-            swapLeadingAxes(prod.data, outChannels, m, plane, into: y.data + start * outSize)
+                 b: cols.data, ldb: m * plane, c: target, ldc: m * plane)
+            if m > 1 { swapLeadingAxes(prod.data, outChannels, m, plane, into: y.data + start * outSize) }
             start += m
         }
         if let b = bias {
@@ -85,21 +90,23 @@ public final class Conv2D: Layer {
         var start = 0
         while start < n {
             let m = min(chunk, n - start)
-            swapLeadingAxes(dOut.data + start * outSize, m, outChannels, plane, into: dProd.data)
+            // dY' = this chunk of dY as (Cout, m·HO·WO); for one sample that is dY itself.
+            let dY: UnsafeMutablePointer<Float> = m == 1 ? dOut.data + start * outSize : dProd.data
+            if m > 1 { swapLeadingAxes(dOut.data + start * outSize, m, outChannels, plane, into: dProd.data) }
             // The columns are recomputed per chunk rather than kept for the whole batch: cheaper
             // than streaming a batch-sized buffer through memory twice.
             im2col(x.data + start * inSize, batch: m, geometry: geometry, into: cols.data)
             // dW += dY' · colsᵀ
             gemm(transB: true, m: outChannels, n: geometry.patchSize, k: m * plane,
-                 a: dProd.data, lda: m * plane, b: cols.data, ldb: m * plane,
+                 a: dY, lda: m * plane, b: cols.data, ldb: m * plane,
                  beta: 1, c: weight.grad, ldc: geometry.patchSize)
             if let b = bias {
-                for c in 0..<outChannels { b.grad[c] += Vector.sum(dProd.data + c * m * plane, m * plane) }
+                for c in 0..<outChannels { b.grad[c] += Vector.sum(dY + c * m * plane, m * plane) }
             }
             if let dCols, let dx {
                 // dCols = Wᵀ · dY', then scatter back to the input.
                 gemm(transA: true, m: geometry.patchSize, n: m * plane, k: outChannels,
-                     a: weight.value, lda: geometry.patchSize, b: dProd.data, ldb: m * plane,
+                     a: weight.value, lda: geometry.patchSize, b: dY, ldb: m * plane,
                      c: dCols.data, ldc: m * plane)
                 col2im(dCols.data, batch: m, geometry: geometry, into: dx.data + start * inSize)
             }
