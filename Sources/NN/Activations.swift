@@ -113,7 +113,25 @@ public final class PReLU: Layer {
     }
 }
 
-public final class Sigmoid: Layer {
+/// A pointwise function whose derivative is a function of its output.
+public protocol OutputDerivedFunction {
+    static func value(_ x: Float) -> Float
+    /// dy/dx written in terms of y.
+    static func derivative(output y: Float) -> Float
+}
+
+public enum SigmoidFunction: OutputDerivedFunction {
+    @inline(__always) public static func value(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
+    @inline(__always) public static func derivative(output y: Float) -> Float { y * (1 - y) }
+}
+
+public enum TanhFunction: OutputDerivedFunction {
+    @inline(__always) public static func value(_ x: Float) -> Float { tanhf(x) }
+    @inline(__always) public static func derivative(output y: Float) -> Float { 1 - y * y }
+}
+
+/// Sigmoid and tanh: y = f(x), dx = dy · f'(y), keeping only the output for backward.
+public final class OutputDerivedActivation<F: OutputDerivedFunction>: Layer {
     public let name: String
     public let inputShape: [Int]
     public var outputShape: [Int] { inputShape }
@@ -125,7 +143,7 @@ public final class Sigmoid: Layer {
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
         let y = reuse(&output, x.shape)
         let s = x.data, d = y.data
-        for i in 0..<x.count { d[i] = 1 / (1 + expf(-s[i])) }
+        for i in 0..<x.count { d[i] = F.value(s[i]) }
         return y
     }
 
@@ -133,32 +151,10 @@ public final class Sigmoid: Layer {
         guard needInputGradient else { return nil }
         let dx = reuse(&dInput, dOut.shape)
         let y = output!.data, g = dOut.data, d = dx.data
-        for i in 0..<dOut.count { d[i] = g[i] * y[i] * (1 - y[i]) }
+        for i in 0..<dOut.count { d[i] = g[i] * F.derivative(output: y[i]) }
         return dx
     }
 }
 
-public final class Tanh: Layer {
-    public let name: String
-    public let inputShape: [Int]
-    public var outputShape: [Int] { inputShape }
-    var output: Tensor?   // (N, ...)
-    var dInput: Tensor?   // (N, ...)
-
-    public init(name: String, inputShape: [Int]) { self.name = name; self.inputShape = inputShape }
-
-    public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
-        let y = reuse(&output, x.shape)
-        let s = x.data, d = y.data
-        for i in 0..<x.count { d[i] = tanhf(s[i]) }
-        return y
-    }
-
-    public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
-        guard needInputGradient else { return nil }
-        let dx = reuse(&dInput, dOut.shape)
-        let y = output!.data, g = dOut.data, d = dx.data
-        for i in 0..<dOut.count { d[i] = g[i] * (1 - y[i] * y[i]) }
-        return dx
-    }
-}
+public typealias Sigmoid = OutputDerivedActivation<SigmoidFunction>
+public typealias Tanh = OutputDerivedActivation<TanhFunction>
