@@ -170,6 +170,8 @@ public final class Trainer {
 
     /// Behaves as if a stop signal arrived right after this step (tests of preemption).
     public var stopAtStep: Int?
+    /// True on every rank when any rank asked to stop during the last step (decided with the
+    /// gradient all-reduce, so every rank agrees).
     var stopAgreed = false
 
     /// Trains to the end (epochs or max_steps), evaluating after every epoch; checkpoints and
@@ -212,10 +214,10 @@ public final class Trainer {
                 }
                 console.progress(step % steps == 0 ? steps : step % steps, of: steps,
                                  String(format: "epoch %d  loss %.4f", epoch + 1, sums[0] / max(sums[2], 1)))
-                let stop = try stopRequested()
+                let stop = stopAgreed
                 let periodic = config.checkpoint.everySteps > 0 && step % config.checkpoint.everySteps == 0
                 if let run, (stop || periodic) && step % steps != 0 && step < totalSteps {
-                    try saveCheckpoint(run, sums: sums, metrics: ["step": step])
+                    try writeCheckpoint(run, try epochCheckpointBytes(sums: sums, metrics: ["step": step]))
                 }
                 if stop {
                     console.line("lockstep: stopping at step \(step) on a signal; resume with --resume auto")
@@ -259,26 +261,31 @@ public final class Trainer {
             run?.log(record, step: step)
             if let run {
                 let every = config.checkpoint.everyEpochs
-                if (every > 0 && (epoch + 1) % every == 0) || step == totalSteps {
-                    try saveCheckpoint(run, sums: [0, 0, 0], metrics: record)
-                }
-                if eval.accuracy > bestAccuracy {
-                    bestAccuracy = eval.accuracy
-                    let bytes = try withEvaluationBuffers { try checkpointBytes(epochSums: [0, 0, 0], metrics: record) }
-                    if run.isEnabled { try writeAtomically(bytes, to: run.file("best.safetensors")) }
+                let periodic = (every > 0 && (epoch + 1) % every == 0) || step == totalSteps
+                let best = eval.accuracy > bestAccuracy
+                if best { bestAccuracy = eval.accuracy }
+                if periodic || best {
+                    // One serialisation serves both files (the epoch's train sums are complete: 0).
+                    let bytes = try epochCheckpointBytes(sums: [0, 0, 0], metrics: record)
+                    if periodic { try writeCheckpoint(run, bytes) }
+                    if best && run.isEnabled { try writeAtomically(bytes, to: run.file("best.safetensors")) }
                 }
             }
         }
         return history
     }
 
-    /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones. `sums` is this rank's
-    /// share of the epoch's train sums; they are all-reduced so the file holds the global sums.
-    func saveCheckpoint(_ run: RunDirectory, sums: [Double], metrics: [String: Any]) throws {
+    /// The checkpoint of the current state. `sums` is this rank's share of the epoch's train sums;
+    /// they are all-reduced so the file holds the global sums. Call on every rank.
+    func epochCheckpointBytes(sums: [Double], metrics: [String: Any]) throws -> [UInt8] {
         var global = sums
         try communicator.allReduce(&global)
         // With local BN the file holds the running statistics that evaluation uses.
-        let bytes = try withEvaluationBuffers { try checkpointBytes(epochSums: global, metrics: metrics) }
+        return try withEvaluationBuffers { try checkpointBytes(epochSums: global, metrics: metrics) }
+    }
+
+    /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones.
+    func writeCheckpoint(_ run: RunDirectory, _ bytes: [UInt8]) throws {
         guard run.isEnabled else { return }
         try writeAtomically(bytes, to: run.file(Checkpointer.fileName(step: step)))
         Checkpointer.prune(run.path, keep: config.checkpoint.keep)
@@ -286,10 +293,6 @@ public final class Trainer {
 
     /// This rank's wish to stop: a signal arrived, or `stopAtStep` is reached after this step.
     var localStopRequest: Bool { StopSignal.requested || step + 1 == stopAtStep }
-
-    /// True on every rank when any rank asked to stop during the last step (decided with the
-    /// gradient all-reduce, so every rank agrees).
-    func stopRequested() throws -> Bool { stopAgreed }
 
     /// One optimizer step (possibly several micro-batches). Returns this rank's loss sums.
     public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
