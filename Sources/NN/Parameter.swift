@@ -12,6 +12,9 @@ import TensorCore
 public enum Initializer: String, CaseIterable, Sendable {
     case heNormal = "he_normal", heUniform = "he_uniform"
     case xavierNormal = "xavier_normal", xavierUniform = "xavier_uniform"
+    /// U(±1/√fan_in): PyTorch's default for nn.Linear and nn.Conv2d weights (kaiming_uniform with
+    /// a = √5), a third of He's variance. Useful to reproduce a PyTorch recipe.
+    case torchDefault = "torch_default"
     case zeros, ones
     case quarter  // PReLU's conventional starting slope, 0.25
 }
@@ -108,6 +111,9 @@ public final class Arena {
                 for i in 0..<p.count { v[i] = std * stream.normal(i) }
             case .xavierUniform:
                 let bound = (6.0 / Float(p.fanIn + p.fanOut)).squareRoot()
+                for i in 0..<p.count { v[i] = (2 * stream.uniform(i) - 1) * bound }
+            case .torchDefault:
+                let bound = 1 / Float(p.fanIn).squareRoot()
                 for i in 0..<p.count { v[i] = (2 * stream.uniform(i) - 1) * bound }
             }
         }

@@ -105,6 +105,14 @@ final class ConfigTests: XCTestCase {
         configError(try TrainingConfig.parse(yaml: yaml, file: "layer.yaml"), mentions: ["biass", "layer.yaml"])
     }
 
+    func testConstantWeightInitializerIsRefused() throws {
+        let yaml = "model:\n  - dense: {out: 10, init: zeros}\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "init.yaml"),
+                    mentions: ["init.yaml", "init", "zeros", "he_normal", "torch_default"])
+        let ok = try TrainingConfig.parse(yaml: "model:\n  - dense: {out: 10, init: torch_default}\n", file: "ok.yaml")
+        XCTAssertEqual(ok.model, [.dense(out: 10, bias: true, initializer: .torchDefault)])
+    }
+
     func testWrongTypeNamesKey() {
         let yaml = minimal + "\ntrain:\n  epochs: abc\n"
         configError(try TrainingConfig.parse(yaml: yaml, file: "type.yaml"), mentions: ["train.epochs", "abc", "type.yaml"])
