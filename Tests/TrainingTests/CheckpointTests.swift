@@ -96,7 +96,7 @@ final class CheckpointTests: XCTestCase {
         let cfg = try config()
         func restoreError(_ b: [UInt8], config c: TrainingConfig? = nil) -> String {
             let path = dir + "/bad-\(UUID().uuidString).safetensors"
-            FileManager.default.createFile(atPath: path, contents: Data(b))
+            XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(b)))
             do {
                 let t = try Trainer(config: c ?? cfg, communicator: SingleProcessCommunicator(), data: data, console: Console(isEnabled: false))
                 try t.restore(from: path)

@@ -155,7 +155,7 @@ final class CommandLineTests: XCTestCase {
         let data = try writeIDXDirectory()
         let config = try tests.writeConfig(smallCNNConfig(dataPath: data))
         let bad = tempDir() + "/bad.safetensors"
-        FileManager.default.createFile(atPath: bad, contents: Data([1, 2, 3]))
+        XCTAssertTrue(FileManager.default.createFile(atPath: bad, contents: Data([1, 2, 3])))
         for args in [["train", "--config", config, "--resume", bad], ["eval", "--checkpoint", bad]] {
             let r = try tests.mpirun(2, args, timeout: 60)
             XCTAssertNotEqual(r.status, 0)

@@ -96,6 +96,11 @@ struct CLI {
         env["OPENBLAS_NUM_THREADS"] = "1"
         for (k, v) in extra { env[k] = v }
         p.environment = env
+        // A fresh working directory, so that runs without output.dir put their runs/ there and
+        // not in the checkout.
+        let cwd = NSTemporaryDirectory() + "lockstep-cwd-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: cwd, withIntermediateDirectories: true)
+        p.currentDirectoryURL = URL(fileURLWithPath: cwd)
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
@@ -107,15 +112,17 @@ struct CLI {
         let start = Date()
         let (p, pipe) = try self.start(arguments, environment: extra)
         let deadline = Date().addingTimeInterval(timeout)
-        var data = Data()
-        let reader = DispatchQueue(label: "reader")
+        // The output is read on another thread (a full pipe would block the child) and handed
+        // over through the semaphore.
+        final class Output: @unchecked Sendable { var data = Data() }
+        let output = Output()
         let done = DispatchSemaphore(value: 0)
-        reader.async { data = pipe.fileHandleForReading.readDataToEndOfFile(); done.signal() }
+        DispatchQueue(label: "reader").async { output.data = pipe.fileHandleForReading.readDataToEndOfFile(); done.signal() }
         while p.isRunning && Date() < deadline { usleep(50_000) }
         if p.isRunning { p.terminate(); XCTFail("timed out after \(timeout) s: \(arguments)") }
         p.waitUntilExit()
         done.wait()
-        return Run(status: p.terminationStatus, output: String(decoding: data, as: UTF8.self),
+        return Run(status: p.terminationStatus, output: String(decoding: output.data, as: UTF8.self),
                    seconds: Date().timeIntervalSince(start))
     }
 
