@@ -1,6 +1,10 @@
 """The reference CNN recipe of configs/fmnist-cnn.yaml trained in PyTorch, for an accuracy
 side by side with Lockstep (same data files, normalisation, model, optimizer, schedule and
-augmentation). usage: python3 bench/pytorch_fmnist_recipe.py [--seed 0] [--epochs 10] [--threads 1]
+augmentation). usage: python3 bench/pytorch_fmnist_recipe.py [--seed 0] [--epochs 10] [--threads 1] [--init default|he_normal]
+
+--init he_normal re-draws every conv and linear weight from N(0, 2/fan_in) and zeroes the biases,
+as Lockstep's he_normal does; the default keeps PyTorch's own initialisation, U(+-1/sqrt(fan_in))
+for weights and biases (Lockstep's torch_default draws weights the same way; its biases start at 0).
 """
 import argparse
 import gzip
@@ -26,6 +30,7 @@ def main():
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--init", choices=["default", "he_normal"], default="default")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -43,6 +48,12 @@ def main():
         nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(3136, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.25),
         nn.Linear(128, 10))
+    if a.init == "he_normal":
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     batch = 128
     steps_per_epoch = math.ceil(len(xtr) / batch)
@@ -66,7 +77,7 @@ def main():
         model.eval()
         with torch.no_grad():
             correct = sum((model(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item() for i in range(0, len(xte), 1000))
-        print(f"pytorch recipe seed {a.seed} epoch {epoch + 1}: test accuracy {100 * correct / len(xte):.2f}% ({time.time() - start:.0f}s)", flush=True)
+        print(f"pytorch recipe init {a.init} seed {a.seed} epoch {epoch + 1}: test accuracy {100 * correct / len(xte):.2f}% ({time.time() - start:.0f}s)", flush=True)
 
 
 if __name__ == "__main__":
