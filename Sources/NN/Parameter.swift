@@ -13,7 +13,7 @@ public enum Initializer: String, CaseIterable, Sendable {
     case heNormal = "he_normal", heUniform = "he_uniform"
     case xavierNormal = "xavier_normal", xavierUniform = "xavier_uniform"
     /// U(±1/√fan_in): PyTorch's default for nn.Linear and nn.Conv2d weights (kaiming_uniform with
-    /// a = √5), a third of He's variance. Useful to reproduce a PyTorch recipe.
+    /// a = √5): variance 1/(3·fan_in), a sixth of He's. Useful to reproduce a PyTorch recipe.
     case torchDefault = "torch_default"
     case zeros, ones
     case quarter  // PReLU's conventional starting slope, 0.25

@@ -49,14 +49,14 @@ final class ConfigTests: XCTestCase {
         XCTAssertNil(config.data.mean)
         let bn = LayerSpec.batchNorm(momentum: 0.1, epsilon: 1e-5)
         XCTAssertEqual(config.model, [
-            .conv(out: 32, kernel: 3, stride: 1, padding: 1, bias: false, initializer: nil),
+            .conv(out: 32, kernel: 3, stride: 1, padding: 1, bias: false, initializer: .torchDefault),
             bn, .relu, .maxPool(size: 2, stride: nil),
-            .conv(out: 64, kernel: 3, stride: 1, padding: 1, bias: false, initializer: nil),
+            .conv(out: 64, kernel: 3, stride: 1, padding: 1, bias: false, initializer: .torchDefault),
             bn, .relu, .maxPool(size: 2, stride: nil),
             .flatten,
-            .dense(out: 128, bias: false, initializer: nil),
+            .dense(out: 128, bias: false, initializer: .torchDefault),
             bn, .relu, .dropout(probability: 0.25),
-            .dense(out: 10, bias: true, initializer: nil),
+            .dense(out: 10, bias: true, initializer: .torchDefault),
         ])
         XCTAssertEqual(config.optimizer.kind, .sgd)
         XCTAssertEqual(config.optimizer.learningRate, 0.05)
