@@ -17,6 +17,10 @@ public enum Initializer: String, CaseIterable, Sendable {
     case torchDefault = "torch_default"
     case zeros, ones
     case quarter  // PReLU's conventional starting slope, 0.25
+
+    /// The initialisers a dense or conv weight may be given. A zero or constant start leaves every
+    /// unit of a layer computing the same thing, so configs cannot ask for one.
+    public static let random: [Initializer] = [.heNormal, .heUniform, .xavierNormal, .xavierUniform, .torchDefault]
 }
 
 public final class Parameter {

@@ -79,6 +79,7 @@ extension Trainer {
         return try restore(file, path: path)
     }
 
+    @discardableResult
     public func restore(_ file: SafeTensorsFile, path: String) throws -> [Double] {
         let meta = file.metadata
         guard meta["format"] == "lockstep" else { throw SafeTensorsError("\(path): not a Lockstep checkpoint (no lockstep metadata)") }

@@ -198,7 +198,7 @@ public struct TrainingConfig {
         let spec: LayerSpec
         func initializer() throws -> Initializer? {
             guard try a.scalar("init") != nil else { return nil }
-            return try a.choice("init", default: WeightInitializer.heNormal).initializer
+            return try a.choice("init", default: Initializer.heNormal, among: Initializer.random)
         }
         switch kind {
         case "dense", "linear":
@@ -242,23 +242,5 @@ public struct TrainingConfig {
     static func required(_ s: ConfigSection, _ key: String) throws -> Int {
         guard try s.scalar(key) != nil else { throw s.fail(key, nil, "an integer (required)") }
         return try s.int(key, default: 0, min: 1)
-    }
-}
-
-/// The initialisers a config may give a dense or conv weight: random ones only. A zero or
-/// constant start leaves every unit of a layer computing the same thing, so it is not offered.
-enum WeightInitializer: String, CaseIterable {
-    case heNormal = "he_normal", heUniform = "he_uniform"
-    case xavierNormal = "xavier_normal", xavierUniform = "xavier_uniform"
-    case torchDefault = "torch_default"
-
-    var initializer: Initializer {
-        switch self {
-        case .heNormal: .heNormal
-        case .heUniform: .heUniform
-        case .xavierNormal: .xavierNormal
-        case .xavierUniform: .xavierUniform
-        case .torchDefault: .torchDefault
-        }
     }
 }

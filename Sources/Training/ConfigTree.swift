@@ -178,9 +178,14 @@ public final class ConfigSection {
     }
 
     public func choice<E: RawRepresentable & CaseIterable>(_ key: String, default d: E) throws -> E where E.RawValue == String {
+        try choice(key, default: d, among: Array(E.allCases))
+    }
+
+    /// A value that must be one of `allowed` (a subset of the type's cases).
+    public func choice<E: RawRepresentable>(_ key: String, default d: E, among allowed: [E]) throws -> E where E.RawValue == String {
         guard let s = try scalar(key) else { return d }
-        guard let v = E(rawValue: s) else {
-            throw fail(key, raw(key), "one of " + E.allCases.map { $0.rawValue }.joined(separator: ", "))
+        guard let v = allowed.first(where: { $0.rawValue == s }) else {
+            throw fail(key, raw(key), "one of " + allowed.map { $0.rawValue }.joined(separator: ", "))
         }
         return v
     }

@@ -24,6 +24,7 @@ final class InitializerTests: XCTestCase {
             (.xavierUniform, (2 / (fanIn + fanOut)).squareRoot(), (6 / (fanIn + fanOut)).squareRoot()),
             (.torchDefault, (1 / (3 * fanIn)).squareRoot(), 1 / fanIn.squareRoot()),
         ]
+        XCTAssertEqual(Set(cases.map { $0.0 }), Set(Initializer.random), "every initialiser a config may ask for is checked")
         for (initializer, std, bound) in cases {
             let w = try weights(initializer).map(Double.init)
             let n = Double(w.count)
