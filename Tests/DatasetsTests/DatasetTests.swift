@@ -53,16 +53,7 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
 /// Asserts that `body` throws a DataError whose message contains every string of `parts`.
 func assertDataError<T>(_ body: @autoclosure () throws -> T, mentions parts: [String],
                         file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertThrowsError(try body(), file: file, line: line) { error in
-        guard let dataError = error as? DataError else {
-            XCTFail("expected DataError, got \(type(of: error)): \(error)", file: file, line: line)
-            return
-        }
-        for part in parts {
-            XCTAssertTrue(dataError.message.contains(part), "'\(dataError.message)' should mention '\(part)'",
-                          file: file, line: line)
-        }
-    }
+    assertThrows(try body(), DataError.self, message: { $0.message }, mentions: parts, file: file, line: line)
 }
 
 final class IDXTests: XCTestCase {

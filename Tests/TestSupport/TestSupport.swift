@@ -242,3 +242,18 @@ public func compareGradients(analytic: [Float], numeric: [Float], what: String, 
 
 /// True when `text` contains every one of `parts` (for checking error messages).
 public func containsAll(_ text: String, _ parts: [String]) -> Bool { parts.allSatisfy { text.contains($0) } }
+
+/// Asserts that `body` throws an `E` whose `message` contains every string of `parts`.
+public func assertThrows<E: Error, T>(_ body: @autoclosure () throws -> T, _ type: E.Type, message: (E) -> String,
+                                      mentions parts: [String], file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertThrowsError(try body(), file: file, line: line) { error in
+        guard let typed = error as? E else {
+            XCTFail("expected \(E.self), got \(Swift.type(of: error)): \(error)", file: file, line: line)
+            return
+        }
+        let text = message(typed)
+        for part in parts {
+            XCTAssertTrue(text.contains(part), "'\(text)' should mention '\(part)'", file: file, line: line)
+        }
+    }
+}

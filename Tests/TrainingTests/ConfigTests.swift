@@ -22,16 +22,7 @@ final class ConfigTests: XCTestCase {
 
     func configError(_ body: @autoclosure () throws -> TrainingConfig, mentions parts: [String],
                      file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertThrowsError(try body(), file: file, line: line) { error in
-            guard let failure = error as? ConfigError else {
-                XCTFail("expected ConfigError, got \(type(of: error)): \(error)", file: file, line: line)
-                return
-            }
-            for part in parts {
-                XCTAssertTrue(failure.message.contains(part), "'\(failure.message)' should mention '\(part)'",
-                              file: file, line: line)
-            }
-        }
+        assertThrows(try body(), ConfigError.self, message: { $0.message }, mentions: parts, file: file, line: line)
     }
 
     func testShippedCNNConfig() throws {
