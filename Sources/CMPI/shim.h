@@ -6,6 +6,7 @@ static inline MPI_Comm lockstep_comm_world(void) { return MPI_COMM_WORLD; }
 static inline MPI_Datatype lockstep_type_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype lockstep_type_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype lockstep_type_byte(void) { return MPI_BYTE; }
+static inline MPI_Datatype lockstep_type_int64(void) { return MPI_INT64_T; }
 static inline MPI_Op lockstep_op_sum(void) { return MPI_SUM; }
 static inline MPI_Op lockstep_op_max(void) { return MPI_MAX; }
 static inline MPI_Op lockstep_op_min(void) { return MPI_MIN; }

@@ -16,6 +16,8 @@ public protocol Communicator: AnyObject {
     /// In-place all-reduce of `buffer`; every rank ends with the same values.
     func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws
     func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws
+    /// Integer all-reduce: sums are exact and independent of the order ranks are combined in.
+    func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws
     /// Copies `root`'s bytes into every other rank's buffer (all buffers have the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
@@ -38,6 +40,9 @@ extension Communicator {
         try values.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }
     }
     public func allReduce(_ values: inout [Float], op: ReduceOp = .sum) throws {
+        try values.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }
+    }
+    public func allReduce(_ values: inout [Int64], op: ReduceOp = .sum) throws {
         try values.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }
     }
     public func allReduce(_ value: Double, op: ReduceOp = .sum) throws -> Double {
@@ -95,6 +100,7 @@ public final class SingleProcessCommunicator: Communicator {
     public var kind: String { "single" }
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {}
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {}
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {}
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {}
     public func barrier() throws {}
     public func abort(_ message: String) {}

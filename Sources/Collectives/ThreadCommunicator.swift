@@ -117,8 +117,11 @@ public final class ThreadCommunicator: Communicator {
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
         try reduce(buffer, op: op)
     }
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
+        try reduce(buffer, op: op)
+    }
 
-    private func reduce<T: BinaryFloatingPoint>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
+    private func reduce<T: AdditiveArithmetic & Comparable>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         let n = buffer.count
         // Every rank passes the same count, so all of them return here together.
         if size == 1 || n == 0 { return }

@@ -2,7 +2,8 @@
 //
 // Epoch e's order is a permutation of the whole dataset drawn from (seed, e); step s takes
 // global batch s, the slice [s·B, (s+1)·B) of that permutation; rank r of R takes a contiguous
-// part of the global batch, lower ranks taking one more sample when B does not divide by R.
+// part of the global batch, lower ranks taking one more sample when B does not divide by R
+// (in exact mode: whole chunks of the batch, lower ranks taking one more chunk).
 import TensorCore
 
 public struct GlobalBatchSampler: Sendable {
@@ -50,5 +51,14 @@ public struct GlobalBatchSampler: Sendable {
         let base = total / worldSize, extra = total % worldSize
         let lo = rank * base + min(rank, extra)
         return lo..<(lo + base + (rank < extra ? 1 : 0))
+    }
+
+    /// Exact mode: the batch is cut into chunks of `chunk` samples (the last may be short) and
+    /// rank `rank` takes a contiguous run of whole chunks, lower ranks one more chunk when they
+    /// do not divide. Without a chunk size, `shard(total:rank:worldSize:)`.
+    public static func shard(total: Int, chunk: Int?, rank: Int, worldSize: Int) -> Range<Int> {
+        guard let chunk else { return shard(total: total, rank: rank, worldSize: worldSize) }
+        let chunks = shard(total: (total + chunk - 1) / chunk, rank: rank, worldSize: worldSize)
+        return min(chunks.lowerBound * chunk, total)..<min(chunks.upperBound * chunk, total)
     }
 }

@@ -54,6 +54,12 @@ public final class MPICommunicator: Communicator {
                                 lockstep_type_double(), mpiOp(op), comm), "MPI_Allreduce")
     }
 
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
+        if buffer.isEmpty { return }
+        try check(MPI_Allreduce(lockstep_in_place(), buffer.baseAddress, Int32(buffer.count),
+                                lockstep_type_int64(), mpiOp(op), comm), "MPI_Allreduce")
+    }
+
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         if buffer.isEmpty { return }
         // MPI counts are Int32: send large buffers in chunks.

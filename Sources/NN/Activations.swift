@@ -66,6 +66,7 @@ public final class PReLU: Layer {
     var input: Tensor?    // (N, ...)
     var output: Tensor?   // (N, ...)
     var dInput: Tensor?   // (N, ...)
+    var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], perChannel: Bool = false) {
         self.name = name
@@ -79,6 +80,7 @@ public final class PReLU: Layer {
 
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
         input = x
+        chunking = context.chunking
         let y = reuse(&output, x.shape)
         let n = x.shape[0]
         for s in 0..<n {
@@ -96,13 +98,14 @@ public final class PReLU: Layer {
         let n = dOut.shape[0]
         let dx = needInputGradient ? reuse(&dInput, dOut.shape) : nil
         for s in 0..<n {
+            let slot = chunking.slot(ofSample: s)
             for c in 0..<channels {
                 let a = slope.value[c]
                 let base = (s * channels + c) * inner
                 let x = input!.data + base, g = dOut.data + base
                 var dSlope: Float = 0
                 for i in 0..<inner where x[i] <= 0 { dSlope += g[i] * x[i] }
-                slope.grad[c] += dSlope
+                slope.gradient(slot: slot)[c] += dSlope
                 if let dx {
                     let d = dx.data + base
                     for i in 0..<inner { d[i] = x[i] > 0 ? g[i] : a * g[i] }

@@ -3,8 +3,9 @@
 //
 // Training uses the batch's statistics, evaluation the running ones. Statistics are
 // accumulated in Double per channel, with the sum of squared deviations computed about the
-// local mean (two passes), never as float32 E[x²]−E[x]². `SyncBatchNorm` overrides only the
-// two reduction hooks below to make "the batch" the global batch across ranks.
+// local mean (two passes), never as float32 E[x²]−E[x]². In exact mode they are taken per chunk
+// and summed with ExactSum, so they do not depend on how samples are spread over ranks.
+// `SyncBatchNorm` overrides only the reduction hooks below to make "the batch" the global batch across ranks.
 import Collectives
 import Foundation
 import TensorCore
@@ -27,6 +28,7 @@ public class BatchNorm: Layer {
     var globalCount = 0                  // samples·S behind the statistics of the last forward
     var stats: [Double]                  // (2C + 1): packed sums for one reduction
     var mode: Mode = .training
+    var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], momentum: Float = 0.1, epsilon: Float = 1e-5) throws {
         guard inputShape.count == 1 || inputShape.count == 3 else {
@@ -57,9 +59,12 @@ public class BatchNorm: Layer {
     func reduceStatistics(_ packed: UnsafeMutableBufferPointer<Double>) throws {}
     /// Combines [Σdy (C), Σdy·x̂ (C)] in backward.
     func reduceGradientSums(_ packed: UnsafeMutableBufferPointer<Double>) throws {}
+    /// Exact mode: combines ExactSum-encoded sums (forward statistics or backward sums).
+    func reduceExact(_ packed: UnsafeMutableBufferPointer<Int64>) throws {}
 
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
         mode = context.mode
+        chunking = context.chunking
         let n = x.shape[0]
         let y = reuse(&output, x.shape)
         let c = channels, s = spatial
@@ -78,16 +83,29 @@ public class BatchNorm: Layer {
             }
             return y
         }
-        // Local per-channel Σx, and squared deviations about the local mean (two passes, Double).
-        let localCount = n * s
-        for ch in 0..<(2 * c) { stats[ch] = 0 }
-        if s == 1 {
-            featureStatistics(x, n)
+        // Per-channel Σx and Σx² (as squared deviations about the local mean + (Σx)²/n, Double).
+        if context.chunking.isExact {
+            // Exact mode: per chunk, then summed exactly over chunks and ranks.
+            let w = ExactSum.width
+            var exact = [Int64](repeating: 0, count: 2 * c * w + 1)
+            var chunkStats = [Double](repeating: 0, count: 2 * c)
+            context.chunking.forEach(n) { rows, _ in
+                statistics(x, rows, into: &chunkStats)
+                exact.withUnsafeMutableBufferPointer { e in
+                    for v in 0..<(2 * c) { ExactSum.add(chunkStats[v], into: e.baseAddress! + v * w) }
+                }
+            }
+            exact[2 * c * w] = Int64(n * s)
+            try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
+            exact.withUnsafeBufferPointer { e in
+                for v in 0..<(2 * c) { stats[v] = ExactSum.value(e.baseAddress! + v * w) }
+            }
+            stats[2 * c] = Double(exact[2 * c * w])
         } else {
-            channelStatistics(x, n)
+            statistics(x, 0..<n, into: &stats)
+            stats[2 * c] = Double(n * s)
+            try stats.withUnsafeMutableBufferPointer { try reduceStatistics($0) }
         }
-        stats[2 * c] = Double(localCount)
-        try stats.withUnsafeMutableBufferPointer { try reduceStatistics($0) }
         let count = Int(stats[2 * c])
         globalCount = count
         guard count > 1 else {
@@ -128,43 +146,57 @@ public class BatchNorm: Layer {
         return y
     }
 
-    /// Σx and Σx² (as M2 about the local mean + (Σx)²/n) per channel of (N, C, S) input.
-    func channelStatistics(_ x: Tensor, _ n: Int) {
-        let c = channels, s = spatial, localCount = n * s
-        stats.withUnsafeMutableBufferPointer { st in
-            for i in 0..<n {
-                for ch in 0..<c { st[ch] += Double(Vector.sum(x.data + (i * c + ch) * s, s)) }
+    /// Σx (C) then Σx² (C, as M2 about the rows' mean + (Σx)²/n) of samples `rows`, into `st`.
+    func statistics(_ x: Tensor, _ rows: Range<Int>, into st: inout [Double]) {
+        let c = channels, s = spatial, count = rows.count * s
+        for v in 0..<(2 * c) { st[v] = 0 }
+        guard count > 0 else { return }
+        st.withUnsafeMutableBufferPointer { st in
+            let sum = st.baseAddress!, sq = st.baseAddress! + c
+            if s == 1 {
+                // (N, F) input: accumulate column-wise so that the loops run along rows.
+                for i in rows {
+                    let row = x.data + i * c
+                    for ch in 0..<c { sum[ch] += Double(row[ch]) }
+                }
+                let mean = (0..<c).map { Float(sum[$0] / Double(count)) }
+                for i in rows {
+                    let row = x.data + i * c
+                    for ch in 0..<c { let d = Double(row[ch] - mean[ch]); sq[ch] += d * d }
+                }
+            } else {
+                for i in rows {
+                    for ch in 0..<c { sum[ch] += Double(Vector.sum(x.data + (i * c + ch) * s, s)) }
+                }
+                for ch in 0..<c {
+                    let mean = Float(sum[ch] / Double(count))
+                    for i in rows { sq[ch] += Double(Vector.sumSquaredDeviations(x.data + (i * c + ch) * s, s, from: mean)) }
+                }
             }
-            guard localCount > 0 else { return }
-            for ch in 0..<c {
-                let mean = Float(st[ch] / Double(localCount))
-                var m2 = 0.0
-                for i in 0..<n { m2 += Double(Vector.sumSquaredDeviations(x.data + (i * c + ch) * s, s, from: mean)) }
-                // Σx² = M2 + (Σx)²/n, exact in Double to ~1e-16 relative.
-                st[c + ch] = m2 + st[ch] * st[ch] / Double(localCount)
-            }
+            // Σx² = M2 + (Σx)²/n, exact in Double to ~1e-16 relative.
+            for ch in 0..<c { sq[ch] += sum[ch] * sum[ch] / Double(count) }
         }
     }
 
-    /// The same for (N, F) input, accumulating column-wise so that the loops run along rows.
-    func featureStatistics(_ x: Tensor, _ n: Int) {
-        let c = channels
-        guard n > 0 else { return }
-        stats.withUnsafeMutableBufferPointer { st in
-            let sum = st.baseAddress!, sq = st.baseAddress! + c
-            for i in 0..<n {
-                let row = x.data + i * c
-                for ch in 0..<c { sum[ch] += Double(row[ch]) }
-            }
-            var mean = [Float](repeating: 0, count: c)
-            for ch in 0..<c { mean[ch] = Float(sum[ch] / Double(n)) }
-            mean.withUnsafeBufferPointer { m in
-                for i in 0..<n {
-                    let row = x.data + i * c
-                    for ch in 0..<c { let d = Double(row[ch] - m[ch]); sq[ch] += d * d }
+    /// Σdy (C) then Σdy·x̂ (C) over samples `rows`, into `st`.
+    func gradientSums(_ dOut: Tensor, _ xhat: Tensor, _ rows: Range<Int>, into st: inout [Double]) {
+        let c = channels, s = spatial
+        for v in 0..<(2 * c) { st[v] = 0 }
+        st.withUnsafeMutableBufferPointer { st in
+            let a = st.baseAddress!, b = st.baseAddress! + c
+            for i in rows {
+                if s == 1 {
+                    let g = dOut.data + i * c, xh = xhat.data + i * c
+                    for ch in 0..<c { a[ch] += Double(g[ch]); b[ch] += Double(g[ch] * xh[ch]) }
+                } else {
+                    for ch in 0..<c {
+                        let base = (i * c + ch) * s
+                        let (u, v) = Vector.sumAndDot(dOut.data + base, xhat.data + base, s)
+                        a[ch] += Double(u)
+                        b[ch] += Double(v)
+                    }
                 }
             }
-            for ch in 0..<c { sq[ch] += sum[ch] * sum[ch] / Double(n) }
         }
     }
 
@@ -174,31 +206,35 @@ public class BatchNorm: Layer {
         let c = channels, s = spatial
         let xhat = normalized!
         var sums = [Double](repeating: 0, count: 2 * c)
-        if s == 1 {
-            sums.withUnsafeMutableBufferPointer { st in
-                let a = st.baseAddress!, b = st.baseAddress! + c
-                for i in 0..<n {
-                    let g = dOut.data + i * c, xh = xhat.data + i * c
-                    for ch in 0..<c { a[ch] += Double(g[ch]); b[ch] += Double(g[ch] * xh[ch]) }
+        if chunking.isExact {
+            // Each chunk's γ/β gradient goes to its slot; the sums behind dx are exact over
+            // chunks and ranks.
+            let w = ExactSum.width
+            var exact = [Int64](repeating: 0, count: 2 * c * w)
+            var chunkSums = sums
+            chunking.forEach(n) { rows, slot in
+                gradientSums(dOut, xhat, rows, into: &chunkSums)
+                let gb = beta.gradient(slot: slot), gg = gamma.gradient(slot: slot)
+                for ch in 0..<c { gb[ch] += Float(chunkSums[ch]); gg[ch] += Float(chunkSums[c + ch]) }
+                exact.withUnsafeMutableBufferPointer { e in
+                    for v in 0..<(2 * c) { ExactSum.add(chunkSums[v], into: e.baseAddress! + v * w) }
                 }
+            }
+            guard needInputGradient else { return nil }
+            try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
+            exact.withUnsafeBufferPointer { e in
+                for v in 0..<(2 * c) { sums[v] = ExactSum.value(e.baseAddress! + v * w) }
             }
         } else {
-            for i in 0..<n {
-                for ch in 0..<c {
-                    let base = (i * c + ch) * s
-                    let (a, b) = Vector.sumAndDot(dOut.data + base, xhat.data + base, s)
-                    sums[ch] += Double(a)
-                    sums[c + ch] += Double(b)
-                }
+            gradientSums(dOut, xhat, 0..<n, into: &sums)
+            for ch in 0..<c {
+                // This rank's share; the gradient all-reduce adds the other ranks' shares.
+                beta.grad[ch] += Float(sums[ch])
+                gamma.grad[ch] += Float(sums[c + ch])
             }
+            guard needInputGradient else { return nil }
+            try sums.withUnsafeMutableBufferPointer { try reduceGradientSums($0) }
         }
-        for ch in 0..<c {
-            // This rank's share; the gradient all-reduce adds the other ranks' shares.
-            beta.grad[ch] += Float(sums[ch])
-            gamma.grad[ch] += Float(sums[c + ch])
-        }
-        guard needInputGradient else { return nil }
-        try sums.withUnsafeMutableBufferPointer { try reduceGradientSums($0) }
         let dx = reuse(&dInput, dOut.shape)
         let total = Double(globalCount)
         let meanDy = (0..<c).map { Float(sums[$0] / total) }
@@ -239,6 +275,10 @@ public final class SyncBatchNorm: BatchNorm {
     }
 
     override func reduceGradientSums(_ packed: UnsafeMutableBufferPointer<Double>) throws {
+        if communicator.size > 1 { try communicator.allReduce(packed, op: .sum) }
+    }
+
+    override func reduceExact(_ packed: UnsafeMutableBufferPointer<Int64>) throws {
         if communicator.size > 1 { try communicator.allReduce(packed, op: .sum) }
     }
 }

@@ -1,4 +1,4 @@
-// Conv2D over NCHW input as im2col + one GEMM for the whole batch.
+// Conv2D over NCHW input as im2col + GEMM, a few samples per GEMM (whole chunks in exact mode).
 import TensorCore
 
 public final class Conv2D: Layer {
@@ -15,6 +15,7 @@ public final class Conv2D: Layer {
     var dProduct: Tensor?          // (Cout, chunk·HO·WO)
     var dColumns: Tensor?          // (Cin·KH·KW, chunk·HO·WO)
     var dInput: Tensor?            // (N, Cin, H, W)
+    var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
                 bias: Bool = true, initializer: Initializer = .heNormal) throws {
@@ -50,24 +51,44 @@ public final class Conv2D: Layer {
         return plane >= 512 ? 1 : max(1, (1 << 18) / (geometry.patchSize * plane))
     }
 
+    /// Samples per GEMM: `chunkSize`, or in exact mode the largest divisor of the chunk not
+    /// above it, so that GEMMs never straddle two chunks.
+    func subBatch(_ n: Int) -> Int {
+        guard let g = chunking.size else { return min(chunkSize, max(n, 1)) }
+        var s = min(chunkSize, g)
+        while g % s != 0 { s -= 1 }
+        return s
+    }
+
+    /// Calls body(first sample, samples, gradient slot) for each GEMM-sized piece of the batch.
+    func forEachPiece(_ n: Int, _ body: (Int, Int, Int) -> Void) {
+        let sub = subBatch(n)
+        chunking.forEach(n) { rows, slot in
+            var start = rows.lowerBound
+            while start < rows.upperBound {
+                let m = min(sub, rows.upperBound - start)
+                body(start, m, slot)
+                start += m
+            }
+        }
+    }
+
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
         let n = x.shape[0]
         input = x
+        chunking = context.chunking
         let plane = geometry.outHeight * geometry.outWidth
         let y = reuse(&output, [n] + outputShape)
-        let chunk = min(chunkSize, max(n, 1))
-        let cols = reuse(&columns, [geometry.patchSize, chunk * plane])
-        let prod = reuse(&product, [outChannels, chunk * plane])
+        let sub = subBatch(n)
+        let cols = reuse(&columns, [geometry.patchSize, sub * plane])
+        let prod = reuse(&product, [outChannels, sub * plane])
         let inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
-        var start = 0
-        while start < n {
-            let m = min(chunk, n - start)
+        forEachPiece(n) { start, m, _ in
             im2col(x.data + start * inSize, batch: m, geometry: geometry, into: cols.data)
             let target = m == 1 ? y.data + start * outSize : prod.data
             gemm(m: outChannels, n: m * plane, k: geometry.patchSize, a: weight.value, lda: geometry.patchSize,
                  b: cols.data, ldb: m * plane, c: target, ldc: m * plane)
             if m > 1 { swapLeadingAxes(prod.data, outChannels, m, plane, into: y.data + start * outSize) }
-            start += m
         }
         if let b = bias {
             for s in 0..<n {
@@ -81,27 +102,26 @@ public final class Conv2D: Layer {
         let n = dOut.shape[0]
         let x = input!
         let plane = geometry.outHeight * geometry.outWidth
-        let chunk = min(chunkSize, max(n, 1))
-        let cols = reuse(&columns, [geometry.patchSize, chunk * plane])
-        let dProd = reuse(&dProduct, [outChannels, chunk * plane])
-        let dCols = needInputGradient ? reuse(&dColumns, [geometry.patchSize, chunk * plane]) : nil
+        let sub = subBatch(n)
+        let cols = reuse(&columns, [geometry.patchSize, sub * plane])
+        let dProd = reuse(&dProduct, [outChannels, sub * plane])
+        let dCols = needInputGradient ? reuse(&dColumns, [geometry.patchSize, sub * plane]) : nil
         let dx = needInputGradient ? reuse(&dInput, [n] + inputShape) : nil
         let inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
-        var start = 0
-        while start < n {
-            let m = min(chunk, n - start)
-            // dY' = this chunk of dY as (Cout, m·HO·WO); for one sample that is dY itself.
+        forEachPiece(n) { start, m, slot in
+            // dY' = this piece of dY as (Cout, m·HO·WO); for one sample that is dY itself.
             let dY: UnsafeMutablePointer<Float> = m == 1 ? dOut.data + start * outSize : dProd.data
             if m > 1 { swapLeadingAxes(dOut.data + start * outSize, m, outChannels, plane, into: dProd.data) }
-            // The columns are recomputed per chunk rather than kept for the whole batch: cheaper
+            // The columns are recomputed per piece rather than kept for the whole batch: cheaper
             // than streaming a batch-sized buffer through memory twice.
             im2col(x.data + start * inSize, batch: m, geometry: geometry, into: cols.data)
             // dW += dY' · colsᵀ
             gemm(transB: true, m: outChannels, n: geometry.patchSize, k: m * plane,
                  a: dY, lda: m * plane, b: cols.data, ldb: m * plane,
-                 beta: 1, c: weight.grad, ldc: geometry.patchSize)
+                 beta: 1, c: weight.gradient(slot: slot), ldc: geometry.patchSize)
             if let b = bias {
-                for c in 0..<outChannels { b.grad[c] += Vector.sum(dY + c * m * plane, m * plane) }
+                let g = b.gradient(slot: slot)
+                for c in 0..<outChannels { g[c] += Vector.sum(dY + c * m * plane, m * plane) }
             }
             if let dCols, let dx {
                 // dCols = Wᵀ · dY', then scatter back to the input.
@@ -110,7 +130,6 @@ public final class Conv2D: Layer {
                      c: dCols.data, ldc: m * plane)
                 col2im(dCols.data, batch: m, geometry: geometry, into: dx.data + start * inSize)
             }
-            start += m
         }
         return dx
     }

@@ -10,6 +10,7 @@ public final class Dense: Layer {
     var input: Tensor?             // (N, in), borrowed from the previous layer
     var output: Tensor?            // (N, out)
     var dInput: Tensor?            // (N, in)
+    var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], outFeatures: Int, bias: Bool = true,
                 initializer: Initializer = .heNormal) throws {
@@ -33,8 +34,13 @@ public final class Dense: Layer {
         let n = x.shape[0]
         let y = reuse(&output, [n, outFeatures])
         input = x
-        gemm(transB: true, m: n, n: outFeatures, k: inFeatures,
-             a: x.data, lda: inFeatures, b: weight.value, ldb: inFeatures, c: y.data, ldc: outFeatures)
+        chunking = context.chunking
+        // Y = X·Wᵀ, one GEMM per chunk (one in all on the fast path).
+        chunking.forEach(n) { rows, _ in
+            gemm(transB: true, m: rows.count, n: outFeatures, k: inFeatures,
+                 a: x.data + rows.lowerBound * inFeatures, lda: inFeatures, b: weight.value, ldb: inFeatures,
+                 c: y.data + rows.lowerBound * outFeatures, ldc: outFeatures)
+        }
         if let b = bias {
             for i in 0..<n {
                 let row = y.data + i * outFeatures
@@ -47,16 +53,20 @@ public final class Dense: Layer {
     public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
         let x = input!
         let n = x.shape[0]
-        // dW += dYᵀ · X
-        gemm(transA: true, m: outFeatures, n: inFeatures, k: n,
-             a: dOut.data, lda: outFeatures, b: x.data, ldb: inFeatures,
-             beta: 1, c: weight.grad, ldc: inFeatures)
-        if let b = bias { addColumnSums(dOut.data, rows: n, cols: outFeatures, into: b.grad) }
-        guard needInputGradient else { return nil }
-        // dX = dY · W
-        let dx = reuse(&dInput, [n, inFeatures])
-        gemm(m: n, n: inFeatures, k: outFeatures, a: dOut.data, lda: outFeatures,
-             b: weight.value, ldb: inFeatures, c: dx.data, ldc: inFeatures)
+        let dx = needInputGradient ? reuse(&dInput, [n, inFeatures]) : nil
+        chunking.forEach(n) { rows, slot in
+            let dY = dOut.data + rows.lowerBound * outFeatures
+            // dW += dYᵀ · X over this chunk's rows
+            gemm(transA: true, m: outFeatures, n: inFeatures, k: rows.count,
+                 a: dY, lda: outFeatures, b: x.data + rows.lowerBound * inFeatures, ldb: inFeatures,
+                 beta: 1, c: weight.gradient(slot: slot), ldc: inFeatures)
+            if let b = bias { addColumnSums(dY, rows: rows.count, cols: outFeatures, into: b.gradient(slot: slot)) }
+            if let dx {
+                // dX = dY · W
+                gemm(m: rows.count, n: inFeatures, k: outFeatures, a: dY, lda: outFeatures,
+                     b: weight.value, ldb: inFeatures, c: dx.data + rows.lowerBound * inFeatures, ldc: inFeatures)
+            }
+        }
         return dx
     }
 }

@@ -17,6 +17,7 @@ public final class GroupNorm: Layer {
     var output: Tensor?           // (N, C, S)
     var dInput: Tensor?           // (N, C, S)
     var invStd: [Float] = []      // (N, G)
+    var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], groups: Int, epsilon: Float = 1e-5) throws {
         guard inputShape.count == 1 || inputShape.count == 3 else {
@@ -42,6 +43,7 @@ public final class GroupNorm: Layer {
         let n = x.shape[0]
         let y = reuse(&output, x.shape)
         let xhat = reuse(&normalized, x.shape)
+        chunking = context.chunking
         let perGroup = channels / groups, m = perGroup * spatial
         guard m > 1 else { throw ShapeError("\(name): each group holds a single value; use fewer groups") }
         invStd = [Float](repeating: 0, count: n * groups)
@@ -68,11 +70,12 @@ public final class GroupNorm: Layer {
         let xhat = normalized!
         let perGroup = channels / groups, m = perGroup * spatial
         for i in 0..<n {
+            let slot = chunking.slot(ofSample: i)
             for ch in 0..<channels {
                 let o = (i * channels + ch) * spatial
                 let (a, b) = Vector.sumAndDot(dOut.data + o, xhat.data + o, spatial)
-                beta.grad[ch] += a
-                gamma.grad[ch] += b
+                beta.gradient(slot: slot)[ch] += a
+                gamma.gradient(slot: slot)[ch] += b
             }
         }
         guard needInputGradient else { return nil }

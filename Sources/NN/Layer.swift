@@ -4,6 +4,9 @@
 // input (unless told it is not needed) and *adds* into its parameters' gradients. Shapes are
 // per sample (without the batch dimension) in `inputShape`/`outputShape`; tensors passed to
 // forward carry the batch as their first dimension, which may be zero on a rank with no samples.
+// A layer that mixes samples (a GEMM over the batch, a sum for a parameter gradient or a batch
+// statistic) does so per chunk of `context.chunking` and adds chunk j's parameter gradients into
+// `Parameter.gradient(slot:)`, so that exact mode gives the same bits on any number of ranks.
 import TensorCore
 
 public enum Mode: Sendable { case training, evaluation }
@@ -15,12 +18,15 @@ public struct ForwardContext {
     public var epoch: Int
     /// Global dataset index of each local sample, so dropout masks do not depend on the rank.
     public var sampleIndices: [Int]
+    /// How layers split the local batch (exact mode) and where chunk gradients go.
+    public var chunking: Chunking
 
-    public init(mode: Mode, seed: UInt64 = 0, epoch: Int = 0, sampleIndices: [Int] = []) {
+    public init(mode: Mode, seed: UInt64 = 0, epoch: Int = 0, sampleIndices: [Int] = [], chunking: Chunking = .whole) {
         self.mode = mode
         self.seed = seed
         self.epoch = epoch
         self.sampleIndices = sampleIndices
+        self.chunking = chunking
     }
 }
 

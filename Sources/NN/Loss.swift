@@ -20,6 +20,8 @@ public final class SoftmaxCrossEntropy {
     public let labelSmoothing: Float
     public private(set) var probabilities: Tensor?   // (N, K)
     var dLogits: Tensor?                              // (N, K)
+    /// Each sample's loss in the last forward (N), for sums that must not depend on batch order.
+    public private(set) var sampleLosses: [Double] = []
 
     public init(classes: Int, labelSmoothing: Float = 0) {
         self.classes = classes
@@ -60,6 +62,7 @@ public final class SoftmaxCrossEntropy {
         defer { target.deallocate() }
         var lossSum = 0.0
         var correct = 0
+        sampleLosses.removeAll(keepingCapacity: true)
         let scale = 1 / Float(max(normalizer, 1))
         for i in 0..<n {
             let z = logits.data + i * k, p = probs.data + i * k, g = grad.data + i * k
@@ -79,6 +82,7 @@ public final class SoftmaxCrossEntropy {
                 g[j] = (p[j] - target[j]) * scale
             }
             lossSum += Double(loss)
+            sampleLosses.append(Double(loss))
         }
         return (LossResult(lossSum: lossSum, correct: correct, count: n), grad)
     }

@@ -34,6 +34,10 @@ public final class Parameter {
     public internal(set) var offset = 0
     public internal(set) var value: UnsafeMutablePointer<Float>! = nil
     public internal(set) var grad: UnsafeMutablePointer<Float>! = nil
+    /// Where chunk `j`'s share of the gradient goes: `grad` itself when the arena sums all chunks
+    /// in place (stride 0), or a separate slot per chunk in exact mode (see Arena.useChunkSlots).
+    var slotBase: UnsafeMutablePointer<Float>! = nil
+    var slotStride = 0
 
     public init(name: String, shape: [Int], initializer: Initializer, fanIn: Int = 1, fanOut: Int = 1, isWeight: Bool = false) {
         self.name = name
@@ -47,6 +51,10 @@ public final class Parameter {
 
     public var values: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: value, count: count) }
     public var grads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: grad, count: count) }
+
+    /// The gradient that a layer's backward adds chunk `slot`'s contribution into.
+    @inline(__always)
+    public func gradient(slot: Int) -> UnsafeMutablePointer<Float> { slotBase + slot * slotStride }
 }
 
 /// One flat buffer (and optionally a gradient buffer of the same layout) holding many parameters.
@@ -78,12 +86,55 @@ public final class Arena {
         for p in entries {
             p.value = values.baseAddress! + p.offset
             p.grad = grads.map { $0.baseAddress! + p.offset }
+            p.slotBase = p.grad
         }
     }
 
     deinit {
         values.deallocate()
         grads?.deallocate()
+        slots?.deallocate()
+    }
+
+    /// Per-chunk gradient slots (exact mode): `slotCount` buffers of `count` floats, slot j at
+    /// j·count. Nil when chunks add into `grads` directly.
+    public private(set) var slots: UnsafeMutableBufferPointer<Float>?
+    public private(set) var slotCount = 0
+
+    /// Gives every chunk of the next backward passes its own gradient slot (at least `n` slots),
+    /// so that chunk sums can be combined exactly rather than in float order.
+    public func useChunkSlots(_ n: Int) {
+        precondition(grads != nil, "an arena without gradients has no slots")
+        if n > slotCount {
+            slots?.deallocate()
+            let s = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(n * count, 1))
+            s.initialize(repeating: 0)
+            slots = s
+            slotCount = n
+        }
+        for p in entries {
+            p.slotBase = slots!.baseAddress! + p.offset
+            p.slotStride = count
+        }
+    }
+
+    /// Chunks add into `grads` (the default).
+    public func useSingleGradient() {
+        for p in entries {
+            p.slotBase = p.grad
+            p.slotStride = 0
+        }
+    }
+
+    /// Slot j as one buffer of `count` floats.
+    public func slot(_ j: Int) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: slots![(j * count)..<((j + 1) * count)])
+    }
+
+    /// Zeroes the first `n` slots.
+    public func zeroSlots(_ n: Int) {
+        guard let slots, n > 0 else { return }
+        UnsafeMutableBufferPointer(rebasing: slots[0..<(min(n, slotCount) * count)]).update(repeating: 0)
     }
 
     /// The arena as one buffer of exactly `count` floats.

@@ -26,6 +26,8 @@ public func gemm(transA: Bool = false, transB: Bool = false,
 /// The number of threads OpenBLAS uses (set with OPENBLAS_NUM_THREADS).
 public func blasThreadCount() -> Int { Int(openblas_get_num_threads()) }
 public func setBLASThreadCount(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+/// The kernel family OpenBLAS chose for this CPU (e.g. "Haswell", "SkylakeX", "Zen").
+public func blasCoreName() -> String { String(cString: openblas_get_corename()) }
 /// OpenBLAS's description of itself and of the kernel it chose (e.g. "Haswell").
 public func blasConfiguration() -> String {
     let cfg = String(cString: openblas_get_config())

@@ -46,6 +46,10 @@ public struct TrainingConfig {
         public var logEvery = 100
         public var accumulateSteps = 1
         public var labelSmoothing = 0.0
+        /// Exact mode: the same bits on any number of ranks (chunked, order-independent sums).
+        public var exact = true
+        /// Samples per chunk in exact mode: every rank holds whole chunks of the global batch.
+        public var chunk = 16
     }
     public struct BN {
         public var mode = BatchNormMode.sync
@@ -157,6 +161,8 @@ public struct TrainingConfig {
         config.train.logEvery = try t.int("log_every", default: config.train.logEvery, min: 0)
         config.train.accumulateSteps = try t.int("accumulate_steps", default: 1, min: 1)
         config.train.labelSmoothing = try t.double("label_smoothing", default: 0, range: 0...0.999)
+        config.train.exact = try t.bool("exact", default: config.train.exact)
+        config.train.chunk = try t.int("chunk", default: config.train.chunk, min: 1)
         try t.finish()
 
         let b = try root.section("bn")

@@ -27,6 +27,9 @@ public final class TimedCommunicator: Communicator {
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
         try timed { try inner.allReduce(buffer, op: op) }
     }
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
+        try timed { try inner.allReduce(buffer, op: op) }
+    }
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         try timed { try inner.broadcast(buffer, root: root) }
     }

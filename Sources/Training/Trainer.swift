@@ -93,6 +93,7 @@ public final class Trainer {
     public var skewWaitSeconds = 0.0
     public var bareAllReduceTimes: [Double] = []
     var bareScratch: [Float] = []
+    lazy var exactReducer = ExactGradientReducer(arena: model.parameters)
     /// Seconds spent in the gradient all-reduce since the last reset.
     public private(set) var gradientAllReduceSeconds = 0.0
     let startTime = now()
@@ -162,6 +163,21 @@ public final class Trainer {
         fp.add(config.resolvedYAML)
         fp.add(model.layoutDescription)
         try communicator.checkSame(fp.value, what: "the configuration or model layout")
+        if config.train.exact {
+            // Exact mode's bits come from one sgemm kernel: every rank must run the same one, and
+            // one BLAS thread per rank (a threaded sgemm may split its work differently).
+            if blasThreadCount() > 1 {
+                setBLASThreadCount(1)
+                console.line("lockstep: exact mode runs OpenBLAS with one thread per rank (start more ranks to use more cores, or set train.exact: false)")
+            }
+            var core = Fingerprint()
+            core.add(blasCoreName())
+            do {
+                try communicator.checkSame(core.value, what: "the OpenBLAS kernel")
+            } catch is CollectiveError {
+                throw CollectiveError(failedRank: rank, message: "exact mode needs the same OpenBLAS kernel on every rank, and this rank's (\(blasCoreName())) differs from another's; set OPENBLAS_CORETYPE to one kernel every node can run, or set train.exact: false")
+            }
+        }
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.parameters.flatValues), root: 0)
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.buffers.flatValues), root: 0)
     }
@@ -294,69 +310,134 @@ public final class Trainer {
     /// This rank's wish to stop: a signal arrived, or `stopAtStep` is reached after this step.
     var localStopRequest: Bool { StopSignal.requested || step + 1 == stopAtStep }
 
-    /// One optimizer step (possibly several micro-batches). Returns this rank's loss sums.
+    /// Samples per chunk in exact mode; nil on the fast path.
+    var chunkSize: Int? { config.train.exact ? config.train.chunk : nil }
+
+    /// One micro-batch of a step as this rank sees it: its samples and how layers chunk them.
+    struct MicroBatch {
+        var indices: [Int]
+        var chunking: Chunking
+    }
+
+    /// This rank's share of each micro-batch of a global batch, and the global batch's chunks.
+    func plan(_ global: ArraySlice<Int>) -> (micro: [MicroBatch], slots: Int, totalChunks: Int) {
+        let micro = config.train.accumulateSteps
+        var result: [MicroBatch] = []
+        var slot = 0, totalChunks = 0
+        for k in 0..<micro {
+            let part = GlobalBatchSampler.shard(total: global.count, chunk: chunkSize, rank: k, worldSize: micro)
+            let microBatch = global[(global.startIndex + part.lowerBound)..<(global.startIndex + part.upperBound)]
+            let mine = GlobalBatchSampler.shard(total: microBatch.count, chunk: chunkSize, rank: rank, worldSize: worldSize)
+            let indices = Array(microBatch[(microBatch.startIndex + mine.lowerBound)..<(microBatch.startIndex + mine.upperBound)])
+            let chunking = chunkSize.map { Chunking(size: $0, firstSlot: slot) } ?? .whole
+            result.append(MicroBatch(indices: indices, chunking: chunking))
+            slot += chunking.count(indices.count)
+            totalChunks += chunkSize.map { (microBatch.count + $0 - 1) / $0 } ?? 0
+        }
+        return (result, slot, totalChunks)
+    }
+
+    /// One optimizer step (possibly several micro-batches). Returns this rank's loss sums (in
+    /// exact mode rank 0 returns the global sums and the other ranks zeros, so that summing over
+    /// ranks gives the global sums exactly).
     public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
         if let fault = injectedFaultStep, fault == step {
             throw ConfigError("injected fault at step \(step) (LOCKSTEP_FAULT_RANK/LOCKSTEP_FAULT_STEP)")
         }
         let global = sampler.globalBatch(step: stepInEpoch, order: order)
-        let micro = config.train.accumulateSteps
+        let (micro, slots, totalChunks) = plan(global)
         var total = LossResult(lossSum: 0, correct: 0, count: 0)
+        var extras = [Int64](repeating: 0, count: ExactSum.width + 2)   // exact mode: loss, correct, count
         let tz = now()
         model.zeroGrads()
+        if config.train.exact {
+            model.parameters.useChunkSlots(slots)
+            model.parameters.zeroSlots(slots)
+        }
         phaseSeconds.optimizer += now() - tz
-        for k in 0..<micro {
-            let part = GlobalBatchSampler.shard(total: global.count, rank: k, worldSize: micro)
-            let microBatch = global[(global.startIndex + part.lowerBound)..<(global.startIndex + part.upperBound)]
-            let mine = GlobalBatchSampler.shard(total: microBatch.count, rank: rank, worldSize: worldSize)
-            let indices = Array(microBatch[(microBatch.startIndex + mine.lowerBound)..<(microBatch.startIndex + mine.upperBound)])
+        for part in micro {
             var t0 = now()
-            let x = assemble(indices, from: data.train, epoch: epoch, augment: config.data.augment)
+            let x = assemble(part.indices, from: data.train, epoch: epoch, augment: config.data.augment)
             phaseSeconds.data += now() - t0
-            let context = ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: indices)
+            let context = ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: part.indices,
+                                         chunking: part.chunking)
             let logits = try model.forward(x, context: context)
             t0 = now()
             let (r, dLogits) = labels.withUnsafeBufferPointer {
                 loss.forward(logits: logits, labels: $0, normalizer: global.count)
             }
+            if config.train.exact {
+                extras.withUnsafeMutableBufferPointer { e in
+                    for l in loss.sampleLosses { ExactSum.add(l, into: e.baseAddress!) }
+                }
+                extras[ExactSum.width] += Int64(r.correct)
+                extras[ExactSum.width + 1] += Int64(r.count)
+            }
             phaseSeconds.loss += now() - t0
             try model.backward(dLogits)
             total.lossSum += r.lossSum; total.correct += r.correct; total.count += r.count
         }
-        if worldSize > 1 {
-            if recordAllReduceTimes {
-                // Bench only: separate waiting for the slowest rank from the all-reduce itself.
-                let tb = now()
-                try communicator.inner.barrier()
-                skewWaitSeconds += now() - tb
-            }
-            // The stop flag rides in the spare float after the gradients: any rank's signal
-            // reaches every rank with no extra collective.
-            let spare = model.parameters.gradsWithSpare
-            spare[spare.count - 1] = localStopRequest ? 1 : 0
-            let t0 = now()
-            try communicator.allReduce(spare, op: .sum)
-            let dt = now() - t0
-            gradientAllReduceSeconds += dt
-            if recordAllReduceTimes {
-                allReduceTimes.append(dt)
-                // Bench only: a bare all-reduce of the same bytes, in the same cache state, on the
-                // inner communicator (MPI_Allreduce under MPI), interleaved with training.
-                let n = model.parameters.count + 1
-                if bareScratch.count != n { bareScratch = [Float](repeating: 0, count: n) }
-                bareScratch.withUnsafeMutableBufferPointer { $0.update(from: spare) }
-                try communicator.inner.barrier()
-                let tb = now()
-                try bareScratch.withUnsafeMutableBufferPointer { try communicator.inner.allReduce($0, op: .sum) }
-                bareAllReduceTimes.append(now() - tb)
-            }
+        if config.train.exact {
+            total = try reduceExactly(slots: slots, totalChunks: totalChunks, extras: &extras)
+        } else if worldSize > 1 {
+            try reduceGradients()
+        } else {
+            stopAgreed = localStopRequest
         }
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
         let t0 = now()
-        stopAgreed = worldSize > 1 ? model.parameters.gradsWithSpare.last! > 0 : localStopRequest
         optimizer.step(rate: Float(schedule.rate(at: step)))
         phaseSeconds.optimizer += now() - t0
         return total
+    }
+
+    /// Exact mode: chunk slots summed in integers over chunks and ranks (ExactGradientReducer);
+    /// the step's loss (ExactSum words), correct and sample counts ride along, so every rank
+    /// learns the global sums. Returns them on rank 0 and zeros elsewhere.
+    func reduceExactly(slots: Int, totalChunks: Int, extras: inout [Int64]) throws -> LossResult {
+        let w = ExactSum.width
+        let t0 = now()
+        let outcome = try exactReducer.reduce(slotCount: slots, totalChunks: totalChunks, stop: localStopRequest,
+                                              extras: &extras, communicator: communicator)
+        gradientAllReduceSeconds += now() - t0
+        stopAgreed = outcome.stop
+        let lossSum = outcome.nonFinite ? .nan : extras.withUnsafeBufferPointer { ExactSum.value($0.baseAddress!) }
+        guard lossSum.isFinite else {
+            throw TrainingDiverged(message: "training diverged: the loss or a gradient is not finite at step \(step) (epoch \(step / sampler.stepsPerEpoch + 1)); lower optimizer.lr, add schedule.warmup_epochs or set optimizer.clip_norm")
+        }
+        return rank == 0 ? LossResult(lossSum: lossSum, correct: Int(extras[w]), count: Int(extras[w + 1]))
+                         : LossResult(lossSum: 0, correct: 0, count: 0)
+    }
+
+    /// The fast path's gradient all-reduce: one float sum over ranks (order-dependent bits).
+    func reduceGradients() throws {
+        if recordAllReduceTimes {
+            // Bench only: separate waiting for the slowest rank from the all-reduce itself.
+            let tb = now()
+            try communicator.inner.barrier()
+            skewWaitSeconds += now() - tb
+        }
+        // The stop flag rides in the spare float after the gradients: any rank's signal
+        // reaches every rank with no extra collective.
+        let spare = model.parameters.gradsWithSpare
+        spare[spare.count - 1] = localStopRequest ? 1 : 0
+        let t0 = now()
+        try communicator.allReduce(spare, op: .sum)
+        let dt = now() - t0
+        gradientAllReduceSeconds += dt
+        if recordAllReduceTimes {
+            allReduceTimes.append(dt)
+            // Bench only: a bare all-reduce of the same bytes, in the same cache state, on the
+            // inner communicator (MPI_Allreduce under MPI), interleaved with training.
+            let n = model.parameters.count + 1
+            if bareScratch.count != n { bareScratch = [Float](repeating: 0, count: n) }
+            bareScratch.withUnsafeMutableBufferPointer { $0.update(from: spare) }
+            try communicator.inner.barrier()
+            let tb = now()
+            try bareScratch.withUnsafeMutableBufferPointer { try communicator.inner.allReduce($0, op: .sum) }
+            bareAllReduceTimes.append(now() - tb)
+        }
+        stopAgreed = spare.last! > 0
     }
 
     /// Copies samples of `ds` into the batch tensor and their labels into `labels`, augmented
@@ -381,19 +462,30 @@ public final class Trainer {
     public func evaluate() throws -> EvaluationResult {
         return try withEvaluationBuffers {
             let test = data.test
-            let mine = GlobalBatchSampler.shard(total: test.count, rank: rank, worldSize: worldSize)
+            // Exact mode: ranks hold whole chunks and evaluate chunk by chunk, and sums are exact,
+            // so the results have the same bits for any number of ranks and any eval_batch.
+            let chunk = chunkSize
+            let mine = GlobalBatchSampler.shard(total: test.count, chunk: chunk, rank: rank, worldSize: worldSize)
+            let evalBatch = chunk.map { max($0, config.data.evalBatch / $0 * $0) } ?? config.data.evalBatch
+            let chunking = chunk.map { Chunking(size: $0) } ?? .whole
             let classes = config.data.classes
             let bins = 15
             // [loss, correct, count, perClassCorrect (K), perClassCount (K), bin count, bin confidence, bin correct (3·bins)]
-            var sums = [Double](repeating: 0, count: 3 + 2 * classes + 3 * bins)
+            var accumulated = MetricSums(count: 3 + 2 * classes + 3 * bins, exact: config.train.exact)
             var start = mine.lowerBound
             while start < mine.upperBound {
-                let end = min(start + config.data.evalBatch, mine.upperBound)
+                let end = min(start + evalBatch, mine.upperBound)
                 let indices = Array(start..<end)
                 let x = assemble(indices, from: data.test, epoch: 0, augment: nil)
-                let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices))
+                let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices,
+                                                                          chunking: chunking))
                 let (r, _) = labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: 1) }
-                sums[0] += r.lossSum; sums[1] += Double(r.correct); sums[2] += Double(r.count)
+                if accumulated.exact {
+                    for l in loss.sampleLosses { accumulated.add(0, l) }
+                } else {
+                    accumulated.add(0, r.lossSum)
+                }
+                accumulated.add(1, Double(r.correct)); accumulated.add(2, Double(r.count))
                 let probs = loss.probabilities!
                 for i in 0..<indices.count {
                     let row = probs.data + i * classes
@@ -401,17 +493,17 @@ public final class Trainer {
                     for j in 1..<classes where row[j] > row[best] { best = j }
                     let label = Int(labels[i])
                     let hit = best == label ? 1.0 : 0.0
-                    sums[3 + label] += hit
-                    sums[3 + classes + label] += 1
+                    accumulated.add(3 + label, hit)
+                    accumulated.add(3 + classes + label, 1)
                     let confidence = Double(row[best])
                     let bin = min(Int(confidence * Double(bins)), bins - 1)
-                    sums[3 + 2 * classes + 3 * bin] += 1
-                    sums[3 + 2 * classes + 3 * bin + 1] += confidence
-                    sums[3 + 2 * classes + 3 * bin + 2] += hit
+                    accumulated.add(3 + 2 * classes + 3 * bin, 1)
+                    accumulated.add(3 + 2 * classes + 3 * bin + 1, confidence)
+                    accumulated.add(3 + 2 * classes + 3 * bin + 2, hit)
                 }
                 start = end
             }
-            try communicator.allReduce(&sums)
+            let sums = try accumulated.global(communicator)
             let n = max(sums[2], 1)
             var ece = 0.0, confidenceSum = 0.0
             for b in 0..<bins {
