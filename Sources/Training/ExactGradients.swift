@@ -8,9 +8,7 @@
 //    them: integer sums are exact, so the order of chunks and ranks no longer matters.
 // 3. One Int64 all-reduce (sum) adds the ranks' sums, with the step's metric words riding along;
 //    each rank decodes the same integers into the same float gradients.
-// Error: each chunk value is rounded once to a multiple of 2^-s, and 2^-s ≤ 2^(h+1-62)·max with
-// h = ⌈log2 chunks⌉, so each element of the sum is within chunks·2^(h-62)·max of the exact sum of
-// the chunk values, then rounded to float (half an ulp): far below float32's own precision.
+// Error bound: see FixedPoint (TensorCore/ExactSum.swift).
 import Collectives
 import NN
 import TensorCore
@@ -19,6 +17,8 @@ final class ExactGradientReducer {
     let arena: Arena
     private var maxima: [Float]
     private var sums: [Int64]
+    /// Elements per tile of the slot sum: 32 KiB of Int64, within L1/L2.
+    static let tile = 4096
 
     init(arena: Arena) {
         self.arena = arena
@@ -78,9 +78,15 @@ final class ExactGradientReducer {
         let exponents = entries.indices.map { FixedPoint.scaleExponent(maximum: maxima[$0], terms: totalChunks) }
         sums.withUnsafeMutableBufferPointer { acc in
             for (t, p) in entries.enumerated() {
-                for j in 0..<slotCount {
-                    FixedPoint.accumulate(arena.slot(j).baseAddress! + p.offset, p.count, exponent: exponents[t],
-                                          into: acc.baseAddress! + p.offset)
+                // Tiles of the tensor, every slot per tile, so the Int64 tile stays in cache.
+                var lo = 0
+                while lo < p.count {
+                    let len = min(Self.tile, p.count - lo)
+                    for j in 0..<slotCount {
+                        FixedPoint.accumulate(arena.slot(j).baseAddress! + p.offset + lo, len, exponent: exponents[t],
+                                              into: acc.baseAddress! + p.offset + lo)
+                    }
+                    lo += len
                 }
             }
             for (i, e) in extras.enumerated() { acc[n + i] = e }

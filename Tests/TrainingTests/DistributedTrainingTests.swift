@@ -8,7 +8,7 @@ import XCTest
 final class DistributedTrainingTests: XCTestCase {
     /// Trains `steps` steps on `ranks` thread ranks; returns rank 0's parameters and buffers.
     func train(ranks: Int, bn: String, data: TrainingData, overrides: [String] = []) throws -> (params: [Float], buffers: [Float], replicasEqual: Bool) {
-        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml", overrides: ["bn.mode=\(bn)"] + overrides)
+        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml", overrides: ["bn.mode=\(bn)", "train.exact=false"] + overrides)
         let results = try ThreadCommunicator.run(size: ranks) { comm -> ([Float], [Float]) in
             let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
             try trainer.run()
@@ -25,6 +25,8 @@ final class DistributedTrainingTests: XCTestCase {
         return maxDiff / maxAbs
     }
 
+    /// The fast path (train.exact: false): the same model up to float summation order. Exact mode's
+    /// bitwise version of these tests is in ExactModeTests.
     func testSyncBatchNormTrainingIsWorldSizeInvariant() throws {
         let data = makeData()
         let one = try train(ranks: 1, bn: "sync", data: data)
@@ -32,9 +34,13 @@ final class DistributedTrainingTests: XCTestCase {
             let many = try train(ranks: ranks, bn: "sync", data: data)
             XCTAssertTrue(many.replicasEqual, "replicas differ at \(ranks) ranks")
             let d = relativeDifference(one.params, many.params)
-            // Only float summation order differs: ~1e-7 per step, well inside 1e-5 after 8 steps.
-            XCTAssertLessThan(d, 1e-5, "parameters at \(ranks) ranks differ from 1 rank by \(d)")
-            XCTAssertLessThan(relativeDifference(one.buffers, many.buffers), 1e-5, "running statistics at \(ranks) ranks")
+            // Only float summation order differs (GEMMs over other batch sizes, sums in another
+            // order): a few float ulps (6e-8 relative) per step, which 8 steps of SGD with
+            // momentum grow to ~1e-6 at most (measured with the Haswell and SkylakeX kernels);
+            // 1e-4 leaves a 100× margin while a real error (a sample lost or counted twice, a
+            // wrong normaliser) moves parameters by 1e-2 or more.
+            XCTAssertLessThan(d, 1e-4, "parameters at \(ranks) ranks differ from 1 rank by \(d)")
+            XCTAssertLessThan(relativeDifference(one.buffers, many.buffers), 1e-4, "running statistics at \(ranks) ranks")
         }
     }
 
@@ -54,12 +60,13 @@ final class DistributedTrainingTests: XCTestCase {
         let data = makeData()
         let base = try train(ranks: 1, bn: "sync", data: data, overrides: ["train.accumulate_steps=2"])
         let uneven = try train(ranks: 5, bn: "sync", data: data, overrides: ["train.accumulate_steps=2"])
-        XCTAssertLessThan(relativeDifference(base.params, uneven.params), 1e-5)
+        // Same margin as above: summation order only.
+        XCTAssertLessThan(relativeDifference(base.params, uneven.params), 1e-4)
     }
 
     func testDistributedEvaluationCountsEverySampleOnce() throws {
         let data = makeData(testCount: 61)   // 61 does not divide by 2, 3 or 4
-        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml", overrides: ["data.eval_batch=7"])
+        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml", overrides: ["data.eval_batch=7", "train.exact=false"])
         let single = try Trainer(config: config, communicator: SingleProcessCommunicator(), data: data,
                                  console: Console(isEnabled: false)).evaluate()
         XCTAssertEqual(single.count, 61)
@@ -70,6 +77,8 @@ final class DistributedTrainingTests: XCTestCase {
             for r in results {
                 XCTAssertEqual(r.count, 61)
                 XCTAssertEqual(r.perClassCount.reduce(0, +), 61)
+                // Counts are exact; the mean loss of logits from GEMMs of other sizes differs by a
+                // few float ulps per sample (~1e-7 relative on a loss near 1.4).
                 XCTAssertEqual(r.accuracy, single.accuracy, accuracy: 1e-12)
                 XCTAssertEqual(r.loss, single.loss, accuracy: 1e-5)
             }
@@ -123,7 +132,8 @@ final class LocalBatchNormEvaluationTests: XCTestCase {
         let data = makeData()
         for stats in ["average", "rank0"] {
             let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml",
-                                                  overrides: ["bn.mode=local", "bn.local_eval_stats=\(stats)"])
+                                                  overrides: ["bn.mode=local", "bn.local_eval_stats=\(stats)",
+                                                              "train.exact=true", "train.chunk=4"])
             let results = try ThreadCommunicator.run(size: 2) { comm -> (params: [Float], buffers: [Float], after: [Float], eval: EvaluationResult, spread: Double) in
                 let t = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
                 for s in 0..<8 { _ = try t.trainStep(epoch: 0, stepInEpoch: s, order: t.sampler.permutation(epoch: 0)); t.setStep(s + 1) }
@@ -143,7 +153,9 @@ final class LocalBatchNormEvaluationTests: XCTestCase {
             _ = results[0].params.withUnsafeBufferPointer { single.model.parameters.flatValues.update(fromContentsOf: $0) }
             _ = expected.withUnsafeBufferPointer { single.model.buffers.flatValues.update(fromContentsOf: $0) }
             let reference = try single.evaluate()
-            XCTAssertEqual(results[0].eval.loss, reference.loss, accuracy: 1e-9, stats)
+            // Exact mode: evaluation has the same bits however the test set is split, so the
+            // comparison needs no tolerance (on the fast path GEMMs of other sizes round differently).
+            XCTAssertEqual(results[0].eval.loss.bitPattern, reference.loss.bitPattern, stats)
             XCTAssertEqual(results[1].eval.accuracy, reference.accuracy, stats)
         }
     }

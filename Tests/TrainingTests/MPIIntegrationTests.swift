@@ -1,37 +1,57 @@
 // End-to-end runs of the lockstep binary under mpirun.
 import Foundation
+import Training
 import XCTest
 
 final class MPIIntegrationTests: XCTestCase {
     let tests = CLI()
     var lockstep: String { tests.lockstep }
 
-    func testWorldSizeInvarianceUnderMPI() throws {
+    /// Every tensor of a run's step-50 checkpoint (parameters, buffers, optimizer state) as bits.
+    func checkpointBits(_ runDir: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: [UInt32]] {
+        let f = try SafeTensorsFile.read(path: runDir + "/ckpt-step00000050.safetensors")
+        var out: [String: [UInt32]] = [:]
+        for e in f.entries { out[e.name] = f.values(e).map(\.bitPattern) }
+        return out
+    }
+
+    func testExactModeHasTheSameBitsUnderMPIAndWithTwoBLASThreads() throws {
         try tests.requireMPI()
         let dir = try writeIDXDirectory()
         let config = try tests.writeConfig(smallCNNConfig(dataPath: dir))
-        let single = try tests.run([lockstep, "train", "--config", config, "--dump-parameters"])
+        let runs = NSTemporaryDirectory() + "lockstep-mpi-exact-\(UUID().uuidString)"
+        // Sync BN, dropout, flips, crops, accumulation and clipping, in chunks of 4 samples.
+        let args = ["train", "--config", config] + ["train.exact=true", "train.chunk=4", "train.max_steps=50", "train.epochs=5",
+                                                    "train.accumulate_steps=2", "optimizer.clip_norm=0.5"].flatMap { ["--set", $0] }
+        let single = try tests.run([lockstep] + args + ["--set", "output.dir=\(runs)/one"])
         XCTAssertEqual(single.status, 0, single.output)
-        let reference = tests.parameters(single.output)
-        XCTAssertFalse(reference.isEmpty, single.output)
-        for (ranks, tcp) in [(2, false), (4, false), (2, true)] {
-            let r = try tests.mpirun(ranks, ["train", "--config", config, "--dump-parameters"], tcp: tcp)
-            XCTAssertEqual(r.status, 0, r.output)
-            let p = tests.parameters(r.output)
-            XCTAssertEqual(p.count, reference.count, r.output)
-            guard p.count == reference.count else { continue }
-            let maxAbs = reference.map(abs).max()!
-            let diff = zip(p, reference).map { abs($0 - $1) }.max()!
-            XCTAssertLessThan(diff / maxAbs, 1e-5, "\(ranks) ranks (tcp \(tcp)) differ from 1 rank by \(diff / maxAbs)")
+        let reference = try checkpointBits("\(runs)/one")
+        XCTAssertGreaterThan(reference.count, 10, "parameters, buffers and optimizer state")
+        func assertSame(_ name: String, _ run: CLI.Run) throws {
+            XCTAssertEqual(run.status, 0, run.output)
+            guard run.status == 0 else { return }
+            let got = try checkpointBits("\(runs)/\(name)")
+            XCTAssertEqual(Set(got.keys), Set(reference.keys), name)
+            for (key, bits) in reference where got[key] != bits {
+                XCTFail("\(name): \(key) differs from the one-process run")
+            }
         }
-        // Local BN at 2 ranks differs measurably.
-        let local = try tests.mpirun(2, ["train", "--config", config, "--dump-parameters", "--bn", "local"])
+        // One rank with two BLAS threads: exact mode pins one, so the bits cannot change.
+        try assertSame("threads2", try tests.run([lockstep] + args + ["--set", "output.dir=\(runs)/threads2"],
+                                                 environment: ["OPENBLAS_NUM_THREADS": "2"]))
+        for (ranks, tcp) in [(2, false), (4, false), (2, true)] {
+            let name = "np\(ranks)\(tcp ? "-tcp" : "")"
+            try assertSame(name, try tests.mpirun(ranks, args + ["--set", "output.dir=\(runs)/\(name)"], tcp: tcp))
+        }
+        // Local BN at 2 ranks differs measurably (so the comparison above can fail).
+        let local = try tests.mpirun(2, args + ["--bn", "local", "--set", "output.dir=\(runs)/local"])
         XCTAssertEqual(local.status, 0, local.output)
-        let lp = tests.parameters(local.output)
-        XCTAssertEqual(lp.count, reference.count)
-        if lp.count == reference.count {
-            let diff = zip(lp, reference).map { abs($0 - $1) }.max()!
-            XCTAssertGreaterThan(diff / reference.map(abs).max()!, 1e-3)
+        if local.status == 0 {
+            let lp = try checkpointBits("\(runs)/local")
+            let key = "conv1.weight"
+            let a = reference[key]!.map(Float.init(bitPattern:)), b = lp[key]!.map(Float.init(bitPattern:))
+            let diff = zip(a, b).map { abs($0 - $1) }.max()!
+            XCTAssertGreaterThan(diff / a.map(abs).max()!, 1e-3)
         }
     }
 

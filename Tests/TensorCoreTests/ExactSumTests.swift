@@ -1,0 +1,115 @@
+// ExactSum and FixedPoint: sums whose bits do not depend on the order or grouping of terms.
+import TensorCore
+import XCTest
+
+final class ExactSumTests: XCTestCase {
+    /// Adds `values` into a fresh accumulator of `count` sums (all into sum 0 here).
+    func words(_ values: [Double]) -> [Int64] {
+        var acc = [Int64](repeating: 0, count: ExactSum.width)
+        acc.withUnsafeMutableBufferPointer { a in for v in values { ExactSum.add(v, into: a.baseAddress!) } }
+        return acc
+    }
+
+    func value(_ words: [Int64]) -> Double { words.withUnsafeBufferPointer { ExactSum.value($0.baseAddress!) } }
+
+    /// Terms spanning 20 decades with both signs, so float sums of them depend on the order.
+    func wideTerms(_ n: Int, seed: UInt64) -> [Double] {
+        let s = Philox(seed: seed).stream(.test, 1, 0)
+        return (0..<n).map { i in
+            let magnitude = pow(10, Double(s.uniform(2 * i)) * 20 - 10)
+            return (s.uniform(2 * i + 1) < 0.5 ? -1 : 1) * magnitude
+        }
+    }
+
+    func testAnyOrderAndAnyGroupingGiveTheSameWords() {
+        let terms = wideTerms(2000, seed: 1)
+        let reference = words(terms)
+        XCTAssertEqual(words(terms.reversed()), reference)
+        XCTAssertEqual(words(terms.sorted { abs($0) < abs($1) }), reference)
+        // Split into uneven groups ("ranks"), summed separately, then combined word by word as an
+        // integer all-reduce does.
+        for cuts in [[1, 7, 1500], [999], [3, 4, 5, 6, 1999]] {
+            var combined = [Int64](repeating: 0, count: ExactSum.width)
+            var start = 0
+            for end in cuts + [terms.count] {
+                let part = words(Array(terms[start..<end]))
+                for i in combined.indices { combined[i] += part[i] }
+                start = end
+            }
+            XCTAssertEqual(value(combined).bitPattern, value(reference).bitPattern, "grouping \(cuts)")
+        }
+        // The float sum itself does depend on the order here (so the test means something).
+        XCTAssertNotEqual(terms.reduce(0, +), terms.reversed().reduce(0, +))
+    }
+
+    func testTheSumIsExactForTermsOnItsGrid() {
+        // Multiples of 2^-40 below 2^40 are represented exactly (the grid is 2^-64), so the result
+        // must be the exact sum, computed here in integers, rounded once to Double.
+        let s = Philox(seed: 5).stream(.test, 2, 0)
+        var exact: Int64 = 0   // in units of 2^-40
+        var terms: [Double] = []
+        for i in 0..<500 {
+            let units = (Int64(s.word(i)) << 7) - (1 << 39)   // |units| < 2^39
+            exact += units
+            terms.append(Double(units) * 0x1p-40)
+        }
+        terms += [1e-30, -1e-30, 0x1p60, -0x1p60]   // cancelling pairs far apart in magnitude
+        XCTAssertEqual(value(words(terms)), Double(exact) * 0x1p-40)
+    }
+
+    func testRoundingErrorIsWithinTheStatedBound() {
+        // Each term is rounded once to a multiple of 2^-64: |error| ≤ n·2^-65 before reading back,
+        // plus half an ulp of the result when read back as a Double.
+        let terms = (0..<100).map { Double($0) * 1.000_000_000_1e-19 + 3e-21 }
+        let got = value(words(terms))
+        var reference = 0.0   // terms and partial sums are small and positive: Double is ample
+        for t in terms { reference += t }
+        XCTAssertLessThanOrEqual(abs(got - reference), Double(terms.count) * 0x1p-65 + reference.ulp)
+    }
+
+    func testNonFiniteOrHugeTermsMakeTheSumNaN() {
+        XCTAssertTrue(value(words([1, .infinity])).isNaN)
+        XCTAssertTrue(value(words([.nan, 2])).isNaN)
+        XCTAssertTrue(value(words([0x1p95])).isNaN, "beyond the representable range")
+        XCTAssertEqual(value(words([0x1p93, -0x1p93, 1])), 1)
+    }
+}
+
+final class FixedPointTests: XCTestCase {
+    func testScaleLeavesRoomForEveryTerm() {
+        for (maximum, terms) in [(Float(1), 1), (3.5, 8), (1e-30, 1000), (6e30, 3)] {
+            let s = FixedPoint.scaleExponent(maximum: maximum, terms: terms)
+            let scaled = Double(maximum) * pow(2, Double(s)) * Double(terms)
+            XCTAssertLessThan(scaled, 0x1p51, "max \(maximum), \(terms) terms: sums must stay below 2^51")
+            XCTAssertGreaterThanOrEqual(scaled, 0x1p47, "and the scale should not waste bits")
+        }
+    }
+
+    func testChunkSumsAreOrderFreeAndWithinTheBound() {
+        // 6 "chunks" of 1,000 floats each, with a wide range of magnitudes.
+        let s = Philox(seed: 9).stream(.test, 3, 0)
+        let chunks = (0..<6).map { c in (0..<1000).map { i in (s.uniform(c * 1000 + i) - 0.5) * pow(10, Float(i % 7) - 3) } }
+        let maximum = chunks.joined().map(abs).max()!
+        let e = FixedPoint.scaleExponent(maximum: maximum, terms: chunks.count)
+        func sum(_ order: [Int]) -> [Float] {
+            var acc = [Int64](repeating: 0, count: 1000)
+            for c in order {
+                chunks[c].withUnsafeBufferPointer { x in
+                    acc.withUnsafeMutableBufferPointer { FixedPoint.accumulate(x.baseAddress!, 1000, exponent: e, into: $0.baseAddress!) }
+                }
+            }
+            var out = [Float](repeating: 0, count: 1000)
+            acc.withUnsafeBufferPointer { a in out.withUnsafeMutableBufferPointer { FixedPoint.decode(a.baseAddress!, 1000, exponent: e, into: $0.baseAddress!) } }
+            return out
+        }
+        let forward = sum([0, 1, 2, 3, 4, 5])
+        XCTAssertEqual(forward.map(\.bitPattern), sum([5, 3, 1, 0, 2, 4]).map(\.bitPattern))
+        // Bound (ExactSum.swift): C·2^(h−50)·max for the fixed-point sum, with C = 6 chunks and
+        // h = ⌈log2 6⌉ = 3, plus half an ulp of float for the final rounding.
+        let bound = 6 * pow(2, 3 - 50) * Double(maximum)
+        for i in 0..<1000 {
+            let exact = chunks.reduce(0.0) { $0 + Double($1[i]) }   // 6 terms in Double: exact enough (error ~1e-16·max)
+            XCTAssertLessThanOrEqual(abs(Double(forward[i]) - exact), bound + Double(Float(exact).ulp) / 2 + 1e-15 * Double(maximum), "element \(i)")
+        }
+    }
+}
