@@ -11,6 +11,8 @@ public struct BenchmarkResult {
     public var forwardSeconds: [Double]  // per step
     public var backwardSeconds: [Double] // per step
     public var gradientAllReduceSeconds: Double
+    /// Exact mode's arithmetic around the gradient all-reduce (maxima, quantising, decoding), per step.
+    public var exactSumSeconds: Double
     public var collectiveSeconds: Double // every collective, SyncBN's included, per step
     public var stepSeconds: Double
     public var dataSeconds: Double, lossSeconds: Double, optimizerSeconds: Double   // per step
@@ -50,6 +52,7 @@ extension Trainer {
         communicator.reset()
         let gradBefore = gradientAllReduceSeconds
         phaseSeconds = (0, 0, 0)
+        exactSumSeconds = 0
         let t0 = now()
         for _ in 0..<steps { try oneStep() }
         let elapsed = now() - t0
@@ -68,6 +71,7 @@ extension Trainer {
                                forwardSeconds: timing.forward.map { $0 * per },
                                backwardSeconds: timing.backward.map { $0 * per },
                                gradientAllReduceSeconds: gradientSeconds * per,
+                               exactSumSeconds: exactSumSeconds * per,
                                collectiveSeconds: collectives * per,
                                stepSeconds: elapsed * per,
                                dataSeconds: phaseSeconds.data * per, lossSeconds: phaseSeconds.loss * per,

@@ -96,6 +96,8 @@ public final class Trainer {
     lazy var exactReducer = ExactGradientReducer(arena: model.parameters)
     /// Seconds spent in the gradient all-reduce since the last reset.
     public private(set) var gradientAllReduceSeconds = 0.0
+    /// Exact mode: seconds spent finding scales, quantising chunk slots and decoding the sums.
+    public var exactSumSeconds = 0.0
     let startTime = now()
     /// Fault injection for tests of the failure path: LOCKSTEP_FAULT_RANK=r LOCKSTEP_FAULT_STEP=s
     /// makes rank r throw at step s.
@@ -396,10 +398,13 @@ public final class Trainer {
     /// learns the global sums. Returns them on rank 0 and zeros elsewhere.
     func reduceExactly(slots: Int, totalChunks: Int, extras: inout [Int64]) throws -> LossResult {
         let w = ExactSum.width
-        let t0 = now()
+        let t0 = now(), c0 = communicator.seconds
         let outcome = try exactReducer.reduce(slotCount: slots, totalChunks: totalChunks, stop: localStopRequest,
                                               extras: &extras, communicator: communicator)
-        gradientAllReduceSeconds += now() - t0
+        // Its two collectives count as the gradient all-reduce; the rest is arithmetic.
+        let collective = communicator.seconds - c0
+        gradientAllReduceSeconds += collective
+        exactSumSeconds += now() - t0 - collective
         stopAgreed = outcome.stop
         let lossSum = outcome.nonFinite ? .nan : extras.withUnsafeBufferPointer { ExactSum.value($0.baseAddress!) }
         guard lossSum.isFinite else {

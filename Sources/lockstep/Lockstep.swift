@@ -242,7 +242,7 @@ struct Bench: ParsableCommand {
             let trainer = try Trainer(config: config, communicator: comm, data: data)
             let r = try trainer.benchmark(steps: steps, warmup: warmup, runs: runs)
             guard comm.rank == 0 else { return }
-            print("bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), bn \(config.bn.mode.rawValue)")
+            print("bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), bn \(config.bn.mode.rawValue), " + (config.train.exact ? "exact mode (chunks of \(config.train.chunk))" : "fast path (train.exact: false)"))
             print("OpenBLAS: \(blasConfiguration())")
             print(String(format: "samples/s: median %.1f  (runs: %@)", r.median, r.runs.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
             print(String(format: "per step (profiled run): %.2f ms; gradient all-reduce %.3f ms; all collectives %.3f ms (SyncBN and others %.3f ms)",
@@ -261,10 +261,11 @@ struct Bench: ParsableCommand {
                 print(name + String(format: " %11.3f %12.3f %6.1f%%", 1000 * r.forwardSeconds[i], 1000 * r.backwardSeconds[i], 100 * share))
             }
             for (name, t) in [("data (batch + augmentation)", r.dataSeconds), ("loss", r.lossSeconds),
-                              ("optimizer (+ zeroing grads)", r.optimizerSeconds), ("gradient all-reduce", r.gradientAllReduceSeconds)] {
+                              ("optimizer (+ zeroing grads)", r.optimizerSeconds), ("gradient all-reduce", r.gradientAllReduceSeconds),
+                              ("exact sums (scales, quantise)", r.exactSumSeconds)] {
                 print(name.padding(toLength: 33, withPad: " ", startingAt: 0) + String(format: " %11.3f ms      %6.1f%%", 1000 * t, 100 * t / r.stepSeconds))
             }
-            let other = r.stepSeconds - layerTotal - r.dataSeconds - r.lossSeconds - r.optimizerSeconds - r.gradientAllReduceSeconds
+            let other = r.stepSeconds - layerTotal - r.dataSeconds - r.lossSeconds - r.optimizerSeconds - r.gradientAllReduceSeconds - r.exactSumSeconds
             print("other".padding(toLength: 33, withPad: " ", startingAt: 0) + String(format: " %11.3f ms      %6.1f%%", 1000 * other, 100 * other / r.stepSeconds))
         }
     }
