@@ -29,26 +29,24 @@ public enum ExactSum {
     public static let limit = 0x1p94
 
     /// Adds `v` into the `width` words at `acc`.
-    @inline(__always)
+    @inline(never)
     public static func add(_ v: Double, into acc: UnsafeMutablePointer<Int64>) {
         guard v.isFinite, abs(v) < limit else { acc[limbs] += 1; return }
         // r = |v|·2^64 rounded to an integer: exact scaling by a power of two, then one rounding
         // (half to even, which is symmetric, so −v adds exactly the negated digits of v).
-        var r = (abs(v) * 0x1p64).rounded(.toNearestOrEven)
+        let r = (abs(v) * 0x1p64).rounded(.toNearestOrEven)
+        guard r != 0 else { return }
+        // r = significand·2^k with a 53-bit integer significand; shift it into place with integer
+        // arithmetic (no divisions) and split it into 32-bit digits.
+        var significand = r.significandBitPattern | (1 << 52)
+        var k = Int(r.exponent) - 52
+        if k < 0 { significand >>= UInt64(-k); k = 0 }   // r is an integer: the bits shifted out are 0
+        let q = k >> 5, b = k & 31
+        let (high, low) = significand.multipliedFullWidth(by: UInt64(1) << UInt64(b))   // < 2^85
         let sign: Int64 = v < 0 ? -1 : 1
-        // Peel digits from the top: d = ⌊r / 2^32i⌋; since 0 ≤ r − d·2^32i < 2^32i keeps a subset
-        // of r's bits, the subtraction is exact.
-        var i = limbs - 1
-        while i > 0 {
-            let unit = Double(sign: .plus, exponent: 32 * i, significand: 1)
-            let d = (r / unit).rounded(.down)
-            if d != 0 {
-                acc[i] += sign * Int64(d)
-                r -= d * unit
-            }
-            i -= 1
-        }
-        acc[0] += sign * Int64(r)
+        acc[q] += sign * Int64(low & 0xFFFF_FFFF)
+        acc[q + 1] += sign * Int64(low >> 32)
+        if high != 0 { acc[q + 2] += sign * Int64(high) }
     }
 
     /// The sum held in `width` words, as a Double (NaN when any input was non-finite).
