@@ -32,8 +32,9 @@ let package = Package(
                 dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives",
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: release),
+        .target(name: "Launch", dependencies: ["Training", "MPICollectives", "Collectives", "TensorCore"], swiftSettings: release),
         .executableTarget(name: "lockstep",
-                          dependencies: ["Training", "MPICollectives",
+                          dependencies: ["Training", "Launch", "MPICollectives",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: release),
 
@@ -43,7 +44,7 @@ let package = Package(
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "MPICollectives", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Launch", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

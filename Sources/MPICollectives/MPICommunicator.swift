@@ -11,8 +11,7 @@ public final class MPICommunicator: Communicator {
 
     /// True when this process was started by mpirun/mpiexec or srun (OpenMPI or PMI variables).
     public static var launchedByMPI: Bool {
-        let env = ProcessInfo.processInfo.environment
-        return ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"].contains { env[$0] != nil }
+        LaunchEnvironment.startedByLauncher
     }
 
     /// Initialises MPI (once per process; MPI cannot be re-initialised after finalize).

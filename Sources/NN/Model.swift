@@ -13,11 +13,12 @@ public final class Model {
     /// When set, forward and backward add each layer's seconds here (for `lockstep bench`).
     public var timing: LayerTiming?
 
-    public init(layers: [Layer], inputShape: [Int]) {
+    /// `spareGradientFloats` floats follow the gradients in memory (Arena.gradsWithSpare).
+    public init(layers: [Layer], inputShape: [Int], spareGradientFloats: Int = 0) {
         self.layers = layers
         self.inputShape = inputShape
         self.outputShape = layers.last?.outputShape ?? inputShape
-        parameters = Arena(layers.flatMap { $0.parameters }, withGradients: true)
+        parameters = Arena(layers.flatMap { $0.parameters }, withGradients: true, spareGradientFloats: spareGradientFloats)
         buffers = Arena(layers.flatMap { $0.buffers }, withGradients: false)
     }
 
@@ -84,10 +85,4 @@ public final class LayerTiming {
         forward = Array(repeating: 0, count: layers)
         backward = Array(repeating: 0, count: layers)
     }
-}
-
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

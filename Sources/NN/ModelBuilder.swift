@@ -60,7 +60,7 @@ public struct ModelBuilder {
     /// Builds layers named `<kind><k>` (conv1, batchnorm1, dense2, ...). The default initialiser
     /// of a dense or conv layer is He normal when a ReLU-family activation follows it (or nothing
     /// does) and Xavier normal before sigmoid or tanh.
-    public func build(_ specs: [LayerSpec], inputShape: [Int]) throws -> Model {
+    public func build(_ specs: [LayerSpec], inputShape: [Int], spareGradientFloats: Int = 0) throws -> Model {
         var layers: [Layer] = []
         var shape = inputShape
         var counters: [String: Int] = [:]
@@ -110,7 +110,7 @@ public struct ModelBuilder {
             layers.append(layer)
             shape = layer.outputShape
         }
-        return Model(layers: layers, inputShape: inputShape)
+        return Model(layers: layers, inputShape: inputShape, spareGradientFloats: spareGradientFloats)
     }
 
     static func defaultInitializer(after rest: ArraySlice<LayerSpec>) -> Initializer {

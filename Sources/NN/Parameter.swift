@@ -64,7 +64,12 @@ public final class Arena {
     public let values: UnsafeMutableBufferPointer<Float>
     public let grads: UnsafeMutableBufferPointer<Float>?
 
-    public init(_ entries: [Parameter], withGradients: Bool) {
+    /// Floats after the gradients that travel with them (`gradsWithSpare`): what the owner puts
+    /// there is its own business (the trainer's fast path sends its stop flag in one).
+    public let spareCount: Int
+
+    public init(_ entries: [Parameter], withGradients: Bool, spareGradientFloats: Int = 0) {
+        spareCount = spareGradientFloats
         self.entries = entries
         var offset = 0
         for p in entries {
@@ -75,9 +80,7 @@ public final class Arena {
         values = .allocate(capacity: max(count, 1))
         values.initialize(repeating: 0)
         if withGradients {
-            // One spare float after the gradients rides along with their all-reduce (the trainer
-            // uses it for the stop flag, saving a collective per step).
-            let g = UnsafeMutableBufferPointer<Float>.allocate(capacity: count + 1)
+            let g = UnsafeMutableBufferPointer<Float>.allocate(capacity: count + spareGradientFloats)
             g.initialize(repeating: 0)
             grads = g
         } else {
@@ -140,8 +143,8 @@ public final class Arena {
     /// The arena as one buffer of exactly `count` floats.
     public var flatValues: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: values[0..<count]) }
     public var flatGrads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: grads![0..<count]) }
-    /// The gradients plus the spare float after them: what the gradient all-reduce moves.
-    public var gradsWithSpare: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: grads![0..<(count + 1)]) }
+    /// The gradients plus the spare floats after them.
+    public var gradsWithSpare: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: grads![0..<(count + spareCount)]) }
 
     public func zeroGrads() { grads?.update(repeating: 0) }
 

@@ -41,42 +41,75 @@ extension Trainer {
         let samplesPerStep = Double(config.train.globalBatch)
         for _ in 0..<max(runs, 1) {
             try communicator.barrier()
-            let t0 = now()
+            let t0 = monotonicSeconds()
             for _ in 0..<steps { try oneStep() }
             try communicator.barrier()
-            rates.append(Double(steps) * samplesPerStep / (now() - t0))
+            rates.append(Double(steps) * samplesPerStep / (monotonicSeconds() - t0))
         }
-        // A profiled run: per-layer times and communication.
+        // A profiled run: per-layer times, phases and communication.
         let timing = LayerTiming(layers: model.layers.count)
+        let probe = StepProbe()
         model.timing = timing
+        self.probe = probe
         communicator.reset()
         let gradBefore = gradientAllReduceSeconds
-        phaseSeconds = (0, 0, 0)
-        exactSumSeconds = 0
-        let t0 = now()
+        let t0 = monotonicSeconds()
         for _ in 0..<steps { try oneStep() }
-        let elapsed = now() - t0
+        let elapsed = monotonicSeconds() - t0
         model.timing = nil
         let gradientSeconds = gradientAllReduceSeconds - gradBefore
         let collectives = communicator.seconds
-        // A last run for the all-reduce comparison (it adds barriers and bare all-reduces).
-        recordAllReduceTimes = true
-        allReduceTimes = []
-        bareAllReduceTimes = []
-        skewWaitSeconds = 0
-        if worldSize > 1 { for _ in 0..<steps { try oneStep() } }
-        recordAllReduceTimes = false
         let per = 1 / Double(max(steps, 1))
-        return BenchmarkResult(runs: rates, layerNames: model.layers.map { $0.name },
-                               forwardSeconds: timing.forward.map { $0 * per },
-                               backwardSeconds: timing.backward.map { $0 * per },
-                               gradientAllReduceSeconds: gradientSeconds * per,
-                               exactSumSeconds: exactSumSeconds * per,
-                               collectiveSeconds: collectives * per,
-                               stepSeconds: elapsed * per,
-                               dataSeconds: phaseSeconds.data * per, lossSeconds: phaseSeconds.loss * per,
-                               optimizerSeconds: phaseSeconds.optimizer * per,
-                               gradientAllReduceMedian: median(allReduceTimes), bareAllReduceMedian: median(bareAllReduceTimes),
-                               gradientBytes: model.parameters.count * 4, skewWaitSeconds: skewWaitSeconds * per)
+        var result = BenchmarkResult(runs: rates, layerNames: model.layers.map { $0.name },
+                                     forwardSeconds: timing.forward.map { $0 * per },
+                                     backwardSeconds: timing.backward.map { $0 * per },
+                                     gradientAllReduceSeconds: gradientSeconds * per,
+                                     exactSumSeconds: probe.exactSumSeconds * per,
+                                     collectiveSeconds: collectives * per,
+                                     stepSeconds: elapsed * per,
+                                     dataSeconds: probe.dataSeconds * per, lossSeconds: probe.lossSeconds * per,
+                                     optimizerSeconds: probe.optimizerSeconds * per,
+                                     gradientAllReduceMedian: 0, bareAllReduceMedian: 0,
+                                     gradientBytes: model.parameters.count * 4, skewWaitSeconds: 0)
+        // A last run for the all-reduce comparison (it adds barriers and bare all-reduces).
+        probe.reset()
+        probe.comparesAllReduce = true
+        if worldSize > 1 { for _ in 0..<steps { try oneStep() } }
+        self.probe = nil
+        result.gradientAllReduceMedian = median(probe.allReduceTimes)
+        result.bareAllReduceMedian = median(probe.bareAllReduceTimes)
+        result.skewWaitSeconds = probe.skewWaitSeconds * per
+        return result
+    }
+}
+
+extension BenchmarkResult {
+    /// The report `lockstep bench` prints: throughput, communication, and a table of where a
+    /// step's time goes.
+    public func report(header: String) -> String {
+        var lines = [header]
+        lines.append(String(format: "samples/s: median %.1f  (runs: %@)", median, runs.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
+        lines.append(String(format: "per step (profiled run): %.2f ms; gradient all-reduce %.3f ms; all collectives %.3f ms (SyncBN and others %.3f ms)",
+                            1000 * stepSeconds, 1000 * gradientAllReduceSeconds, 1000 * collectiveSeconds,
+                            1000 * (collectiveSeconds - gradientAllReduceSeconds)))
+        if bareAllReduceMedian > 0 {
+            lines.append(String(format: "gradient all-reduce of %.2f MB: median %.3f ms in training, bare all-reduce of the same size %.3f ms (ratio %.2f); waiting for the slowest rank before it %.3f ms/step",
+                                Double(gradientBytes) / 1e6, 1000 * gradientAllReduceMedian, 1000 * bareAllReduceMedian,
+                                gradientAllReduceMedian / max(bareAllReduceMedian, 1e-12), 1000 * skewWaitSeconds))
+        }
+        lines.append("layer                 forward ms  backward ms   share")
+        let layerTotal = forwardSeconds.reduce(0, +) + backwardSeconds.reduce(0, +)
+        for i in 0..<layerNames.count {
+            let share = (forwardSeconds[i] + backwardSeconds[i]) / stepSeconds
+            let name = layerNames[i].padding(toLength: 20, withPad: " ", startingAt: 0)
+            lines.append(name + String(format: " %11.3f %12.3f %6.1f%%", 1000 * forwardSeconds[i], 1000 * backwardSeconds[i], 100 * share))
+        }
+        let other = stepSeconds - layerTotal - dataSeconds - lossSeconds - optimizerSeconds - gradientAllReduceSeconds - exactSumSeconds
+        for (name, t) in [("data (batch + augmentation)", dataSeconds), ("loss", lossSeconds),
+                          ("optimizer (+ zeroing grads)", optimizerSeconds), ("gradient all-reduce", gradientAllReduceSeconds),
+                          ("exact sums (scales, quantise)", exactSumSeconds), ("other", other)] {
+            lines.append(name.padding(toLength: 33, withPad: " ", startingAt: 0) + String(format: " %11.3f ms      %6.1f%%", 1000 * t, 100 * t / stepSeconds))
+        }
+        return lines.joined(separator: "\n")
     }
 }

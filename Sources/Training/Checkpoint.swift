@@ -40,8 +40,9 @@ extension Trainer {
         return String(format: "%016llx", fp.value)
     }
 
-    /// Serialises the full training state. Call on every rank (it is cheap); only rank 0 writes.
-    public func checkpointBytes(epochSums: [Double], metrics: [String: Any]) throws -> [UInt8] {
+    /// Serialises the full training state with `metricsJSON` (the latest metrics record) in its
+    /// metadata. Call on every rank (it is cheap); only rank 0 writes.
+    public func checkpointBytes(epochSums: [Double], metricsJSON: String) throws -> [UInt8] {
         var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
         for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
         for (stateName, buffer) in optimizer.state {
@@ -50,8 +51,6 @@ extension Trainer {
                                 UnsafeBufferPointer(rebasing: buffer[p.offset..<(p.offset + p.count)])))
             }
         }
-        let metricsJSON = (try? JSONSerialization.data(withJSONObject: metrics, options: [.sortedKeys]))
-            .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         let meta: [String: String] = [
             "format": "lockstep",
             "format_version": Checkpointer.formatVersion,
@@ -71,8 +70,9 @@ extension Trainer {
         return try SafeTensorsFile.encode(tensors: tensors, metadata: meta)
     }
 
-    /// Restores from a checkpoint file. Rank 0 reads the file and broadcasts its bytes.
-    /// Returns the epoch sums stored with it.
+    /// Restores from a checkpoint file (rank 0 reads it and broadcasts its bytes): parameters,
+    /// buffers, optimizer state, the step, and the epoch's train sums so far, which the next
+    /// `run` continues from. Returns those sums.
     @discardableResult
     public func restore(from path: String) throws -> [Double] {
         let file = try SafeTensorsFile(bytes: try readOnRootAndBroadcast(path, communicator: communicator), path: path)
@@ -117,9 +117,11 @@ extension Trainer {
         }
         for e in expected { file.copy(present[e.name]!, into: e.target) }
         optimizer.stepCount = meta["optimizer_steps"].flatMap(Int.init) ?? savedStep
-        setStep(savedStep)
-        let sums = (meta["epoch_sums"] ?? "").split(separator: ",").compactMap { Double($0) }
-        return sums.count == 3 ? sums : [0, 0, 0]
+        step = savedStep
+        let stored = (meta["epoch_sums"] ?? "").split(separator: ",").compactMap { Double($0) }
+        let sums = stored.count == 3 ? stored : [0, 0, 0]
+        resumedSums = sums
+        return sums
     }
 }
 

@@ -7,7 +7,6 @@ import NN
 import Optimizers
 
 public struct TrainingConfig {
-    public enum OptimizerKind: String, CaseIterable { case sgd, adam, adamw }
     public enum LocalEvalStats: String, CaseIterable { case average, rank0 }
 
     public struct Data {
@@ -21,23 +20,7 @@ public struct TrainingConfig {
         public var dropLast = false
         public var evalBatch = 1000
     }
-    public struct Optim {
-        public var kind = OptimizerKind.sgd
-        public var learningRate = 0.01
-        public var momentum = 0.0
-        public var nesterov = false
-        public var weightDecay = 0.0
-        public var decayWeightsOnly = false
-        public var beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8
-        public var clipNorm: Double? = nil
-    }
-    public struct Schedule {
-        public var kind = LearningRateSchedule.Kind.constant
-        public var warmupEpochs = 0.0
-        public var stepEpochs = 30.0
-        public var gamma = 0.1
-        public var minRate = 0.0
-    }
+    public typealias OptimizerKind = OptimizerSettings.Kind
     public struct Train {
         public var epochs = 10
         public var maxSteps = 0
@@ -73,8 +56,8 @@ public struct TrainingConfig {
     public var file = "<config>"
     public var data = Data()
     public var model: [LayerSpec] = []
-    public var optimizer = Optim()
-    public var schedule = Schedule()
+    public var optimizer = OptimizerSettings()
+    public var schedule = ScheduleSettings()
     public var train = Train()
     public var bn = BN()
     public var check = Check()

@@ -1,5 +1,7 @@
 // Rank-zero console output: plain lines, and a progress bar when stdout is a terminal.
+import Collectives
 import Foundation
+import TensorCore
 
 public final class Console: @unchecked Sendable {
     public let isEnabled: Bool
@@ -17,7 +19,7 @@ public final class Console: @unchecked Sendable {
         case "1": isTerminal = true
         case "0": isTerminal = false
         default:
-            let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].contains { env[$0] != nil }
+            let launched = LaunchEnvironment.startedByLauncher
             isTerminal = isatty(STDOUT_FILENO) != 0 && !launched
         }
     }
@@ -33,7 +35,7 @@ public final class Console: @unchecked Sendable {
     public func progress(_ done: Int, of total: Int, _ suffix: String) {
         guard isEnabled, isTerminal, total > 0 else { return }
         // At most ten redraws a second, and always the last one.
-        let t = now()
+        let t = monotonicSeconds()
         if done < total && t - lastDraw < 0.1 { return }
         lastDraw = t
         let width = 30
@@ -52,10 +54,4 @@ public final class Console: @unchecked Sendable {
 /// Standard error, one line per message, from any rank.
 public func printError(_ text: String) {
     FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
-}
-
-public func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

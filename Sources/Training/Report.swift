@@ -6,7 +6,7 @@ public struct RunMetrics {
     public var directory: String
     public var label: String
     /// Per-epoch records of metrics.jsonl, in order.
-    public var epochs: [[String: Any]]
+    public var epochs: [EpochMetrics]
     public var warnings: [String]
 
     /// Reads `<dir>/metrics.jsonl`. A truncated last line (a run still writing, or killed) is
@@ -14,44 +14,51 @@ public struct RunMetrics {
     public static func load(_ dir: String) throws -> RunMetrics {
         let path = (dir as NSString).appendingPathComponent("metrics.jsonl")
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError("\(path): no metrics file (is \(dir) a Lockstep run directory?)")
+            throw MetricsError("\(path): no metrics file (is \(dir) a Lockstep run directory?)")
         }
         let text = String(decoding: data, as: UTF8.self)
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
-        var epochs: [[String: Any]] = []
+        var epochs: [EpochMetrics] = []
         var warnings: [String] = []
+        struct Kind: Decodable { var kind: String }
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         for (i, line) in lines.enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            let data = Data(line.utf8)
+            guard let kind = try? decoder.decode(Kind.self, from: data) else {
                 if i == lines.count - 1 && !text.hasSuffix("\n") {
                     warnings.append("\(path):\(i + 1): skipped a truncated last line")
                     continue
                 }
-                throw ConfigError("\(path):\(i + 1): not a JSON object")
+                throw MetricsError("\(path):\(i + 1): not a JSON object with a \"kind\"")
             }
-            if obj["kind"] as? String == "epoch" { epochs.append(obj) }
+            guard kind.kind == "epoch" else { continue }
+            do {
+                epochs.append(try decoder.decode(EpochMetrics.self, from: data))
+            } catch {
+                throw MetricsError("\(path):\(i + 1): not an epoch record of this Lockstep version (\(error))")
+            }
         }
-        guard !epochs.isEmpty else { throw ConfigError("\(path): no epoch records yet") }
-        let mode = epochs.last?["bn_mode"] as? String ?? "?"
-        let ranks = epochs.last?["world_size"] as? Int ?? 0
+        guard !epochs.isEmpty else { throw MetricsError("\(path): no epoch records yet") }
+        let mode = epochs.last!.bnMode
+        let ranks = epochs.last!.worldSize
         let label = "\((dir as NSString).lastPathComponent) (bn \(mode), \(ranks) rank\(ranks == 1 ? "" : "s"))"
         return RunMetrics(directory: dir, label: label, epochs: epochs, warnings: warnings)
     }
 
-    public func series(_ key: String) -> [(x: Double, y: Double)] {
-        epochs.compactMap { e in
-            guard let x = (e["epoch"] as? NSNumber)?.doubleValue, let y = (e[key] as? NSNumber)?.doubleValue else { return nil }
-            return (x, y)
-        }
+    public func series(_ key: KeyPath<EpochMetrics, Double>) -> [(x: Double, y: Double)] {
+        epochs.map { (Double($0.epoch), $0[keyPath: key]) }
     }
 
-    public func last(_ key: String) -> Double? { (epochs.last?[key] as? NSNumber)?.doubleValue }
-    public func best(_ key: String) -> Double? { epochs.compactMap { ($0[key] as? NSNumber)?.doubleValue }.max() }
+    public func last(_ key: KeyPath<EpochMetrics, Double>) -> Double? { epochs.last?[keyPath: key] }
+    public func last(_ key: KeyPath<EpochMetrics, Double?>) -> Double? { epochs.last?[keyPath: key] }
+    public func best(_ key: KeyPath<EpochMetrics, Double>) -> Double? { epochs.map { $0[keyPath: key] }.max() }
 
     /// "overfitting", "underfitting" or nil, with the reason in words.
     public var diagnosis: String? {
-        let train = series("train_loss").map { $0.y }, test = series("test_loss").map { $0.y }
-        let acc = series("train_accuracy").map { $0.y }
+        let train = series(\.trainLoss).map { $0.y }, test = series(\.testLoss).map { $0.y }
+        let acc = series(\.trainAccuracy).map { $0.y }
         let k = 3
         if test.count > k {
             let tail = Array(test.suffix(k + 1)), trainTail = Array(train.suffix(k + 1))
@@ -86,13 +93,13 @@ public struct Report {
     public var charts: [(file: String, chart: LineChart)] {
         [
             ("test-accuracy.svg", LineChart(title: "Test accuracy", xLabel: "epoch", yLabel: "accuracy",
-                                            series: runs.map { Series(name: $0.label, points: $0.series("test_accuracy")) })),
+                                            series: runs.map { Series(name: $0.label, points: $0.series(\.testAccuracy)) })),
             ("loss.svg", LineChart(title: "Train (solid) and test (dashed) loss", xLabel: "epoch", yLabel: "cross-entropy",
                                    series: runs.enumerated().flatMap { i, r in
-                                       [Series(name: "\(r.label) train", points: r.series("train_loss"), colour: i),
-                                        Series(name: "\(r.label) test", points: r.series("test_loss"), dashed: true, colour: i)] })),
+                                       [Series(name: "\(r.label) train", points: r.series(\.trainLoss), colour: i),
+                                        Series(name: "\(r.label) test", points: r.series(\.testLoss), dashed: true, colour: i)] })),
             ("step-time.svg", LineChart(title: "Time per step", xLabel: "epoch", yLabel: "milliseconds",
-                                        series: runs.map { r in Series(name: r.label, points: r.series("seconds_per_step").map { ($0.x, 1000 * $0.y) }) })),
+                                        series: runs.map { r in Series(name: r.label, points: r.series(\.secondsPerStep).map { ($0.x, 1000 * $0.y) }) })),
         ]
     }
 
@@ -104,25 +111,25 @@ public struct Report {
 
     public var tableRows: [[String]] {
         runs.map { r in
-            let step = r.last("seconds_per_step"), comm = r.last("communication_seconds_per_step")
+            let step = r.last(\.secondsPerStep), comm = r.last(\.communicationSecondsPerStep)
             func pct(_ v: Double?) -> String { v.map { String(format: "%.2f%%", 100 * $0) } ?? "–" }
             func num(_ v: Double?) -> String { v.map { String(format: "%.4f", $0) } ?? "–" }
-            let gap = r.last("test_loss").flatMap { t in r.last("train_loss").map { t - $0 } }
-            return [r.label, pct(r.last("test_accuracy")), pct(r.best("test_accuracy")), num(r.last("train_loss")),
-                    num(r.last("test_loss")), num(gap), step.map { String(format: "%.2f", 1000 * $0) } ?? "–",
+            let gap = r.last(\.testLoss).flatMap { t in r.last(\.trainLoss).map { t - $0 } }
+            return [r.label, pct(r.last(\.testAccuracy)), pct(r.best(\.testAccuracy)), num(r.last(\.trainLoss)),
+                    num(r.last(\.testLoss)), num(gap), step.map { String(format: "%.2f", 1000 * $0) } ?? "–",
                     (step != nil && comm != nil && step! > 0) ? pct(comm! / step!) : "–",
-                    r.last("running_mean_spread").map { String(format: "%.4g", $0) } ?? "–",
-                    r.last("running_var_spread").map { String(format: "%.4g", $0) } ?? "–",
-                    num(r.last("ece"))]
+                    r.last(\.runningMeanSpread).map { String(format: "%.4g", $0) } ?? "–",
+                    r.last(\.runningVarSpread).map { String(format: "%.4g", $0) } ?? "–",
+                    num(r.last(\.expectedCalibrationError))]
         }
     }
 
     var findings: [String] {
         var lines = runs.map { r in "\(r.label): \(r.diagnosis ?? "no sign of over- or under-fitting (test loss not rising for 3 epochs; training loss still moving or low)")" }
-        if runs.contains(where: { $0.epochs.last?["bn_mode"] as? String == "local" && ($0.epochs.last?["world_size"] as? Int ?? 1) > 1 }) {
+        if runs.contains(where: { $0.epochs.last?.bnMode == "local" && ($0.epochs.last?.worldSize ?? 1) > 1 }) {
             lines.append("With local BN, training loss and accuracy are measured with each rank's own batch statistics (what the model trains with); test figures use the running statistics averaged across ranks (bn.local_eval_stats).")
         }
-        if runs.contains(where: { ($0.epochs.last?["world_size"] as? Int ?? 1) > 1 }) {
+        if runs.contains(where: { ($0.epochs.last?.worldSize ?? 1) > 1 }) {
             lines.append("Communication share counts time inside collectives, including waiting there for slower ranks.")
         }
         return lines

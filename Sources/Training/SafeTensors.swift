@@ -152,3 +152,22 @@ public func writeAtomically(_ bytes: [UInt8], to path: String) throws {
     let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY)
     if dfd >= 0 { fsync(dfd); close(dfd) }
 }
+
+extension SafeTensorsFile {
+    /// What `lockstep inspect` prints: the metadata, then name, shape, count, mean and std of
+    /// every tensor.
+    public func inspection(path: String) -> String {
+        var lines = ["checkpoint \(path)"]
+        for key in metadata.keys.sorted() where key != "config" { lines.append("  \(key): \(metadata[key]!)") }
+        if let c = metadata["config"] { lines.append("  config: \(c.split(separator: "\n").count) lines (lockstep eval uses it)") }
+        func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }
+        lines.append(pad("tensor", 48) + pad("shape", 16) + pad("     count", 11) + pad("          mean", 15) + "           std")
+        for e in entries.sorted(by: { $0.name < $1.name }) {
+            let v = values(e)
+            let mean = v.reduce(0.0) { $0 + Double($1) } / Double(max(v.count, 1))
+            let variance = v.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(max(v.count, 1))
+            lines.append(pad(e.name, 48) + pad("\(e.shape)", 16) + String(format: "%10d %14.6g %14.6g", v.count, mean, variance.squareRoot()))
+        }
+        return lines.joined(separator: "\n")
+    }
+}

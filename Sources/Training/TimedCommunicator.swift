@@ -1,5 +1,6 @@
 // A communicator decorator that measures the time spent in collectives.
 import Collectives
+import TensorCore
 
 public final class TimedCommunicator: Communicator {
     public let inner: Communicator
@@ -15,9 +16,9 @@ public final class TimedCommunicator: Communicator {
     public func reset() { seconds = 0; calls = 0 }
 
     @inline(__always) private func timed(_ body: () throws -> Void) rethrows {
-        let t0 = now()
+        let t0 = monotonicSeconds()
         try body()
-        seconds += now() - t0
+        seconds += monotonicSeconds() - t0
         calls += 1
     }
 

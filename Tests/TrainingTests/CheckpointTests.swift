@@ -25,11 +25,10 @@ final class CheckpointTests: XCTestCase {
         let cfg = try config(overrides)
         let results = try ThreadCommunicator.run(size: ranks) { comm -> [Float] in
             let trainer = try Trainer(config: cfg, communicator: comm, data: data, console: Console(isEnabled: false))
-            var sums: [Double]? = nil
-            if let resume { sums = try trainer.restore(from: resume) }
+            if let resume { try trainer.restore(from: resume) }
             trainer.stopAtStep = stopAt
             let run = try RunDirectory(path: dir, isEnabled: comm.rank == 0, resolvedConfig: cfg.resolvedYAML)
-            do { try trainer.run(directory: run, epochSums: sums) } catch is Preempted {}
+            do { try trainer.run(directory: run) } catch is Preempted {}
             return Array(trainer.model.parameters.flatValues) + trainer.optimizer.state.flatMap { Array($0.values) }
         }
         return results[0]

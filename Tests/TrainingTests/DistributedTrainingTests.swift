@@ -136,7 +136,7 @@ final class LocalBatchNormEvaluationTests: XCTestCase {
                                                               "train.exact=true", "train.chunk=4"])
             let results = try ThreadCommunicator.run(size: 2) { comm -> (params: [Float], buffers: [Float], after: [Float], eval: EvaluationResult, spread: Double) in
                 let t = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
-                for s in 0..<8 { _ = try t.trainStep(epoch: 0, stepInEpoch: s, order: t.sampler.permutation(epoch: 0)); t.setStep(s + 1) }
+                for s in 0..<8 { _ = try t.trainStep(epoch: 0, stepInEpoch: s, order: t.sampler.permutation(epoch: 0)); t.step = s + 1 }
                 let before = Array(t.model.buffers.flatValues)
                 let eval = try t.evaluate()
                 let spread = try t.localStatisticsSpread()

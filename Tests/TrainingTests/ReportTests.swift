@@ -22,6 +22,8 @@ final class ReportTests: XCTestCase {
             ["kind": "epoch", "epoch": e, "step": e * 10, "train_loss": trainLoss(e), "test_loss": testLoss(e),
              "train_accuracy": acc(e) + 0.02, "test_accuracy": acc(e), "seconds_per_step": 0.05,
              "communication_seconds_per_step": 0.01, "bn_mode": mode, "world_size": 4, "ece": 0.02,
+             "lr": 0.1, "test_samples": 100, "overconfidence": 0.01, "samples_per_second": 1000.0,
+             "gradient_allreduce_seconds_per_step": 0.005, "elapsed_seconds": Double(e),
              "running_mean_spread": mode == "local" ? 0.125 : NSNull()] as [String: Any]
         }.map { $0.filter { !($0.value is NSNull) } }
     }

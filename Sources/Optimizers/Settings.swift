@@ -1,0 +1,49 @@
+// Optimizer and schedule settings as a config states them, and building the optimizer and the
+// learning-rate schedule from them: the one place that knows what each config key means.
+// Every default is written here once; the config reader takes its defaults from these structs.
+import NN
+
+public struct OptimizerSettings: Sendable {
+    public enum Kind: String, CaseIterable, Sendable { case sgd, adam, adamw }
+    public var kind = Kind.sgd
+    public var learningRate = 0.01
+    public var momentum = 0.0
+    public var nesterov = false
+    public var weightDecay = 0.0
+    public var decayWeightsOnly = false
+    public var beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8
+    /// Global gradient-norm clipping (after the all-reduce), or nil.
+    public var clipNorm: Double? = nil
+
+    public init() {}
+
+    /// The optimizer these settings describe, over a model's parameter arena.
+    public func make(arena: Arena) -> Optimizer {
+        switch kind {
+        case .sgd:
+            return SGD(arena: arena, momentum: Float(momentum), weightDecay: Float(weightDecay),
+                       nesterov: nesterov, decayWeightsOnly: decayWeightsOnly)
+        case .adam, .adamw:
+            return Adam(arena: arena, beta1: Float(beta1), beta2: Float(beta2), epsilon: Float(epsilon),
+                        weightDecay: Float(weightDecay), decoupled: kind == .adamw, decayWeightsOnly: decayWeightsOnly)
+        }
+    }
+}
+
+public struct ScheduleSettings: Sendable {
+    public var kind = LearningRateSchedule.Kind.constant
+    public var warmupEpochs = 0.0
+    public var stepEpochs = 30.0
+    public var gamma = 0.1
+    public var minRate = 0.0
+
+    public init() {}
+
+    /// The schedule over `totalSteps` optimizer steps of `stepsPerEpoch` each, from `baseRate`.
+    public func make(baseRate: Double, stepsPerEpoch: Int, totalSteps: Int) -> LearningRateSchedule {
+        LearningRateSchedule(kind: kind, baseRate: baseRate, totalSteps: totalSteps,
+                             warmupSteps: Int((warmupEpochs * Double(stepsPerEpoch)).rounded()),
+                             stepSize: Int((stepEpochs * Double(stepsPerEpoch)).rounded()),
+                             gamma: gamma, minRate: minRate)
+    }
+}

@@ -1,0 +1,69 @@
+// When the trainer checkpoints (every N steps, every N epochs, at the end, on a stop signal,
+// and the best model so far) and how a run starts: which directory, which checkpoint to resume.
+import Collectives
+import Datasets
+import Foundation
+import NN
+
+extension Trainer {
+    /// Resolves the run directory and the checkpoint for `resume` (nil, "auto" or a path) on rank
+    /// 0, agrees on them, restores the checkpoint, and trains to the end. Run directories without
+    /// `output.dir` go under `runsRoot`.
+    @discardableResult
+    public func run(resume: String?, runsRoot: String = "runs") throws -> (plan: RunPlan, history: [EpochMetrics]) {
+        var plan = RunDirectory.plan(name: config.name, outputDir: config.output.dir, resume: resume, runsRoot: runsRoot)
+        plan.directory = String(decoding: try communicator.broadcast(bytes: Array(plan.directory.utf8)), as: UTF8.self)
+        let checkpoint = String(decoding: try communicator.broadcast(bytes: Array((plan.checkpoint ?? "").utf8)), as: UTF8.self)
+        plan.checkpoint = checkpoint.isEmpty ? nil : checkpoint
+        if let note = plan.note { console.line("lockstep: \(note)") }
+        if let checkpoint = plan.checkpoint {
+            try restore(from: checkpoint)
+            console.line("lockstep: resumed from \(checkpoint) at step \(step)")
+        }
+        let directory = try RunDirectory(path: plan.directory, isEnabled: rank == 0, resolvedConfig: config.resolvedYAML)
+        console.line(model.summary)
+        console.line("run directory: \(plan.directory)")
+        return (plan, try run(directory: directory))
+    }
+
+    /// After a step inside an epoch: a periodic checkpoint every `checkpoint.every_steps`, and one
+    /// before stopping on a signal. `sums` are this rank's train sums of the epoch so far.
+    func checkpointAfterStep(_ run: RunDirectory?, sums: [Double], stopping: Bool) throws {
+        guard let run else { return }
+        let periodic = config.checkpoint.everySteps > 0 && step % config.checkpoint.everySteps == 0
+        guard (stopping || periodic) && step % sampler.stepsPerEpoch != 0 && step < totalSteps else { return }
+        try writeCheckpoint(run, try epochCheckpointBytes(sums: sums, metricsJSON: "{\"step\":\(step)}"))
+    }
+
+    /// After an epoch: every `checkpoint.every_epochs` epochs and at the end, and
+    /// `best.safetensors` when the test accuracy is the best so far.
+    func checkpointAfterEpoch(_ run: RunDirectory?, metrics: EpochMetrics) throws {
+        guard let run else { return }
+        let every = config.checkpoint.everyEpochs
+        let periodic = (every > 0 && metrics.epoch % every == 0) || step == totalSteps
+        let best = metrics.testAccuracy > bestAccuracy
+        if best { bestAccuracy = metrics.testAccuracy }
+        guard periodic || best else { return }
+        // One serialisation serves both files (the epoch's train sums are complete: 0).
+        let json = String(decoding: MetricsCoding.line(metrics), as: UTF8.self)
+        let bytes = try epochCheckpointBytes(sums: [0, 0, 0], metricsJSON: json)
+        if periodic { try writeCheckpoint(run, bytes) }
+        if best && run.isEnabled { try writeAtomically(bytes, to: run.file("best.safetensors")) }
+    }
+
+    /// The checkpoint of the current state. `sums` is this rank's share of the epoch's train sums;
+    /// they are all-reduced so the file holds the global sums. Call on every rank.
+    func epochCheckpointBytes(sums: [Double], metricsJSON: String) throws -> [UInt8] {
+        var global = sums
+        try communicator.allReduce(&global)
+        // With local BN the file holds the running statistics that evaluation uses.
+        return try withEvaluationBuffers { try checkpointBytes(epochSums: global, metricsJSON: metricsJSON) }
+    }
+
+    /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones.
+    func writeCheckpoint(_ run: RunDirectory, _ bytes: [UInt8]) throws {
+        guard run.isEnabled else { return }
+        try writeAtomically(bytes, to: run.file(Checkpointer.fileName(step: step)))
+        Checkpointer.prune(run.path, keep: config.checkpoint.keep)
+    }
+}

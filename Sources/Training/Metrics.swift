@@ -1,0 +1,85 @@
+// The metrics schema: one type per kind of metrics.jsonl line, encoded by the trainer and decoded
+// by reports with the same Codable types, so the two cannot drift apart.
+import Foundation
+
+/// One line per epoch (`"kind": "epoch"`).
+public struct EpochMetrics: Codable, Equatable, Sendable {
+    public var kind = "epoch"
+    public var epoch: Int
+    public var step: Int
+    public var learningRate: Double
+    public var trainLoss: Double
+    public var trainAccuracy: Double
+    public var testLoss: Double
+    public var testAccuracy: Double
+    public var testSamples: Int
+    /// Expected calibration error over 15 equal-width confidence bins.
+    public var expectedCalibrationError: Double
+    /// Mean confidence minus accuracy on the test split: > 0 over-confident.
+    public var overconfidence: Double
+    public var samplesPerSecond: Double
+    public var secondsPerStep: Double
+    public var communicationSecondsPerStep: Double
+    public var gradientAllReduceSecondsPerStep: Double
+    public var elapsedSeconds: Double
+    public var worldSize: Int
+    public var bnMode: String
+    /// Local BN only: the largest difference across ranks of a running mean / variance.
+    public var runningMeanSpread: Double?
+    public var runningVarSpread: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case kind, epoch, step, overconfidence
+        case learningRate = "lr"
+        case trainLoss = "train_loss", trainAccuracy = "train_accuracy"
+        case testLoss = "test_loss", testAccuracy = "test_accuracy", testSamples = "test_samples"
+        case expectedCalibrationError = "ece"
+        case samplesPerSecond = "samples_per_second", secondsPerStep = "seconds_per_step"
+        case communicationSecondsPerStep = "communication_seconds_per_step"
+        case gradientAllReduceSecondsPerStep = "gradient_allreduce_seconds_per_step"
+        case elapsedSeconds = "elapsed_seconds", worldSize = "world_size", bnMode = "bn_mode"
+        case runningMeanSpread = "running_mean_spread", runningVarSpread = "running_var_spread"
+    }
+}
+
+/// One line every `train.log_every` steps (`"kind": "train"`).
+public struct TrainProgress: Codable, Equatable, Sendable {
+    public var kind = "train"
+    public var step: Int
+    /// Fractional epochs done.
+    public var epoch: Double
+    public var learningRate: Double
+    public var trainLoss: Double
+    public var trainAccuracy: Double
+
+    enum CodingKeys: String, CodingKey {
+        case kind, step, epoch
+        case learningRate = "lr", trainLoss = "train_loss", trainAccuracy = "train_accuracy"
+    }
+}
+
+/// A metrics.jsonl that cannot be read.
+public struct MetricsError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+enum MetricsCoding {
+    /// One JSON line, keys sorted.
+    static func line<T: Encodable>(_ record: T) -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return (try? encoder.encode(record)) ?? Data("{}".utf8)
+    }
+
+    /// The numbers of a record by key, for TensorBoard scalars.
+    static func numbers(_ line: Data) -> [(String, Double)] {
+        guard let object = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else { return [] }
+        return object.compactMap { key, value in
+            guard key != "step", key != "epoch", !(value is String), let v = (value as? NSNumber)?.doubleValue else { return nil }
+            return (key, v)
+        }.sorted { $0.0 < $1.0 }
+    }
+}

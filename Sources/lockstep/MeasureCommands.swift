@@ -1,0 +1,59 @@
+// `lockstep bench`, `lockstep ranks` and `lockstep report`: measuring and looking at runs.
+import ArgumentParser
+import Foundation
+import TensorCore
+import Training
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure training throughput and where the time goes.")
+    @OptionGroup var options: RunOptions
+    @Option(help: "Timed steps per run.") var steps = 200
+    @Option(help: "Warm-up steps before timing.") var warmup = 20
+    @Option(help: "Timed runs (the median is reported).") var runs = 5
+
+    func run() throws {
+        let shared = SharedData()
+        let (options, steps, warmup, runs) = (self.options, self.steps, self.warmup, self.runs)
+        launch(simulateRanks: options.simulateRanks) { comm in
+            let config = try options.loadConfig()
+            let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
+            let r = try trainer.benchmark(steps: steps, warmup: warmup, runs: runs)
+            guard comm.rank == 0 else { return }
+            let mode = config.train.exact ? "exact mode (chunks of \(config.train.chunk))" : "fast path (train.exact: false)"
+            print(r.report(header: "bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), bn \(config.bn.mode.rawValue), \(mode)\nOpenBLAS: \(blasConfiguration())"))
+        }
+    }
+}
+
+struct Ranks: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ranks", abstract: "Print the rank and size this process sees (launcher check).")
+    @Option(help: "Simulate N ranks as threads.") var simulateRanks: Int?
+    func run() throws {
+        launch(simulateRanks: simulateRanks) { comm in
+            var v = [Double(comm.rank)]
+            try comm.allReduce(&v)
+            print("rank \(comm.rank) of \(comm.size) [\(comm.kind)] sum of ranks \(Int(v[0]))")
+        }
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Plots and a table for finished or running runs, from their metrics.jsonl.")
+    @Argument(help: "Run directories.") var runs: [String]
+    @Option(help: "Where to write report.md, report.html and the SVG plots.") var out = "report"
+    @Option(help: "The report's title.") var title = "Lockstep runs"
+
+    func run() throws {
+        do {
+            let metrics = try runs.map { try RunMetrics.load($0) }
+            for w in metrics.flatMap({ $0.warnings }) { printError("warning: \(w)") }
+            let report = Training.Report(title: title, runs: metrics)
+            try report.write(to: out)
+            print(report.markdown)
+            print("report: \(out)/report.html")
+        } catch {
+            printError("\(error)")
+            Foundation.exit(1)
+        }
+    }
+}
