@@ -17,6 +17,10 @@ extension Trainer {
         fp.add(model.layoutDescription)
         try communicator.checkSame(fp.value, what: "the configuration or model layout")
         if config.train.exact {
+            let chunks = (config.train.globalBatch + config.train.chunk - 1) / config.train.chunk
+            if chunks < worldSize {
+                console.line("lockstep: exact mode: a global batch of \(config.train.globalBatch) in chunks of \(config.train.chunk) keeps only \(chunks) of \(worldSize) ranks busy; lower train.chunk or raise train.global_batch")
+            }
             // Exact mode's bits come from one sgemm kernel: every rank must run the same one, and
             // one BLAS thread per rank (a threaded sgemm may split its work differently).
             if blasThreadCount() > 1 {

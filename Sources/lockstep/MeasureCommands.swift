@@ -28,6 +28,7 @@ struct Bench: ParsableCommand {
 struct Ranks: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ranks", abstract: "Print the rank and size this process sees (launcher check).")
     @Option(help: "Simulate N ranks as threads.") var simulateRanks: Int?
+    func validate() throws { try validateSimulatedRanks(simulateRanks) }
     func run() throws {
         launch(simulateRanks: simulateRanks) { comm in
             var v = [Double(comm.rank)]
