@@ -43,7 +43,7 @@ public final class RunDirectory {
         try writeAtomically(Array(resolvedConfig.utf8), to: file("config.yaml"))
         let metricsPath = file("metrics.jsonl")
         if !FileManager.default.fileExists(atPath: metricsPath) {
-            FileManager.default.createFile(atPath: metricsPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: metricsPath, contents: nil)
         }
         guard let h = FileHandle(forWritingAtPath: metricsPath) else {
             throw RunDirectoryError("\(metricsPath): cannot open for appending")

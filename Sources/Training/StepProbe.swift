@@ -46,7 +46,7 @@ public final class StepProbe {
         allReduceTimes.append(seconds)
         // The same bytes, in the same cache state, on the inner communicator (MPI_Allreduce).
         if scratch.count != buffer.count { scratch = [Float](repeating: 0, count: buffer.count) }
-        scratch.withUnsafeMutableBufferPointer { $0.update(from: buffer) }
+        _ = scratch.withUnsafeMutableBufferPointer { $0.update(from: buffer) }
         try communicator.inner.barrier()
         let t0 = monotonicSeconds()
         try scratch.withUnsafeMutableBufferPointer { try communicator.inner.allReduce($0, op: .sum) }
