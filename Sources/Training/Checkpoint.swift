@@ -79,8 +79,10 @@ extension Trainer {
         return try restore(file, path: path)
     }
 
+    /// `resuming: false` (evaluation) skips the checks that only matter for continuing training:
+    /// the step within this run's length and the seed.
     @discardableResult
-    public func restore(_ file: SafeTensorsFile, path: String) throws -> [Double] {
+    public func restore(_ file: SafeTensorsFile, path: String, resuming: Bool = true) throws -> [Double] {
         let meta = file.metadata
         guard meta["format"] == "lockstep" else { throw SafeTensorsError("\(path): not a Lockstep checkpoint (no lockstep metadata)") }
         guard meta["format_version"] == Checkpointer.formatVersion else {
@@ -91,6 +93,20 @@ extension Trainer {
         }
         if let gb = meta["global_batch"].flatMap(Int.init), gb != config.train.globalBatch {
             throw SafeTensorsError("\(path): saved with global batch \(gb), this run uses \(config.train.globalBatch); resuming needs the same global batch")
+        }
+        guard savedStep <= totalSteps || !resuming else {
+            throw SafeTensorsError("\(path): metadata 'step' is \(savedStep), beyond this run's \(totalSteps) steps (train.epochs, train.max_steps); the file is corrupt or belongs to a longer run")
+        }
+        if resuming, let seed = meta["seed"], seed != "\(config.train.seed)" {
+            throw SafeTensorsError("\(path): saved with train.seed \(seed), this run uses \(config.train.seed); resuming needs the same seed (data order, augmentation and dropout depend on it)")
+        }
+        let stored = meta["epoch_sums"].map { $0.split(separator: ",", omittingEmptySubsequences: false).map { Double($0) } }
+        if let stored, stored.count != 3 || stored.contains(where: { $0 == nil || !$0!.isFinite || $0! < 0 }) {
+            throw SafeTensorsError("\(path): metadata 'epoch_sums' is '\(meta["epoch_sums"]!)', expected three finite non-negative numbers (loss sum, correct, samples)")
+        }
+        let optimizerSteps = meta["optimizer_steps"].map { Int($0) }
+        if let optimizerSteps, optimizerSteps == nil || optimizerSteps! < 0 || optimizerSteps! > savedStep {
+            throw SafeTensorsError("\(path): metadata 'optimizer_steps' is '\(meta["optimizer_steps"]!)', expected a whole number between 0 and the step (\(savedStep))")
         }
         // Which tensors are missing, extra, or of another shape.
         var expected: [(name: String, shape: [Int], target: UnsafeMutablePointer<Float>)] = []
@@ -115,11 +131,18 @@ extension Trainer {
             if !wrongShape.isEmpty { parts.append("other shape \(wrongShape.prefix(5).joined(separator: "; "))") }
             throw SafeTensorsError("\(path): checkpoint does not match this model/optimizer: \(parts.joined(separator: "; "))")
         }
+        // A NaN or infinite value would be accepted silently and poison training or evaluation.
+        for e in expected {
+            let entry = present[e.name]!
+            let values = file.values(entry)
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw SafeTensorsError("\(path): tensor '\(e.name)' holds \(values[bad]) at index \(bad); the checkpoint is corrupt or was saved after training diverged")
+            }
+        }
         for e in expected { file.copy(present[e.name]!, into: e.target) }
-        optimizer.stepCount = meta["optimizer_steps"].flatMap(Int.init) ?? savedStep
+        optimizer.stepCount = optimizerSteps.flatMap { $0 } ?? savedStep
         step = savedStep
-        let stored = (meta["epoch_sums"] ?? "").split(separator: ",").compactMap { Double($0) }
-        let sums = stored.count == 3 ? stored : [0, 0, 0]
+        let sums = stored.map { $0.map { $0! } } ?? [0, 0, 0]
         resumedSums = sums
         return sums
     }

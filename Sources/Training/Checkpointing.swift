@@ -9,9 +9,14 @@ extension Trainer {
     /// Resolves the run directory and the checkpoint for `resume` (nil, "auto" or a path) on rank
     /// 0, agrees on them, restores the checkpoint, and trains to the end. Run directories without
     /// `output.dir` go under `runsRoot`.
+    /// A fresh run refuses a directory that holds an earlier run unless `overwrite` is set.
     @discardableResult
-    public func run(resume: String?, runsRoot: String = "runs") throws -> (plan: RunPlan, history: [EpochMetrics]) {
+    public func run(resume: String?, overwrite: Bool = false, runsRoot: String = "runs") throws -> (plan: RunPlan, history: [EpochMetrics]) {
         var plan = RunDirectory.plan(name: config.name, outputDir: config.output.dir, resume: resume, runsRoot: runsRoot)
+        // Rank 0 looks at the directory; every rank gets the same verdict.
+        let conflict = rank == 0 && resume == nil && !overwrite ? RunDirectory.conflict(at: plan.directory) ?? "" : ""
+        let verdict = String(decoding: try communicator.broadcast(bytes: Array(conflict.utf8)), as: UTF8.self)
+        if !verdict.isEmpty { throw RunDirectoryError(verdict) }
         plan.directory = String(decoding: try communicator.broadcast(bytes: Array(plan.directory.utf8)), as: UTF8.self)
         let checkpoint = String(decoding: try communicator.broadcast(bytes: Array((plan.checkpoint ?? "").utf8)), as: UTF8.self)
         plan.checkpoint = checkpoint.isEmpty ? nil : checkpoint
@@ -20,7 +25,8 @@ extension Trainer {
             try restore(from: checkpoint)
             console.line("lockstep: resumed from \(checkpoint) at step \(step)")
         }
-        let directory = try RunDirectory(path: plan.directory, isEnabled: rank == 0, resolvedConfig: config.resolvedYAML)
+        let start: RunDirectory.Start = resume != nil ? .resume : (overwrite ? .overwrite : .fresh)
+        let directory = try RunDirectory(path: plan.directory, isEnabled: rank == 0, resolvedConfig: config.resolvedYAML, start: start)
         console.line(model.summary)
         console.line("run directory: \(plan.directory)")
         return (plan, try run(directory: directory))

@@ -20,22 +20,44 @@ public indirect enum ConfigValue: Equatable {
 
     public static func == (a: ConfigValue, b: ConfigValue) -> Bool { a.yaml == b.yaml }
 
-    init(node: Node) {
+    /// A config is small: these bound what a hostile file (a "billion laughs" of nested
+    /// aliases, a huge document) can make the reader build before any key is checked.
+    static let maximumBytes = 1 << 20
+    static let maximumNodes = 100_000
+
+    /// Converts Yams's node tree, expanding aliases, within `budget` nodes.
+    init(node: Node, budget: inout Int, file: String) throws {
+        budget -= 1
+        guard budget >= 0 else {
+            throw ConfigError("\(file): the YAML expands to more than \(Self.maximumNodes) values (through anchors and aliases?); a Lockstep config is far smaller")
+        }
         let line = node.mark.map { $0.line }
         switch node {
-        case .scalar(let s): self = .scalar(s.string, line: line)
-        case .mapping(let m): self = .map(m.map { (key: $0.key.string ?? "\($0.key)", value: ConfigValue(node: $0.value)) }, line: line)
-        case .sequence(let s): self = .list(s.map { ConfigValue(node: $0) }, line: line)
-        case .alias: self = .scalar("", line: line)
+        case .scalar(let s):
+            self = .scalar(s.string, line: line)
+        case .mapping(let m):
+            var pairs: [(key: String, value: ConfigValue)] = []
+            for (k, v) in m { pairs.append((key: k.string ?? "\(k)", value: try ConfigValue(node: v, budget: &budget, file: file))) }
+            self = .map(pairs, line: line)
+        case .sequence(let s):
+            self = .list(try s.map { try ConfigValue(node: $0, budget: &budget, file: file) }, line: line)
+        case .alias:
+            self = .scalar("", line: line)
         }
     }
 
     public static func parse(yaml: String, file: String) throws -> ConfigValue {
+        guard yaml.utf8.count <= maximumBytes else {
+            throw ConfigError("\(file): \(yaml.utf8.count) bytes, more than a config can be (\(maximumBytes) bytes)")
+        }
         do {
             guard let node = try Yams.compose(yaml: yaml) else { return .map([], line: 1) }
-            return ConfigValue(node: node)
+            var budget = maximumNodes
+            return try ConfigValue(node: node, budget: &budget, file: file)
         } catch let error as YamlError {
-            throw ConfigError("\(file): not valid YAML: \(error)".replacingOccurrences(of: "\n", with: " "))
+            // Yams's message can quote a long stretch of input: keep the line short.
+            let text = "\(error)".replacingOccurrences(of: "\n", with: " ")
+            throw ConfigError("\(file): not valid YAML: \(text.count > 300 ? String(text.prefix(300)) + "…" : text)")
         }
     }
 

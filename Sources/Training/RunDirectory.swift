@@ -25,11 +25,50 @@ public final class RunDirectory {
     var metrics: FileHandle?
     var tensorBoard: TensorBoardWriter?
 
+    /// How a run treats a directory that already holds one.
+    public enum Start: Sendable {
+        /// Refuse: nothing of the old run is read, replaced or appended to.
+        case fresh
+        /// Continue it (`--resume`): append to its logs, add checkpoints.
+        case resume
+        /// Delete the old run's files first (`--overwrite`), then start afresh.
+        case overwrite
+    }
+
+    /// The files of an earlier run in `path` (those a run writes), sorted.
+    public static func runFiles(in path: String) -> [String] {
+        let items = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        return items.filter { name in
+            ["config.yaml", "metrics.jsonl", "best.safetensors"].contains(name)
+                || (name.hasPrefix("ckpt-step") && name.hasSuffix(".safetensors")) || name.hasPrefix("events.out.tfevents.")
+        }.sorted()
+    }
+
+    /// Why a fresh run cannot start in `path`, or nil when it can.
+    public static func conflict(at path: String) -> String? {
+        let files = runFiles(in: path)
+        guard !files.isEmpty else { return nil }
+        let shown = files.prefix(4).joined(separator: ", ") + (files.count > 4 ? " and \(files.count - 4) more" : "")
+        return "\(path) already holds a run (\(shown)); continue it with --resume auto, replace it with --overwrite, or choose another output.dir"
+    }
+
     /// Creates (rank 0) the directory, writes `config.yaml`, and opens the logs for appending.
-    public init(path: String, isEnabled: Bool, resolvedConfig: String) throws {
+    public init(path: String, isEnabled: Bool, resolvedConfig: String, start: Start = .fresh) throws {
         self.path = path
         self.isEnabled = isEnabled
         guard isEnabled else { return }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw RunDirectoryError("\(path): exists and is not a directory; choose another output.dir")
+        }
+        switch start {
+        case .fresh:
+            if let conflict = Self.conflict(at: path) { throw RunDirectoryError(conflict) }
+        case .resume:
+            break
+        case .overwrite:
+            for name in Self.runFiles(in: path) { try? FileManager.default.removeItem(atPath: (path as NSString).appendingPathComponent(name)) }
+        }
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {

@@ -26,7 +26,7 @@ struct Eval: ParsableCommand {
                 config = try TrainingConfig.parse(yaml: yaml, file: "\(path) (stored config)", overrides: overrides)
             }
             let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
-            try trainer.restore(file, path: path)
+            try trainer.restore(file, path: path, resuming: false)
             let r = try trainer.evaluate()
             guard comm.rank == 0 else { return }
             print(r.report(title: "checkpoint \(path) (step \(file.metadata["step"] ?? "?")) on \(comm.size) rank(s)"))

@@ -13,6 +13,9 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Resume from a checkpoint: a path, or 'auto' for the newest checkpoint of the run directory (output.dir, or the newest runs/<name>-* with a checkpoint).", valueName: "auto|path"))
     var resume: String?
 
+    @Flag(name: .long, help: "Start afresh in an output.dir that holds an earlier run, deleting that run's files.")
+    var overwrite = false
+
     @Flag(name: .long, help: "Print the resolved config (after --set) and exit.")
     var printConfig = false
 
@@ -25,12 +28,12 @@ struct Train: ParsableCommand {
             return
         }
         let shared = SharedData()
-        let (options, dump, resume) = (self.options, dumpParameters, self.resume)
+        let (options, dump, resume, overwrite) = (self.options, dumpParameters, self.resume, self.overwrite)
         StopSignal.install()
         launch(simulateRanks: options.simulateRanks) { comm in
             let config = try options.loadConfig()
             let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
-            try trainer.run(resume: resume)
+            try trainer.run(resume: resume, overwrite: overwrite)
             if dump && comm.rank == 0 {
                 print("parameters: " + trainer.model.parameters.flatValues.map { String(format: "%.9g", $0) }.joined(separator: " "))
             }

@@ -27,7 +27,8 @@ final class CheckpointTests: XCTestCase {
             let trainer = try Trainer(config: cfg, communicator: comm, data: data, console: Console(isEnabled: false))
             if let resume { try trainer.restore(from: resume) }
             trainer.stopAtStep = stopAt
-            let run = try RunDirectory(path: dir, isEnabled: comm.rank == 0, resolvedConfig: cfg.resolvedYAML)
+            let run = try RunDirectory(path: dir, isEnabled: comm.rank == 0, resolvedConfig: cfg.resolvedYAML,
+                                       start: resume == nil ? .fresh : .resume)
             do { try trainer.run(directory: run) } catch is Preempted {}
             return Array(trainer.model.parameters.flatValues) + trainer.optimizer.state.flatMap { Array($0.values) }
         }
