@@ -212,4 +212,16 @@ final class CommandLineTests: XCTestCase {
             XCTAssertEqual(Double(f[3])!, (m["test_accuracy"] as! NSNumber).doubleValue, accuracy: 1e-6)
         }
     }
+
+    func testInvalidRankCountsAreRefusedByEverySubcommand() throws {
+        try requireBinary()
+        for args in [["eval", "--checkpoint", "x.safetensors", "--simulate-ranks=-3"],
+                     ["eval", "--checkpoint", "x.safetensors", "--simulate-ranks", "0"],
+                     ["train", "--config", "x.yaml", "--simulate-ranks", "0"],
+                     ["ranks", "--simulate-ranks=-1"]] {
+            let r = try tests.run([lockstep] + args)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.output.contains("--simulate-ranks must be at least 1"), "\(args): \(r.output)")
+        }
+    }
 }
