@@ -1,5 +1,6 @@
-// Preemption: SIGTERM or SIGINT asks every rank to stop after the current step, save a
-// checkpoint and exit with `Preempted.exitCode`; a second signal exits at once.
+// Preemption: SIGTERM or SIGINT (or SIGUSR1, which mpirun forwards to the ranks: launch/train
+// turns a SIGTERM/SIGINT to itself into one) asks every rank to stop after the current step,
+// save a checkpoint and exit with `Preempted.exitCode`; a second signal exits at once.
 import Foundation
 
 public enum StopSignal {
@@ -7,7 +8,7 @@ public enum StopSignal {
     public static var requested: Bool { flag != 0 }
 
     public static func install() {
-        for sig in [SIGTERM, SIGINT] {
+        for sig in [SIGTERM, SIGINT, SIGUSR1] {
             signal(sig) { s in
                 if StopSignal.flag != 0 { _exit(128 + s) }
                 StopSignal.flag = 1
