@@ -13,3 +13,7 @@ static inline MPI_Op lockstep_op_min(void) { return MPI_MIN; }
 static inline void *lockstep_in_place(void) { return MPI_IN_PLACE; }
 static inline int lockstep_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int lockstep_success(void) { return MPI_SUCCESS; }
+static inline MPI_Datatype lockstep_type_int(void) { return MPI_INT; }
+static inline MPI_Status *lockstep_status_ignore(void) { return MPI_STATUS_IGNORE; }
+static inline MPI_Request lockstep_request_null(void) { return MPI_REQUEST_NULL; }
+static inline int lockstep_any_source(void) { return MPI_ANY_SOURCE; }

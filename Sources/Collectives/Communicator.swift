@@ -21,9 +21,24 @@ public protocol Communicator: AnyObject {
     /// Copies `root`'s bytes into every other rank's buffer (all buffers have the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
+    /// Seconds a collective waits for the other ranks before it gives up with a CollectiveError
+    /// naming the ranks that did not arrive (where the implementation can tell).
+    var collectiveTimeout: Double { get set }
     /// Ends the whole job: prints nothing itself (the caller has printed `rank R: message`).
     /// Under MPI this calls MPI_Abort; with threads it wakes every rank waiting in a collective.
     func abort(_ message: String)
+}
+
+/// What a timed-out collective says.
+public enum CollectiveTimeout {
+    /// Long enough for a slow checkpoint write or data load on another rank.
+    public static let defaultSeconds = 300.0
+
+    public static func message(_ what: String, seconds: Double, missing: [Int]) -> String {
+        let who = missing.isEmpty ? "some rank did not arrive"
+            : "rank\(missing.count == 1 ? "" : "s") \(missing.map(String.init).joined(separator: ", ")) did not arrive"
+        return "\(what) timed out after \(String(format: "%g", seconds)) s: \(who) (stopped, hung, or cut off); set check.collective_timeout to wait longer"
+    }
 }
 
 public struct CollectiveError: Error, CustomStringConvertible {
@@ -98,6 +113,7 @@ public final class SingleProcessCommunicator: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public var kind: String { "single" }
+    public var collectiveTimeout = CollectiveTimeout.defaultSeconds
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {}
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {}
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {}

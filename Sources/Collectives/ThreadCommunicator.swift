@@ -10,6 +10,10 @@ final class ThreadGroup: @unchecked Sendable {
     private let condition = NSCondition()
     private var arrived = 0
     private var generation = 0
+    /// Which ranks have arrived in the current generation (to name the missing ones).
+    private var present: [Bool]
+    /// Seconds a rank waits in a collective before giving up (Communicator.collectiveTimeout).
+    var timeout = CollectiveTimeout.defaultSeconds
     private(set) var failure: CollectiveError?
     /// One published buffer address per rank (each rank writes only its own slot).
     let slots: UnsafeMutablePointer<UnsafeMutableRawPointer?>
@@ -34,22 +38,33 @@ final class ThreadGroup: @unchecked Sendable {
         self.size = size
         self.slots = .allocate(capacity: size)
         self.slots.initialize(repeating: nil, count: size)
+        present = [Bool](repeating: false, count: size)
     }
 
-    /// Blocks until all ranks arrive; throws if any rank aborted.
-    func wait() throws {
+    /// Blocks until all ranks arrive; throws if any rank aborted, or when the others do not all
+    /// arrive within `timeout` seconds (naming those that did not).
+    func wait(rank: Int, _ what: @autoclosure () -> String) throws {
         condition.lock()
         defer { condition.unlock() }
         if let f = failure { throw f }
         let myGeneration = generation
         arrived += 1
+        present[rank] = true
         if arrived == size {
             arrived = 0
             generation += 1
+            for r in 0..<size { present[r] = false }
             condition.broadcast()
             return
         }
-        while generation == myGeneration && failure == nil { condition.wait() }
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while generation == myGeneration && failure == nil {
+            if !condition.wait(until: deadline) && generation == myGeneration && failure == nil {
+                let missing = (0..<size).filter { !present[$0] }
+                failure = CollectiveError(failedRank: rank, message: CollectiveTimeout.message(what(), seconds: timeout, missing: missing))
+                condition.broadcast()
+            }
+        }
         if let f = failure { throw f }
     }
 
@@ -109,7 +124,12 @@ public final class ThreadCommunicator: Communicator {
 
     public func abort(_ message: String) { group.fail(rank: rank, message: message) }
 
-    public func barrier() throws { try group.wait() }
+    public var collectiveTimeout: Double {
+        get { group.timeout }
+        set { group.timeout = newValue }
+    }
+
+    public func barrier() throws { try group.wait(rank: rank, "barrier") }
 
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
         try reduce(buffer, op: op)
@@ -123,12 +143,13 @@ public final class ThreadCommunicator: Communicator {
 
     private func reduce<T: AdditiveArithmetic & Comparable>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         let n = buffer.count
+        let what = { "all-reduce (\(op)) of \(n) \(T.self) values" }
         // Every rank passes the same count, so all of them return here together.
         if size == 1 || n == 0 { return }
         // Phase 1: publish our buffer.
         group.slots[rank] = UnsafeMutableRawPointer(buffer.baseAddress)
         if rank == 0 { group.reserveScratch(n * MemoryLayout<T>.stride) }
-        try group.wait()
+        try group.wait(rank: rank, what())
         // Phase 2: each rank reduces its chunk of elements, reading every rank in rank order.
         let lo = n * rank / size, hi = n * (rank + 1) / size
         do {
@@ -147,21 +168,22 @@ public final class ThreadCommunicator: Communicator {
                 out[i] = acc
             }
         }
-        try group.wait()
+        try group.wait(rank: rank, what())
         // Phase 3: copy the result out, then wait so that no rank reuses scratch too early.
         let src = group.scratch.assumingMemoryBound(to: T.self)
         for i in 0..<n { buffer[i] = src[i] }
-        try group.wait()
+        try group.wait(rank: rank, what())
     }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         if size == 1 || buffer.count == 0 { return }
+        let what = { "broadcast of \(buffer.count) bytes from rank \(root)" }
         group.slots[rank] = buffer.baseAddress
-        try group.wait()
+        try group.wait(rank: rank, what())
         if rank != root, buffer.count > 0 {
             buffer.baseAddress!.copyMemory(from: group.slots[root]!, byteCount: buffer.count)
         }
-        try group.wait()
+        try group.wait(rank: rank, what())
     }
 }
 

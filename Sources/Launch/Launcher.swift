@@ -22,6 +22,15 @@ public enum Launcher {
         return .single
     }
 
+    /// The one line a failing rank prints: `rank R: message`, naming the rank where it happened.
+    public static func line(rank: Int?, _ error: Error) -> String {
+        switch error {
+        case let e as RankError: return "\(e)"
+        case let e as CollectiveError where rank == nil || e.failedRank == rank: return "rank \(e.failedRank): \(e.message)"
+        default: return "rank \(rank.map(String.init) ?? "?"): \(error)"
+        }
+    }
+
     /// 0 for success, 75 (EX_TEMPFAIL) for a preempted run that checkpointed, 1 for any error.
     public static func exitStatus(for error: Error?) -> Int32 {
         guard let error else { return 0 }
@@ -41,7 +50,7 @@ public enum Launcher {
                 comm.finalize()
                 return exitStatus(for: p)
             } catch {
-                printError("rank \(comm.rank): \(error)")
+                printError(line(rank: comm.rank, error))
                 comm.abort("\(error)")
             }
             comm.finalize()
@@ -51,7 +60,7 @@ public enum Launcher {
                 try body(SingleProcessCommunicator())
                 return 0
             } catch {
-                if !(error is Preempted) { printError("rank 0: \(error)") }
+                if !(error is Preempted) { printError(line(rank: 0, error)) }
                 return exitStatus(for: error)
             }
         case .threads(let n):
@@ -66,7 +75,7 @@ public enum Launcher {
                 }
                 return 0
             } catch {
-                if !(error is Preempted) { printError(error is RankError ? "\(error)" : "rank ?: \(error)") }
+                if !(error is Preempted) { printError(line(rank: nil, error)) }
                 return exitStatus(for: error)
             }
         }

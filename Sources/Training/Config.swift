@@ -1,6 +1,7 @@
 // The training configuration: every hyperparameter, read strictly from YAML.
 // Defaults live here and only here; the README's config reference is generated from the same
 // names (`lockstep train --print-config` prints the resolved config with every default filled).
+import Collectives
 import Datasets
 import Foundation
 import NN
@@ -42,6 +43,8 @@ public struct TrainingConfig {
     }
     public struct Check {
         public var replicasEvery = 0
+        /// Seconds a collective waits for the other ranks before the job ends naming them.
+        public var collectiveTimeout = CollectiveTimeout.defaultSeconds
     }
     public struct Output {
         public var dir: String? = nil
@@ -157,6 +160,7 @@ public struct TrainingConfig {
 
         let c = try root.section("check")
         config.check.replicasEvery = try c.int("replicas_every", default: config.check.replicasEvery, min: 0)
+        config.check.collectiveTimeout = try c.double("collective_timeout", default: config.check.collectiveTimeout, range: 0.1...604_800)
         try c.finish()
 
         let ck = try root.section("checkpoint")

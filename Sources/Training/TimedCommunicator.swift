@@ -15,9 +15,16 @@ public final class TimedCommunicator: Communicator {
 
     public func reset() { seconds = 0; calls = 0 }
 
-    @inline(__always) private func timed(_ body: () throws -> Void) rethrows {
+    /// Where training stands ("step 57"), added to a timed-out collective's message.
+    public var context = "start-up"
+
+    @inline(__always) private func timed(_ body: () throws -> Void) throws {
         let t0 = monotonicSeconds()
-        try body()
+        do {
+            try body()
+        } catch let e as CollectiveError where e.message.contains(" timed out after ") && !e.message.contains(" at \(context)") {
+            throw CollectiveError(failedRank: e.failedRank, message: e.message.replacingOccurrences(of: " timed out after ", with: " at \(context) timed out after "))
+        }
         seconds += monotonicSeconds() - t0
         calls += 1
     }
@@ -36,4 +43,8 @@ public final class TimedCommunicator: Communicator {
     }
     public func barrier() throws { try timed { try inner.barrier() } }
     public func abort(_ message: String) { inner.abort(message) }
+    public var collectiveTimeout: Double {
+        get { inner.collectiveTimeout }
+        set { inner.collectiveTimeout = newValue }
+    }
 }

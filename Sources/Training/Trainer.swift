@@ -51,6 +51,7 @@ public final class Trainer {
     public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, console: Console? = nil) throws {
         self.config = config
         self.communicator = TimedCommunicator(communicator)
+        self.communicator.collectiveTimeout = config.check.collectiveTimeout
         self.console = console ?? Console(isEnabled: communicator.rank == 0)
         seed = UInt64(config.train.seed)
         let env = ProcessInfo.processInfo.environment
@@ -143,6 +144,7 @@ public final class Trainer {
         if let fault = injectedFaultStep, fault == step {
             throw ConfigError("injected fault at step \(step) (LOCKSTEP_FAULT_RANK/LOCKSTEP_FAULT_STEP)")
         }
+        communicator.context = "step \(step + 1)"
         let global = sampler.globalBatch(step: stepInEpoch, order: order)
         let plan = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
         measured(.optimizer) { zeroGradients(plan) }

@@ -6,6 +6,7 @@ import XCTest
 
 /// A value shared between threads; every access holds the lock.
 final class LockedBox<T>: @unchecked Sendable {
+
     private let lock = NSLock()
     private var stored: T
     init(_ value: T) { stored = value }
@@ -25,6 +26,22 @@ struct InjectedFailure: Error, CustomStringConvertible {
 }
 
 final class ThreadCommunicatorTests: XCTestCase {
+    func testAStalledRankIsNamedWhenACollectiveTimesOut() throws {
+        let start = Date()
+        XCTAssertThrowsError(try ThreadCommunicator.run(size: 3) { comm -> Int in
+            comm.collectiveTimeout = 0.5
+            if comm.rank == 1 { Thread.sleep(forTimeInterval: 2); return 0 }   // never reaches the all-reduce
+            var v = [1.0]
+            try comm.allReduce(&v)
+            return 0
+        }) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("all-reduce (sum) of 1 Double values timed out after 0.5 s: rank 1 did not arrive"), message)
+        }
+        // The waiting ranks gave up after 0.5 s; run() itself returns when rank 1's 2 s are over.
+        XCTAssertLessThan(Date().timeIntervalSince(start), 3.5)
+    }
+
     /// Values that are exact multiples of 1/4 and small, so that every sum is exact whatever the order.
     static func value(rank: Int, index: Int) -> Double {
         let sign: Double = (index + rank) % 2 == 0 ? 1 : -1

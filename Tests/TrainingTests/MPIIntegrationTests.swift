@@ -84,4 +84,35 @@ final class MPIIntegrationTests: XCTestCase {
         XCTAssertNotEqual(single.status, 0)
         XCTAssertTrue(single.output.contains("unknown key 'train.max_step'"), single.output)
     }
+
+    func testAStoppedRankEndsTheJobWithinTheTimeoutNamingIt() throws {
+        try tests.requireMPI()
+        let dir = try writeIDXDirectory()
+        let config = try tests.writeConfig(smallCNNConfig(dataPath: dir))
+        let out = NSTemporaryDirectory() + "lockstep-stall-\(UUID().uuidString)"
+        let (p, pipe) = try tests.start(["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS",
+                                         lockstep, "train", "--config", config, "--set", "train.max_steps=1000000", "--set", "train.epochs=100000",
+                                         "--set", "train.log_every=5", "--set", "check.collective_timeout=3", "--set", "output.dir=\(out)"])
+        let deadline = Date().addingTimeInterval(60)
+        while (FileManager.default.contents(atPath: out + "/metrics.jsonl")?.count ?? 0) == 0 && Date() < deadline { usleep(50_000) }
+        // Rank 1 is the process whose environment says so.
+        let pids = (try FileManager.default.contentsOfDirectory(atPath: "/proc")).compactMap { Int32($0) }
+        let rank1 = pids.first { pid in
+            guard let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ"),
+                  let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            return String(decoding: cmd, as: UTF8.self).contains(out) && env.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=1" }
+        }
+        let pid = try XCTUnwrap(rank1, "rank 1 not found")
+        kill(pid, SIGSTOP)
+        let stopped = Date()
+        while p.isRunning && Date().timeIntervalSince(stopped) < 30 { usleep(50_000) }
+        if p.isRunning { kill(pid, SIGKILL); p.terminate() }
+        p.waitUntilExit()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        // The timeout (3 s), a roll call (up to 2 s), then MPI_Abort: within the timeout + 5 s.
+        XCTAssertLessThan(Date().timeIntervalSince(stopped), 3 + 5, output)
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertTrue(output.contains("rank 1 did not arrive"), output)
+        XCTAssertTrue(output.contains("timed out after 3 s"), output)
+    }
 }
