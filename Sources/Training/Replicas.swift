@@ -92,16 +92,50 @@ extension Trainer {
     /// This rank's wish to stop: a signal arrived, or `stopAtStep` is reached after this step.
     var localStopRequest: Bool { StopSignal.requested || step + 1 == stopAtStep }
 
-    /// Stops the job when replicas' parameters are no longer bit-identical.
+    /// Stops the job when replicas' parameters are no longer bit-identical, naming the rank(s)
+    /// that differ from the majority and the first tensor where they do.
     public func checkReplicas() throws {
         guard worldSize > 1 else { return }
-        var fp = Fingerprint()
-        fp.add(floats: UnsafeBufferPointer(model.parameters.flatValues))
-        do {
-            try communicator.checkSame(fp.value, what: "parameters")
-        } catch let e as CollectiveError where e.message.hasPrefix("parameters differ") {
-            throw CollectiveError(failedRank: rank, message: "replicas diverged at step \(step): parameter checksums differ between ranks")
+        // Every rank's checksum of every parameter tensor, gathered with one all-reduce: each
+        // rank fills its own row (as two exactly representable halves), the others add zeros.
+        let tensors = model.parameters.entries
+        var table = [Double](repeating: 0, count: worldSize * tensors.count * 2)
+        for (t, p) in tensors.enumerated() {
+            var fp = Fingerprint()
+            fp.add(floats: UnsafeBufferPointer(p.values))
+            table[(rank * tensors.count + t) * 2] = Double(fp.value >> 32)
+            table[(rank * tensors.count + t) * 2 + 1] = Double(fp.value & 0xFFFF_FFFF)
         }
+        try communicator.allReduce(&table)
+        let rows = (0..<worldSize).map { r in Array(table[(r * tensors.count * 2)..<((r + 1) * tensors.count * 2)]) }
+        guard let message = Self.divergence(rows, tensorNames: tensors.map(\.name)) else { return }
+        throw CollectiveError(failedRank: rank, message: "replicas diverged at step \(step): \(message)")
+    }
+
+    /// Nil when all rows agree; otherwise which ranks differ from the majority and where first.
+    static func divergence(_ rows: [[Double]], tensorNames: [String]) -> String? {
+        guard rows.contains(where: { $0 != rows[0] }) else { return nil }
+        var counts: [[Double]: Int] = [:]
+        for row in rows { counts[row, default: 0] += 1 }
+        let top = counts.values.max()!
+        let majorities = counts.filter { $0.value == top }
+        func firstTensor(_ a: [Double], _ b: [Double]) -> String {
+            for t in 0..<tensorNames.count {
+                let i = 2 * t
+                if a[i] != b[i] || a[i + 1] != b[i + 1] { return tensorNames[t] }
+            }
+            return tensorNames[0]
+        }
+        guard majorities.count == 1, let majority = majorities.first?.key else {
+            // No majority (two ranks, or an even split): name the groups against rank 0.
+            let others = (0..<rows.count).filter { rows[$0] != rows[0] }
+            let other = others[0]
+            let who = others.count == 1 ? "rank \(other) holds" : "ranks \(others.map(String.init).joined(separator: ", ")) hold"
+            return "\(who) parameters that differ from rank 0's, first in \(firstTensor(rows[0], rows[other])) (no majority tells which is wrong)"
+        }
+        let odd = (0..<rows.count).filter { rows[$0] != majority }
+        let who = odd.count == 1 ? "rank \(odd[0]) holds parameters" : "ranks \(odd.map(String.init).joined(separator: ", ")) hold parameters"
+        return "\(who) that differ from the other \(rows.count - odd.count) ranks', first in \(firstTensor(majority, rows[odd[0]]))"
     }
 }
 

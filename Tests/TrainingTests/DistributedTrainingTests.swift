@@ -196,7 +196,19 @@ final class ReplicaCheckTests: XCTestCase {
             try t.checkReplicas()
             return 0
         }) { error in
-            XCTAssertTrue("\(error)".contains("replicas diverged at step 0"), "\(error)")
+            XCTAssertTrue("\(error)".contains("replicas diverged at step 0: rank 1 holds parameters that differ from rank 0's, first in conv1.weight"), "\(error)")
+        }
+        // With three or more ranks the majority names the odd one, and the first tensor that differs.
+        XCTAssertThrowsError(try ThreadCommunicator.run(size: 4) { comm -> Int in
+            let t = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+            if comm.rank == 2 {
+                let w = t.model.parameters.entries.first { $0.name == "dense1.weight" }!
+                w.value[3] += 1
+            }
+            try t.checkReplicas()
+            return 0
+        }) { error in
+            XCTAssertTrue("\(error)".contains("rank 2 holds parameters that differ from the other 3 ranks', first in dense1.weight"), "\(error)")
         }
     }
 }
