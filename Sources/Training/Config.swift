@@ -73,8 +73,19 @@ public struct TrainingConfig {
 
     /// Reads a config file, applies `key.path=value` overrides, and validates everything.
     public static func load(path: String, overrides: [String] = []) throws -> TrainingConfig {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ConfigError("\(path): cannot read the config file")
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ConfigError("\(path): no such config file")
+        }
+        guard !isDirectory.boolValue else { throw ConfigError("\(path): is a directory, not a config file") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError("\(path): cannot read the config file (permissions?)")
+        }
+        guard data.count <= ConfigValue.maximumBytes else {
+            throw ConfigError("\(path): \(data.count) bytes, more than a config can be (\(ConfigValue.maximumBytes) bytes)")
+        }
+        guard let text = String(data: data, encoding: .utf8), !text.contains("\u{0}") else {
+            throw ConfigError("\(path): not UTF-8 text (a binary file, or UTF-16?); a config is YAML in UTF-8")
         }
         return try parse(yaml: text, file: path, overrides: overrides)
     }

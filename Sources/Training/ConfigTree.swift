@@ -57,6 +57,10 @@ public indirect enum ConfigValue: Equatable {
         } catch let error as YamlError {
             // Yams's message can quote a long stretch of input: keep the line short.
             let text = "\(error)".replacingOccurrences(of: "\n", with: " ")
+            if let range = text.range(of: "duplicated key(s): ") {
+                let keys = text[range.upperBound...].prefix { $0 != "." }
+                throw ConfigError("\(file): a mapping repeats the key(s) \(keys); each key may appear once")
+            }
             throw ConfigError("\(file): not valid YAML: \(text.count > 300 ? String(text.prefix(300)) + "…" : text)")
         }
     }

@@ -72,7 +72,17 @@ public final class RunDirectory {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw RunDirectoryError("\(path): cannot create the run directory (\(error.localizedDescription))")
+            // Name the cause: Foundation's own text is an error domain and a number.
+            var ancestor = (path as NSString).deletingLastPathComponent
+            var isDir: ObjCBool = false
+            while !ancestor.isEmpty && ancestor != "/" {
+                if FileManager.default.fileExists(atPath: ancestor, isDirectory: &isDir) {
+                    if !isDir.boolValue { throw RunDirectoryError("\(path): cannot create the run directory: \(ancestor) is a file") }
+                    break
+                }
+                ancestor = (ancestor as NSString).deletingLastPathComponent
+            }
+            throw RunDirectoryError("\(path): cannot create the run directory (no permission, or the disk is full or read-only)")
         }
         // Temporary files of a save that was killed midway are never under a checkpoint's name;
         // clear them away.

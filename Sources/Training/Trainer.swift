@@ -74,8 +74,8 @@ public final class Trainer {
         optimizer = config.optimizer.make(arena: model.parameters)
         sampler = GlobalBatchSampler(datasetSize: data.train.count, globalBatch: config.train.globalBatch,
                                      seed: seed, shuffle: true, dropLast: config.data.dropLast)
-        guard sampler.stepsPerEpoch > 0 else {
-            throw ConfigError("\(config.file): 'train.global_batch' (\(config.train.globalBatch)) is larger than the training set (\(data.train.count)) with data.drop_last")
+        guard config.train.globalBatch <= data.train.count else {
+            throw ConfigError("\(config.file): 'train.global_batch' (\(config.train.globalBatch)) is larger than the training set (\(data.train.count) samples)")
         }
         let all = config.train.epochs * sampler.stepsPerEpoch
         totalSteps = config.train.maxSteps > 0 ? min(all, config.train.maxSteps) : all

@@ -113,4 +113,42 @@ final class HostileInputTests: XCTestCase {
         // The untouched file resumes.
         XCTAssertNoThrow(try resumeFrom(file))
     }
+
+    func testUnreadableConfigsSayWhy() throws {
+        let dir = tempDir()
+        func config(_ name: String, _ bytes: [UInt8]) throws -> String {
+            let path = dir + "/" + name
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let cases: [(String, String)] = [
+            (dir + "/missing.yaml", "missing.yaml: no such config file"),
+            (dir, "is a directory, not a config file"),
+            (try config("utf16.yaml", [0xFF, 0xFE, 0x6E, 0x00, 0x3A, 0x00]), "utf16.yaml: not UTF-8 text"),
+            (try config("binary.yaml", [0x7F, 0x45, 0x4C, 0x46, 0x00, 0x01]), "binary.yaml: not UTF-8 text"),
+            (try config("dup.yaml", Array("name: a\nname: b\nmodel: [flatten]\n".utf8)), "dup.yaml: a mapping repeats the key(s) 'name'"),
+        ]
+        for (path, expected) in cases {
+            XCTAssertThrowsError(try TrainingConfig.load(path: path)) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(error)")
+                XCTAssertLessThan("\(error)".count, 300)
+            }
+        }
+    }
+
+    func testAGlobalBatchLargerThanTheDataIsAnError() throws {
+        let config = try TrainingConfig.parse(yaml: smallCNNConfig(), file: "small.yaml", overrides: ["train.global_batch=241"])
+        XCTAssertThrowsError(try Trainer(config: config, communicator: SingleProcessCommunicator(), data: makeData(),
+                                         console: Console(isEnabled: false))) {
+            XCTAssertTrue("\($0)".contains("'train.global_batch' (241) is larger than the training set (240 samples)"), "\($0)")
+        }
+    }
+
+    func testARunDirectoryUnderAFileNamesTheFile() throws {
+        let file = tempDir() + "/plain"
+        FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        XCTAssertThrowsError(try RunDirectory(path: file + "/run", isEnabled: true, resolvedConfig: "")) {
+            XCTAssertEqual("\($0)", "\(file)/run: cannot create the run directory: \(file) is a file")
+        }
+    }
 }
