@@ -38,6 +38,11 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           exclude: ["README.md"], swiftSettings: release),
 
+        // Fuzz harnesses (fuzz/README.md): plain builds replay a corpus, fuzz/run builds them for libFuzzer.
+        .executableTarget(name: "fuzz-idx", dependencies: ["Datasets"], path: "fuzz/Sources/FuzzIDX"),
+        .executableTarget(name: "fuzz-safetensors", dependencies: ["Training"], path: "fuzz/Sources/FuzzSafeTensors"),
+        .executableTarget(name: "fuzz-config", dependencies: ["Training"], path: "fuzz/Sources/FuzzConfig"),
+
         .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),

@@ -45,9 +45,13 @@ public func readPossiblyCompressed(_ path: String) throws -> [UInt8] {
     return out
 }
 
-/// Parses and validates an IDX file of unsigned bytes with the expected rank.
+/// Reads, parses and validates an IDX file of unsigned bytes with the expected rank.
 public func readIDX(_ path: String, expectedRank: Int) throws -> IDXArray {
-    let data = try readPossiblyCompressed(path)
+    try parseIDX(try readPossiblyCompressed(path), path: path, expectedRank: expectedRank)
+}
+
+/// Parses and validates IDX bytes (unsigned bytes, the expected rank); `path` names them in errors.
+public func parseIDX(_ data: [UInt8], path: String, expectedRank: Int) throws -> IDXArray {
     guard data.count >= 4 else {
         throw DataError("\(path): truncated IDX file (\(data.count) bytes, expected at least a 4-byte header)")
     }
@@ -68,7 +72,15 @@ public func readIDX(_ path: String, expectedRank: Int) throws -> IDXArray {
         let o = 4 + 4 * d
         dims.append(Int(data[o]) << 24 | Int(data[o + 1]) << 16 | Int(data[o + 2]) << 8 | Int(data[o + 3]))
     }
-    let expected = dims.reduce(1, *)
+    // Four 32-bit dimensions can overflow Int: a product beyond the data is an error anyway.
+    var expected = 1
+    for d in dims {
+        let (product, overflow) = expected.multipliedReportingOverflow(by: d)
+        guard !overflow else {
+            throw DataError("\(path): IDX dimensions \(dims) describe more data than any file holds")
+        }
+        expected = product
+    }
     guard data.count - headerSize == expected else {
         let what = data.count - headerSize < expected ? "truncated" : "too long"
         throw DataError("\(path): \(what) IDX data: \(data.count - headerSize) bytes after the header, expected \(expected) for dimensions \(dims)")

@@ -241,4 +241,20 @@ final class CommandLineTests: XCTestCase {
         let ckpts = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("ckpt-step") }
         XCTAssertFalse(ckpts.isEmpty, "a checkpoint must be written before exiting")
     }
+
+    func testFuzzHarnessesReplayTheirSeedCorpus() throws {
+        // fuzz/run drives these harnesses with libFuzzer; built plainly they replay inputs, so the
+        // suite checks that every seed parses without a crash.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        for harness in ["idx", "safetensors", "config"] {
+            let bin = buildProductsDirectory().appendingPathComponent("fuzz-\(harness)").path
+            guard FileManager.default.isExecutableFile(atPath: bin) else { throw XCTSkip("\(bin) not built") }
+            let dir = root.appendingPathComponent("fuzz/corpus/\(harness)").path
+            let seeds = try FileManager.default.contentsOfDirectory(atPath: dir).sorted().map { dir + "/" + $0 }
+            XCTAssertFalse(seeds.isEmpty, dir)
+            let r = try tests.run([bin] + seeds)
+            XCTAssertEqual(r.status, 0, r.output)
+            XCTAssertTrue(r.output.contains("replayed \(seeds.count) input(s)"), r.output)
+        }
+    }
 }

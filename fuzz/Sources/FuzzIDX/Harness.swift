@@ -1,0 +1,25 @@
+// Fuzz harness for the IDX parser (Datasets.parseIDX) as labels (rank 1) and images (rank 3).
+// Built with -DFUZZING and --sanitize=fuzzer (fuzz/run), libFuzzer drives it; built plainly it
+// replays the files given as arguments (the seed corpus, or a crash to reproduce).
+import Datasets
+import Foundation
+
+func fuzzOne(_ bytes: [UInt8]) {
+    _ = try? parseIDX(bytes, path: "input", expectedRank: 1)
+    _ = try? parseIDX(bytes, path: "input", expectedRank: 3)
+}
+
+#if FUZZING
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    fuzzOne(size > 0 ? Array(UnsafeBufferPointer(start: data, count: size)) : [])
+    return 0
+}
+#else
+@main struct Replay {
+    static func main() {
+        for path in CommandLine.arguments.dropFirst() { fuzzOne([UInt8](FileManager.default.contents(atPath: path) ?? Data())) }
+        print("replayed \(CommandLine.arguments.count - 1) input(s)")
+    }
+}
+#endif
