@@ -8,6 +8,9 @@ import TensorCore
 import Training
 
 public enum Launcher {
+    /// How long a failing rank other than 0 waits before ending the job itself.
+    static let abortGraceMicroseconds: UInt32 = 1_500_000
+
     public enum Backend: Equatable, Sendable {
         case mpi
         case threads(Int)
@@ -50,6 +53,10 @@ public enum Launcher {
                 comm.finalize()
                 return exitStatus(for: p)
             } catch {
+                // When every rank fails alike (a missing file, a bad key) simultaneous MPI_Aborts
+                // garble OpenMPI's own messages (ORTE_ERROR_LOG): rank 0 aborts at once, the
+                // others after a grace period in which rank 0's abort, if any, ends them first.
+                if comm.rank != 0 { usleep(Self.abortGraceMicroseconds) }
                 printError(line(rank: comm.rank, error))
                 comm.abort("\(error)")
             }

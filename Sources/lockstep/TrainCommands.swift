@@ -48,9 +48,12 @@ struct CompareBN: ParsableCommand {
         discussion: "Both runs start from the same weights, data order and randomness; only bn.mode differs. Runs go to <output.dir>/sync and <output.dir>/local, the comparison to <output.dir>/compare-bn/ (report.md, report.html, SVG plots).")
     @OptionGroup var options: RunOptions
 
+    @Flag(name: .long, help: "Start afresh where <output.dir>/sync or /local holds an earlier run, deleting that run's files.")
+    var overwrite = false
+
     func run() throws {
         let shared = SharedData()
-        let options = self.options
+        let (options, overwrite) = (self.options, self.overwrite)
         StopSignal.install()
         launch(simulateRanks: options.simulateRanks) { comm in
             let base = try TrainingConfig.load(path: options.config, overrides: options.allOverrides)
@@ -61,8 +64,7 @@ struct CompareBN: ParsableCommand {
                 let dir = (root as NSString).appendingPathComponent(mode)
                 let config = try TrainingConfig.load(path: options.config, overrides: options.allOverrides + ["bn.mode=\(mode)", "output.dir=\(dir)"])
                 let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
-                let run = try RunDirectory(path: dir, isEnabled: comm.rank == 0, resolvedConfig: config.resolvedYAML)
-                try trainer.run(directory: run)
+                try trainer.run(resume: nil, overwrite: overwrite)
                 dirs.append(dir)
             }
             guard comm.rank == 0 else { return }
