@@ -25,6 +25,10 @@ public enum LayerSpec: Equatable, Sendable {
     case prelu(perChannel: Bool)
     case sigmoid
     case tanh
+    case elu(alpha: Float)
+    case gelu
+    case silu
+    case softplus
     case dropout(probability: Float)
 
     /// The layer kind as written in configs.
@@ -43,6 +47,10 @@ public enum LayerSpec: Equatable, Sendable {
         case .prelu: return "prelu"
         case .sigmoid: return "sigmoid"
         case .tanh: return "tanh"
+        case .elu: return "elu"
+        case .gelu: return "gelu"
+        case .silu: return "silu"
+        case .softplus: return "softplus"
         case .dropout: return "dropout"
         }
     }
@@ -59,7 +67,8 @@ public struct ModelBuilder {
 
     /// Builds layers named `<kind><k>` (conv1, batchnorm1, dense2, ...). The default initialiser
     /// of a dense or conv layer is He normal when a ReLU-family activation follows it (or nothing
-    /// does) and Xavier normal before sigmoid or tanh.
+    /// does; ELU, GELU, SiLU and Softplus count as that family) and Xavier normal before
+    /// sigmoid or tanh.
     public func build(_ specs: [LayerSpec], inputShape: [Int], spareGradientFloats: Int = 0) throws -> Model {
         var layers: [Layer] = []
         var shape = inputShape
@@ -105,6 +114,10 @@ public struct ModelBuilder {
             case let .prelu(perChannel): layer = PReLU(name: name, inputShape: shape, perChannel: perChannel)
             case .sigmoid: layer = Sigmoid(name: name, inputShape: shape)
             case .tanh: layer = Tanh(name: name, inputShape: shape)
+            case let .elu(alpha): layer = ELU(name: name, inputShape: shape, alpha: alpha)
+            case .gelu: layer = GELU(name: name, inputShape: shape)
+            case .silu: layer = SiLU(name: name, inputShape: shape)
+            case .softplus: layer = Softplus(name: name, inputShape: shape)
             case let .dropout(p): layer = try Dropout(name: name, inputShape: shape, probability: p, layerIndex: index)
             }
             layers.append(layer)
@@ -116,7 +129,7 @@ public struct ModelBuilder {
     static func defaultInitializer(after rest: ArraySlice<LayerSpec>) -> Initializer {
         for spec in rest {
             switch spec {
-            case .relu, .leakyReLU, .prelu: return .heNormal
+            case .relu, .leakyReLU, .prelu, .elu, .gelu, .silu, .softplus: return .heNormal
             case .sigmoid, .tanh: return .xavierNormal
             case .dense, .conv: return .heNormal
             default: continue

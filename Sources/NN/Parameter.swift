@@ -15,12 +15,15 @@ public enum Initializer: String, CaseIterable, Sendable {
     /// U(±1/√fan_in): PyTorch's default for nn.Linear and nn.Conv2d weights (kaiming_uniform with
     /// a = √5): variance 1/(3·fan_in), a sixth of He's. Useful to reproduce a PyTorch recipe.
     case torchDefault = "torch_default"
+    /// LeCun et al. 1998 ("Efficient BackProp"): variance 1/fan_in, the start SELU-style and
+    /// tanh networks are analysed with.
+    case lecunNormal = "lecun_normal", lecunUniform = "lecun_uniform"
     case zeros, ones
     case quarter  // PReLU's conventional starting slope, 0.25
 
     /// The initialisers a dense or conv weight may be given. A zero or constant start leaves every
     /// unit of a layer computing the same thing, so configs cannot ask for one.
-    public static let random: [Initializer] = [.heNormal, .heUniform, .xavierNormal, .xavierUniform, .torchDefault]
+    public static let random: [Initializer] = [.heNormal, .heUniform, .xavierNormal, .xavierUniform, .lecunNormal, .lecunUniform, .torchDefault]
 }
 
 public final class Parameter {
@@ -169,6 +172,12 @@ public final class Arena {
                 for i in 0..<p.count { v[i] = std * stream.normal(i) }
             case .xavierUniform:
                 let bound = (6.0 / Float(p.fanIn + p.fanOut)).squareRoot()
+                for i in 0..<p.count { v[i] = (2 * stream.uniform(i) - 1) * bound }
+            case .lecunNormal:
+                let std = (1.0 / Float(p.fanIn)).squareRoot()
+                for i in 0..<p.count { v[i] = std * stream.normal(i) }
+            case .lecunUniform:
+                let bound = (3.0 / Float(p.fanIn)).squareRoot()
                 for i in 0..<p.count { v[i] = (2 * stream.uniform(i) - 1) * bound }
             case .torchDefault:
                 let bound = 1 / Float(p.fanIn).squareRoot()

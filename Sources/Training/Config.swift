@@ -237,9 +237,13 @@ public struct TrainingConfig {
         case "prelu": spec = .prelu(perChannel: try a.bool("per_channel", default: false))
         case "sigmoid": spec = .sigmoid
         case "tanh": spec = .tanh
+        case "elu": spec = .elu(alpha: Float(try a.double("alpha", default: 1, range: 0...100)))
+        case "gelu": spec = .gelu
+        case "silu", "swish": spec = .silu
+        case "softplus": spec = .softplus
         case "dropout": spec = .dropout(probability: Float(try a.double("p", default: 0.5, range: 0...0.999)))
         default:
-            throw ConfigError("\(whereText): unknown layer '\(kind)' (known: dense, conv, maxpool, avgpool, global_avgpool, flatten, batchnorm, groupnorm, layernorm, instancenorm, relu, leaky_relu, prelu, sigmoid, tanh, dropout)")
+            throw ConfigError("\(whereText): unknown layer '\(kind)' (known: dense, conv, maxpool, avgpool, global_avgpool, flatten, batchnorm, groupnorm, layernorm, instancenorm, relu, leaky_relu, prelu, elu, gelu, silu, softplus, sigmoid, tanh, dropout)")
         }
         try a.finish()
         return spec

@@ -23,6 +23,8 @@ final class InitializerTests: XCTestCase {
             (.xavierNormal, (2 / (fanIn + fanOut)).squareRoot(), nil),
             (.xavierUniform, (2 / (fanIn + fanOut)).squareRoot(), (6 / (fanIn + fanOut)).squareRoot()),
             (.torchDefault, (1 / (3 * fanIn)).squareRoot(), 1 / fanIn.squareRoot()),
+            (.lecunNormal, (1 / fanIn).squareRoot(), nil),
+            (.lecunUniform, (1 / fanIn).squareRoot(), (3 / fanIn).squareRoot()),
         ]
         XCTAssertEqual(Set(cases.map { $0.0 }), Set(Initializer.random), "every initialiser a config may ask for is checked")
         for (initializer, std, bound) in cases {

@@ -195,6 +195,36 @@ final class LayerGradientTests: XCTestCase {
         checkGradients(model: model, input: randomTensor([3, 5], seed: 18, scale: 1.5), context: trainingContext(batch: 3))
     }
 
+    func testSmoothActivationGradients() throws {
+        // Inputs spread over ±3 (scale 1.5 normal), both sides of each kink-free curve.
+        let layers: [Layer] = [ELU(name: "elu", inputShape: [6], alpha: 0.7), GELU(name: "gelu", inputShape: [6]),
+                               SiLU(name: "silu", inputShape: [6]), Softplus(name: "softplus", inputShape: [6])]
+        for (k, layer) in layers.enumerated() {
+            let model = makeModel([layer], inputShape: [6])
+            checkGradients(model: model, input: randomTensor([3, 6], seed: 40 + UInt64(k), scale: 1.5), context: trainingContext(batch: 3))
+        }
+    }
+
+    func testSmoothActivationValuesAgainstReferenceNumbers() throws {
+        // Reference values computed in float64 with Python's math module from the definitions (tanh
+        // GELU, x·σ(x), log1p(exp(x)), α·expm1(x)); float32 evaluation of values below 2 is within
+        // a few ulps (≤ 2.4e-7 each), so 1e-6 catches any wrong formula or constant.
+        let x: [Float] = [-2, -0.5, 0, 0.5, 2]
+        let cases: [(Layer, [Float])] = [
+            (ELU(name: "elu", inputShape: [5], alpha: 1), [-0.864664717, -0.393469340, 0, 0.5, 2]),
+            (GELU(name: "gelu", inputShape: [5]), [-0.045402306, -0.154285990, 0, 0.345714010, 1.954597694]),
+            (SiLU(name: "silu", inputShape: [5]), [-0.238405844, -0.188770334, 0, 0.311229666, 1.761594156]),
+            (Softplus(name: "softplus", inputShape: [5]), [0.126928011, 0.474076984, 0.693147181, 0.974076984, 2.126928011]),
+        ]
+        for (layer, expected) in cases {
+            let y = try layer.forward(Tensor(shape: [1, 5], values: x), context: trainingContext(batch: 1)).array
+            for i in 0..<5 { XCTAssertEqual(y[i], expected[i], accuracy: 1e-6, "\(layer.name)(\(x[i]))") }
+        }
+        // Softplus does not overflow where exp(x) does.
+        let big = try Softplus(name: "softplus", inputShape: [1]).forward(Tensor(shape: [1, 1], values: [100]), context: trainingContext(batch: 1))
+        XCTAssertEqual(big.array[0], 100)
+    }
+
     // MARK: Dropout (same context → same mask, so finite differences are valid)
 
     func testDropoutTrainingGradients() throws {

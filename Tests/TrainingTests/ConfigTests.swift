@@ -231,4 +231,26 @@ final class ShapeCheckTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("6 channels do not divide into 4 groups"), "\($0)")
         }
     }
+
+    func testSmoothActivationsAndLeCunInitFromConfig() throws {
+        let yaml = """
+        model:
+          - dense: {out: 8, init: lecun_normal}
+          - elu: {alpha: 0.5}
+          - dense: {out: 8}
+          - gelu
+          - dense: {out: 8}
+          - swish
+          - dense: {out: 8, init: lecun_uniform}
+          - softplus
+          - dense: {out: 3}
+        """
+        let config = try TrainingConfig.parse(yaml: yaml, file: "smooth.yaml")
+        let model = try ModelBuilder(communicator: SingleProcessCommunicator()).build(config.model, inputShape: [4])
+        XCTAssertEqual(model.layers.map { $0.name }, ["dense1", "elu1", "dense2", "gelu1", "dense3", "silu1", "dense4", "softplus1", "dense5"])
+        XCTAssertEqual((model.layers[1] as? ELU)?.alpha, 0.5)
+        XCTAssertEqual(model.parameters.entries.first { $0.name == "dense1.weight" }?.initializer, .lecunNormal)
+        XCTAssertEqual(model.parameters.entries.first { $0.name == "dense2.weight" }?.initializer, .heNormal, "He before a ReLU-like curve")
+        XCTAssertEqual(model.parameters.entries.first { $0.name == "dense4.weight" }?.initializer, .lecunUniform)
+    }
 }
