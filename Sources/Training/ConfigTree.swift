@@ -50,6 +50,7 @@ public indirect enum ConfigValue: Equatable {
         guard yaml.utf8.count <= maximumBytes else {
             throw ConfigError("\(file): \(yaml.utf8.count) bytes, more than a config can be (\(maximumBytes) bytes)")
         }
+        try rejectComplexKeys(yaml, file: file)
         do {
             guard let node = try Yams.compose(yaml: yaml) else { return .map([], line: 1) }
             var budget = maximumNodes
@@ -62,6 +63,57 @@ public indirect enum ConfigValue: Equatable {
                 throw ConfigError("\(file): a mapping repeats the key(s) \(keys); each key may appear once")
             }
             throw ConfigError("\(file): not valid YAML: \(text.count > 300 ? String(text.prefix(300)) + "…" : text)")
+        }
+    }
+
+    /// Config keys are plain words. YAML also allows lists, mappings and aliases as keys, and
+    /// Yams compares such keys recursively when a mapping repeats one, which takes exponential
+    /// time in their depth (found by fuzz/run: a 1.3 kB file took minutes). A scan of the text,
+    /// outside quotes and comments, refuses them (and flow nesting beyond 64) before composing.
+    static func rejectComplexKeys(_ yaml: String, file: String) throws {
+        var depth = 0
+        for (number, line) in yaml.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            func fail(_ what: String) -> ConfigError { ConfigError("\(file):\(number + 1): \(what); a config's keys are plain names") }
+            var quote: Character? = nil
+            var previous: Character = " "
+            var afterClose = false, afterAlias = false
+            for c in line {
+                if let q = quote {
+                    if c == q { quote = nil }
+                    previous = c
+                    continue
+                }
+                switch c {
+                case "\"", "'": quote = c
+                case "#" where previous == " " || previous == "\t": break
+                case "[", "{":
+                    depth += 1
+                    if depth > 64 { throw fail("lists or mappings nested more than 64 deep") }
+                case "]", "}":
+                    depth = max(depth - 1, 0)
+                    afterClose = true
+                    afterAlias = false
+                    previous = c
+                    continue
+                case "*" where " \t-[{,:?".contains(previous):
+                    afterAlias = true
+                case ":" where afterClose:
+                    throw fail("a list or mapping used as a key")
+                case ":" where afterAlias:
+                    throw fail("an alias used as a key")
+                case "?" where " \t-[{,".contains(previous):
+                    throw fail("an explicit '?' key")
+                default:
+                    break
+                }
+                if c == "#" && (previous == " " || previous == "\t") { break }
+                if c != " " && c != "\t" { afterClose = false }
+                // An alias ends at a flow indicator; spaces may still come between it and a ':'.
+                if ",]}".contains(c) || (afterAlias && c != "*" && (previous == " " || previous == "\t") && c != " " && c != "\t" && c != ":") {
+                    afterAlias = false
+                }
+                previous = c
+            }
         }
     }
 

@@ -151,4 +151,24 @@ final class HostileInputTests: XCTestCase {
             XCTAssertEqual("\($0)", "\(file)/run: cannot create the run directory: \(file) is a file")
         }
     }
+
+    func testComplexKeysAreRefusedBeforeYAMLCanCompareThemForMinutes() throws {
+        // Found by fuzz/run: Yams sorts repeated complex keys by recursive comparison, which took
+        // minutes on this 1.3 kB input; the config reader now refuses such keys before composing.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let slow = try String(contentsOf: root.appendingPathComponent("fuzz/corpus/config/regression-complex-keys-slow"), encoding: .utf8)
+        let start = Date()
+        XCTAssertThrowsError(try TrainingConfig.parse(yaml: slow, file: "slow.yaml"))
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1)
+        for (text, expected) in [("? [a]\n", "slow.yaml:1: an explicit '?' key"), ("[a, b]: 1\n", "a list or mapping used as a key"),
+                                 ("x: {[a]: 1}\n", "a list or mapping used as a key"), ("a: &x [1]\n*x : 2\n", "slow.yaml:2: an alias used as a key"),
+                                 ("a: " + String(repeating: "[", count: 70) + "\n", "nested more than 64 deep")] {
+            XCTAssertThrowsError(try TrainingConfig.parse(yaml: text, file: "slow.yaml")) {
+                XCTAssertTrue("\($0)".contains(expected), "\($0)")
+            }
+        }
+        // Question marks, aliases as values and brackets inside quotes are fine.
+        let fine = "name: 'what? [a]: b'\ndata: {classes: 4}\nmodel: &m [flatten, {dense: {out: 4}}]  # why? [x]: y\n"
+        XCTAssertEqual(try TrainingConfig.parse(yaml: fine, file: "ok.yaml").name, "what? [a]: b")
+    }
 }
