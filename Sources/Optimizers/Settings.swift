@@ -4,7 +4,7 @@
 import NN
 
 public struct OptimizerSettings: Sendable {
-    public enum Kind: String, CaseIterable, Sendable { case sgd, adam, adamw }
+    public enum Kind: String, CaseIterable, Sendable { case sgd, adam, adamw, rmsprop, adagrad }
     public var kind = Kind.sgd
     public var learningRate = 0.01
     public var momentum = 0.0
@@ -12,6 +12,9 @@ public struct OptimizerSettings: Sendable {
     public var weightDecay = 0.0
     public var decayWeightsOnly = false
     public var beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8
+    /// RMSProp's smoothing constant for the mean of squared gradients, and its centered variant.
+    public var alpha = 0.99
+    public var centered = false
     /// Global gradient-norm clipping (after the all-reduce), or nil.
     public var clipNorm: Double? = nil
 
@@ -23,6 +26,11 @@ public struct OptimizerSettings: Sendable {
         case .sgd:
             return SGD(arena: arena, momentum: Float(momentum), weightDecay: Float(weightDecay),
                        nesterov: nesterov, decayWeightsOnly: decayWeightsOnly)
+        case .rmsprop:
+            return RMSProp(arena: arena, alpha: Float(alpha), epsilon: Float(epsilon), momentum: Float(momentum),
+                           centered: centered, weightDecay: Float(weightDecay), decayWeightsOnly: decayWeightsOnly)
+        case .adagrad:
+            return AdaGrad(arena: arena, epsilon: Float(epsilon), weightDecay: Float(weightDecay), decayWeightsOnly: decayWeightsOnly)
         case .adam, .adamw:
             return Adam(arena: arena, beta1: Float(beta1), beta2: Float(beta2), epsilon: Float(epsilon),
                         weightDecay: Float(weightDecay), decoupled: kind == .adamw, decayWeightsOnly: decayWeightsOnly)

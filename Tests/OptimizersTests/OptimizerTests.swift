@@ -121,6 +121,33 @@ final class OptimizerTests: XCTestCase {
         assertClose(steps(arena, adamW, [Self.g1, Self.g2]), [0.85446631, -2.1557182, 0.64002185], tolerance: 1e-5)
     }
 
+    // MARK: Adaptive rates (torch.optim.Adagrad, torch.optim.RMSprop)
+
+    func testAdaGradTwoSteps() {
+        // s ← s + g²; w ← w − η·g/(√s + ε): the first step moves every element by η·sign(g).
+        let arena = makeArena()
+        let adagrad = AdaGrad(arena: arena)
+        assertClose(steps(arena, adagrad, [Self.g1, Self.g2]), [0.94472136, -2.1894427, 0.56837723], tolerance: 1e-5)
+        XCTAssertEqual(adagrad.state.map { $0.name }, ["adagrad_sum"])
+    }
+
+    func testRMSPropTwoSteps() {
+        // α = 0.99: after one step v = 0.01·g², so the first step is η·g/(0.1·|g|) = 10·η·sign(g).
+        let arena = makeArena()
+        let rms = RMSProp(arena: arena)
+        assertClose(steps(arena, rms, [Self.g1, Self.g2]), [0.44901358, -3.8953232, 1.1823396], tolerance: 1e-5)
+    }
+
+    func testRMSPropCenteredWithMomentumAndWeightDecay() {
+        let arena = makeArena()
+        let rms = RMSProp(arena: arena, momentum: 0.9, centered: true, weightDecay: 0.1)
+        // The centered denominator v − ḡ² cancels about 1% of v and momentum sums the scaled
+        // steps: float32 lands within ~1e-5 here; 1e-4 keeps a margin and still catches any wrong
+        // term (each changes these numbers by more than 1e-2).
+        assertClose(steps(arena, rms, [Self.g1, Self.g2]), [-0.66294202, -3.0050378, 1.6999808], tolerance: 1e-4)
+        XCTAssertEqual(rms.state.map { $0.name }, ["rmsprop_square", "rmsprop_average", "rmsprop_momentum"])
+    }
+
     // MARK: Learning-rate schedules
 
     func testConstantSchedule() {

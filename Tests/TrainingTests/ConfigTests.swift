@@ -253,4 +253,19 @@ final class ShapeCheckTests: XCTestCase {
         XCTAssertEqual(model.parameters.entries.first { $0.name == "dense2.weight" }?.initializer, .heNormal, "He before a ReLU-like curve")
         XCTAssertEqual(model.parameters.entries.first { $0.name == "dense4.weight" }?.initializer, .lecunUniform)
     }
+
+    func testAdaptiveOptimizersFromConfig() throws {
+        let base = "model: [flatten, {dense: {out: 2}}]\n"
+        let rms = try TrainingConfig.parse(yaml: base + "optimizer: {name: rmsprop, alpha: 0.9, centered: true, momentum: 0.5}\n", file: "o.yaml")
+        let arena = Arena([Parameter(name: "w", shape: [2], initializer: .zeros)], withGradients: true)
+        let optimizer = try XCTUnwrap(rms.optimizer.make(arena: arena) as? RMSProp)
+        XCTAssertEqual(optimizer.alpha, 0.9)
+        XCTAssertTrue(optimizer.centered)
+        XCTAssertEqual(optimizer.momentum, 0.5)
+        let ada = try TrainingConfig.parse(yaml: base + "optimizer: {name: adagrad, lr: 0.1}\n", file: "o.yaml")
+        XCTAssertTrue(ada.optimizer.make(arena: arena) is AdaGrad)
+        XCTAssertThrowsError(try TrainingConfig.parse(yaml: base + "optimizer: {name: adadelta}\n", file: "o.yaml")) {
+            XCTAssertTrue("\($0)".contains("rmsprop") && "\($0)".contains("adagrad"), "\($0)")
+        }
+    }
 }

@@ -1,0 +1,99 @@
+// Adaptive per-element learning rates: AdaGrad and RMSProp, in PyTorch's formulations
+// (torch.optim.Adagrad without lr decay; torch.optim.RMSprop with optional momentum and the
+// centered variant), with L2 weight decay folded into the gradient.
+import NN
+import TensorCore
+
+/// AdaGrad (Duchi et al. 2011): g ← g + λw; s ← s + g²; w ← w − η·g/(√s + ε).
+public final class AdaGrad: Optimizer {
+    let arena: Arena
+    public let epsilon: Float, weightDecay: Float
+    let sum: UnsafeMutableBufferPointer<Float>
+    let ranges: [(range: Range<Int>, decay: Float)]
+    public var stepCount = 0
+
+    public init(arena: Arena, epsilon: Float = 1e-10, weightDecay: Float = 0, decayWeightsOnly: Bool = false) {
+        self.arena = arena
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+        sum = allocateState(arena.count)
+        ranges = decayRanges(arena, weightDecay: weightDecay, weightsOnly: decayWeightsOnly)
+    }
+
+    deinit { sum.baseAddress.map { UnsafeMutableBufferPointer(start: $0, count: max(sum.count, 1)).deallocate() } }
+
+    public var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] { [("adagrad_sum", sum)] }
+
+    public func step(rate: Float) {
+        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, s = sum.baseAddress!
+        let eps = epsilon
+        for (range, lambda) in ranges {
+            for i in range {
+                let grad = g[i] + lambda * w[i]
+                s[i] += grad * grad
+                w[i] -= rate * grad / (s[i].squareRoot() + eps)
+            }
+        }
+        stepCount += 1
+    }
+}
+
+/// RMSProp (Tieleman & Hinton 2012): g ← g + λw; v ← αv + (1−α)g²; centered: ḡ ← αḡ + (1−α)g,
+/// v̂ = v − ḡ², else v̂ = v; with momentum μ: b ← μb + g/(√v̂ + ε), w ← w − ηb; without:
+/// w ← w − η·g/(√v̂ + ε).
+public final class RMSProp: Optimizer {
+    let arena: Arena
+    public let alpha: Float, epsilon: Float, momentum: Float, centered: Bool, weightDecay: Float
+    let square: UnsafeMutableBufferPointer<Float>
+    let average: UnsafeMutableBufferPointer<Float>   // ḡ (centered only)
+    let buffer: UnsafeMutableBufferPointer<Float>    // b (momentum only)
+    let ranges: [(range: Range<Int>, decay: Float)]
+    public var stepCount = 0
+
+    public init(arena: Arena, alpha: Float = 0.99, epsilon: Float = 1e-8, momentum: Float = 0, centered: Bool = false,
+                weightDecay: Float = 0, decayWeightsOnly: Bool = false) {
+        self.arena = arena
+        self.alpha = alpha
+        self.epsilon = epsilon
+        self.momentum = momentum
+        self.centered = centered
+        self.weightDecay = weightDecay
+        square = allocateState(arena.count)
+        average = allocateState(centered ? arena.count : 0)
+        buffer = allocateState(momentum > 0 ? arena.count : 0)
+        ranges = decayRanges(arena, weightDecay: weightDecay, weightsOnly: decayWeightsOnly)
+    }
+
+    deinit {
+        for b in [square, average, buffer] { b.baseAddress.map { UnsafeMutableBufferPointer(start: $0, count: max(b.count, 1)).deallocate() } }
+    }
+
+    public var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] {
+        [("rmsprop_square", square)] + (centered ? [("rmsprop_average", average)] : [])
+            + (momentum > 0 ? [("rmsprop_momentum", buffer)] : [])
+    }
+
+    public func step(rate: Float) {
+        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = square.baseAddress!
+        let a = alpha, eps = epsilon, mu = momentum
+        for (range, lambda) in ranges {
+            for i in range {
+                let grad = g[i] + lambda * w[i]
+                v[i] = a * v[i] + (1 - a) * grad * grad
+                var denominator = v[i]
+                if centered {
+                    average[i] = a * average[i] + (1 - a) * grad
+                    denominator -= average[i] * average[i]
+                }
+                let scaled = grad / (denominator.squareRoot() + eps)
+                if mu > 0 {
+                    buffer[i] = mu * buffer[i] + scaled
+                    w[i] -= rate * buffer[i]
+                } else {
+                    w[i] -= rate * scaled
+                }
+            }
+        }
+        stepCount += 1
+    }
+}
