@@ -15,6 +15,21 @@ public struct OptimizerSettings: Sendable {
     /// RMSProp's smoothing constant for the mean of squared gradients, and its centered variant.
     public var alpha = 0.99
     public var centered = false
+    /// The linear scaling rule (Goyal et al. 2017): with `.linear` the rate used is
+    /// lr × global batch / `referenceBatch`, so a recipe keeps its meaning when the global batch
+    /// grows with the number of nodes (pair it with schedule.warmup_epochs).
+    public enum Scaling: String, CaseIterable, Sendable { case none, linear }
+    public var scaleLR = Scaling.none
+    public var referenceBatch = 256
+
+    /// The base learning rate for a global batch of `globalBatch`.
+    public func baseRate(globalBatch: Int) -> Double {
+        switch scaleLR {
+        case .none: return learningRate
+        case .linear: return learningRate * Double(globalBatch) / Double(referenceBatch)
+        }
+    }
+
     /// Global gradient-norm clipping (after the all-reduce), or nil.
     public var clipNorm: Double? = nil
 

@@ -141,6 +141,8 @@ public struct TrainingConfig {
         config.optimizer.beta1 = try o.double("beta1", default: config.optimizer.beta1, range: 0...0.99999)
         config.optimizer.beta2 = try o.double("beta2", default: config.optimizer.beta2, range: 0...0.9999999)
         config.optimizer.epsilon = try o.double("epsilon", default: config.optimizer.epsilon, range: 1e-20...1)
+        config.optimizer.scaleLR = try o.choice("scale_lr", default: config.optimizer.scaleLR)
+        config.optimizer.referenceBatch = try o.int("reference_batch", default: config.optimizer.referenceBatch, min: 1)
         config.optimizer.alpha = try o.double("alpha", default: config.optimizer.alpha, range: 0...0.99999)
         config.optimizer.centered = try o.bool("centered", default: config.optimizer.centered)
         config.optimizer.clipNorm = try o.optionalDouble("clip_norm")

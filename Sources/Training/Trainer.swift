@@ -79,7 +79,7 @@ public final class Trainer {
         }
         let all = config.train.epochs * sampler.stepsPerEpoch
         totalSteps = config.train.maxSteps > 0 ? min(all, config.train.maxSteps) : all
-        schedule = config.schedule.make(baseRate: config.optimizer.learningRate, stepsPerEpoch: sampler.stepsPerEpoch,
+        schedule = config.schedule.make(baseRate: config.optimizer.baseRate(globalBatch: config.train.globalBatch), stepsPerEpoch: sampler.stepsPerEpoch,
                                         totalSteps: totalSteps)
         let chunk = config.train.exact ? config.train.chunk : nil
         trainLoader = BatchLoader(dataset: data.train, augmentation: config.data.augment, seed: seed, padValue: data.padValue, chunk: chunk)

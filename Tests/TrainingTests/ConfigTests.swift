@@ -268,4 +268,15 @@ final class ShapeCheckTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("rmsprop") && "\($0)".contains("adagrad"), "\($0)")
         }
     }
+
+    func testLinearLearningRateScaling() throws {
+        let yaml = "model: [flatten, {dense: {out: 2}}]\noptimizer: {lr: 0.1, scale_lr: linear, reference_batch: 256}\ntrain: {global_batch: 1024}\n"
+        let config = try TrainingConfig.parse(yaml: yaml, file: "s.yaml")
+        XCTAssertEqual(config.optimizer.baseRate(globalBatch: config.train.globalBatch), 0.4, accuracy: 1e-12)
+        let plain = try TrainingConfig.parse(yaml: yaml, file: "s.yaml", overrides: ["optimizer.scale_lr=none"])
+        XCTAssertEqual(plain.optimizer.baseRate(globalBatch: 1024), 0.1)
+        XCTAssertThrowsError(try TrainingConfig.parse(yaml: yaml, file: "s.yaml", overrides: ["optimizer.scale_lr=sqrt"])) {
+            XCTAssertTrue("\($0)".contains("optimizer.scale_lr"), "\($0)")
+        }
+    }
 }
