@@ -30,6 +30,8 @@ public enum LayerSpec: Equatable, Sendable {
     case silu
     case softplus
     case dropout(probability: Float)
+    /// A residual block: `layers` plus a shortcut (identity or projection).
+    case residual(layers: [LayerSpec], projection: ResidualProjection)
 
     /// The layer kind as written in configs.
     public var kind: String {
@@ -52,6 +54,7 @@ public enum LayerSpec: Equatable, Sendable {
         case .silu: return "silu"
         case .softplus: return "softplus"
         case .dropout: return "dropout"
+        case .residual: return "residual"
         }
     }
 }
@@ -70,12 +73,20 @@ public struct ModelBuilder {
     /// does; ELU, GELU, SiLU and Softplus count as that family) and Xavier normal before
     /// sigmoid or tanh.
     public func build(_ specs: [LayerSpec], inputShape: [Int], spareGradientFloats: Int = 0) throws -> Model {
+        var dropouts = 0
+        let layers = try buildLayers(specs, inputShape: inputShape, prefix: "", dropouts: &dropouts)
+        return Model(layers: layers, inputShape: inputShape, spareGradientFloats: spareGradientFloats)
+    }
+
+    /// Layers named `<prefix><kind><k>`; `dropouts` numbers dropout layers across blocks, so each
+    /// draws its own masks.
+    func buildLayers(_ specs: [LayerSpec], inputShape: [Int], prefix: String, dropouts: inout Int) throws -> [Layer] {
         var layers: [Layer] = []
         var shape = inputShape
         var counters: [String: Int] = [:]
         for (index, spec) in specs.enumerated() {
             counters[spec.kind, default: 0] += 1
-            let name = "\(spec.kind)\(counters[spec.kind]!)"
+            let name = "\(prefix)\(spec.kind)\(counters[spec.kind]!)"
             let defaultInit = Self.defaultInitializer(after: specs[(index + 1)...])
             let layer: Layer
             switch spec {
@@ -100,13 +111,7 @@ public struct ModelBuilder {
             case .flatten:
                 layer = Flatten(name: name, inputShape: shape)
             case let .batchNorm(momentum, epsilon):
-                switch batchNormMode {
-                case .sync:
-                    layer = try SyncBatchNorm(name: name, inputShape: shape, momentum: momentum, epsilon: epsilon,
-                                              communicator: communicator)
-                case .local:
-                    layer = try BatchNorm(name: name, inputShape: shape, momentum: momentum, epsilon: epsilon)
-                }
+                layer = try makeBatchNorm(name: name, shape: shape, momentum: momentum, epsilon: epsilon)
             case let .groupNorm(groups, epsilon, _):
                 layer = try GroupNorm(name: name, inputShape: shape, groups: groups ?? shape[0], epsilon: epsilon)
             case .relu: layer = ReLU(name: name, inputShape: shape)
@@ -118,12 +123,37 @@ public struct ModelBuilder {
             case .gelu: layer = GELU(name: name, inputShape: shape)
             case .silu: layer = SiLU(name: name, inputShape: shape)
             case .softplus: layer = Softplus(name: name, inputShape: shape)
-            case let .dropout(p): layer = try Dropout(name: name, inputShape: shape, probability: p, layerIndex: index)
+            case let .dropout(p):
+                // A top-level dropout's masks are keyed by its position in the list; one inside a
+                // block by 1000 + how many block dropouts came before it.
+                layer = try Dropout(name: name, inputShape: shape, probability: p, layerIndex: prefix.isEmpty ? index : 1000 + dropouts)
+                if !prefix.isEmpty { dropouts += 1 }
+            case let .residual(innerSpecs, projection):
+                let inner = try buildLayers(innerSpecs, inputShape: shape, prefix: name + ".", dropouts: &dropouts)
+                let innerShape = inner.last!.outputShape
+                var shortcut: [Layer] = []
+                if projection == .always || (projection == .auto && innerShape != shape) {
+                    guard shape.count == 3, innerShape.count == 3, shape[1] % innerShape[1] == 0 else {
+                        throw ShapeError("\(name): cannot project \(shape) to \(innerShape) with a strided 1×1 conv")
+                    }
+                    let stride = shape[1] / innerShape[1]
+                    shortcut = [try Conv2D(name: name + ".shortcut.conv", inputShape: shape, outChannels: innerShape[0], kernel: 1,
+                                           stride: stride, bias: false, initializer: .heNormal)]
+                    shortcut.append(try makeBatchNorm(name: name + ".shortcut.batchnorm", shape: shortcut[0].outputShape))
+                }
+                layer = try Residual(name: name, inputShape: shape, inner: inner, shortcut: shortcut)
             }
             layers.append(layer)
             shape = layer.outputShape
         }
-        return Model(layers: layers, inputShape: inputShape, spareGradientFloats: spareGradientFloats)
+        return layers
+    }
+
+    func makeBatchNorm(name: String, shape: [Int], momentum: Float = 0.1, epsilon: Float = 1e-5) throws -> Layer {
+        switch batchNormMode {
+        case .sync: return try SyncBatchNorm(name: name, inputShape: shape, momentum: momentum, epsilon: epsilon, communicator: communicator)
+        case .local: return try BatchNorm(name: name, inputShape: shape, momentum: momentum, epsilon: epsilon)
+        }
     }
 
     static func defaultInitializer(after rest: ArraySlice<LayerSpec>) -> Initializer {
@@ -131,7 +161,7 @@ public struct ModelBuilder {
             switch spec {
             case .relu, .leakyReLU, .prelu, .elu, .gelu, .silu, .softplus: return .heNormal
             case .sigmoid, .tanh: return .xavierNormal
-            case .dense, .conv: return .heNormal
+            case .dense, .conv, .residual: return .heNormal
             default: continue
             }
         }

@@ -129,7 +129,7 @@ public struct TrainingConfig {
         guard let layers = try root.list("model"), !layers.isEmpty else {
             throw ConfigError("\(file): 'model' must be a non-empty list of layers, e.g. '- dense: {out: 10}'")
         }
-        config.model = try layers.enumerated().map { try parseLayer($0.element, index: $0.offset, file: file) }
+        config.model = try layers.enumerated().map { try parseLayer($0.element, path: "model[\($0.offset)]", file: file) }
 
         let o = try root.section("optimizer")
         config.optimizer.kind = try o.choice("name", default: config.optimizer.kind)
@@ -193,68 +193,5 @@ public struct TrainingConfig {
             throw ConfigError("\(file): 'train.global_batch' (\(config.train.globalBatch)) must be divisible by 'train.accumulate_steps' (\(config.train.accumulateSteps))")
         }
         return config
-    }
-
-    static func parseLayer(_ value: ConfigValue, index: Int, file: String) throws -> LayerSpec {
-        let whereText = "\(ConfigSection.location(file, value.line)): 'model[\(index)]'"
-        let kind: String
-        let argsValue: ConfigValue?
-        switch value {
-        case .scalar(let s, _): kind = s; argsValue = nil
-        case .map(let pairs, _) where pairs.count == 1: kind = pairs[0].key; argsValue = pairs[0].value
-        default: throw ConfigError("\(whereText): expected a layer such as '- conv: {out: 32, kernel: 3}' (one key per list item)")
-        }
-        let a = try ConfigSection(file: file, path: "model[\(index)].\(kind)", value: argsValue)
-        let spec: LayerSpec
-        func initializer() throws -> Initializer? {
-            guard try a.scalar("init") != nil else { return nil }
-            return try a.choice("init", default: Initializer.heNormal, among: Initializer.random)
-        }
-        switch kind {
-        case "dense", "linear":
-            spec = .dense(inputs: try a.scalar("in") == nil ? nil : try a.int("in", default: 1, min: 1),
-                          out: try required(a, "out"), bias: try a.bool("bias", default: true), initializer: try initializer())
-        case "conv", "conv2d":
-            spec = .conv(inputs: try a.scalar("in") == nil ? nil : try a.int("in", default: 1, min: 1),
-                         out: try required(a, "out"), kernel: try required(a, "kernel"),
-                         stride: try a.int("stride", default: 1, min: 1), padding: try a.int("padding", default: 0, min: 0),
-                         bias: try a.bool("bias", default: true), initializer: try initializer())
-        case "maxpool":
-            let size = try required(a, "size")
-            spec = .maxPool(size: size, stride: try a.scalar("stride") == nil ? nil : try a.int("stride", default: size, min: 1))
-        case "avgpool":
-            let size = try required(a, "size")
-            spec = .avgPool(size: size, stride: try a.scalar("stride") == nil ? nil : try a.int("stride", default: size, min: 1))
-        case "global_avgpool": spec = .globalAvgPool
-        case "flatten": spec = .flatten
-        case "batchnorm":
-            spec = .batchNorm(momentum: Float(try a.double("momentum", default: 0.1, range: 0...1)),
-                              epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)))
-        case "groupnorm":
-            spec = .groupNorm(groups: try required(a, "groups"), epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "groupnorm")
-        case "layernorm":
-            spec = .groupNorm(groups: 1, epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "layernorm")
-        case "instancenorm":
-            spec = .groupNorm(groups: nil, epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "instancenorm")
-        case "relu": spec = .relu
-        case "leaky_relu": spec = .leakyReLU(slope: Float(try a.double("slope", default: 0.01, range: 0...1)))
-        case "prelu": spec = .prelu(perChannel: try a.bool("per_channel", default: false))
-        case "sigmoid": spec = .sigmoid
-        case "tanh": spec = .tanh
-        case "elu": spec = .elu(alpha: Float(try a.double("alpha", default: 1, range: 0...100)))
-        case "gelu": spec = .gelu
-        case "silu", "swish": spec = .silu
-        case "softplus": spec = .softplus
-        case "dropout": spec = .dropout(probability: Float(try a.double("p", default: 0.5, range: 0...0.999)))
-        default:
-            throw ConfigError("\(whereText): unknown layer '\(kind)' (known: dense, conv, maxpool, avgpool, global_avgpool, flatten, batchnorm, groupnorm, layernorm, instancenorm, relu, leaky_relu, prelu, elu, gelu, silu, softplus, sigmoid, tanh, dropout)")
-        }
-        try a.finish()
-        return spec
-    }
-
-    static func required(_ s: ConfigSection, _ key: String) throws -> Int {
-        guard try s.scalar(key) != nil else { throw s.fail(key, nil, "an integer (required)") }
-        return try s.int(key, default: 0, min: 1)
     }
 }

@@ -1,6 +1,7 @@
 // Layer tests: finite-difference gradient checks of every layer family and of the loss, plus
 // forward references (naive convolution and matmul), batch-norm statistics and dropout masks.
 import Foundation
+import Collectives
 @testable import NN
 import TensorCore
 import TestSupport
@@ -142,6 +143,35 @@ final class LayerGradientTests: XCTestCase {
         let dense = try Dense(name: "fc", inputShape: flatten.outputShape, outFeatures: 3)
         let model = makeModel([conv, bn, activation, pool, flatten, dense], inputShape: [2, 4, 4])
         checkGradients(model: model, input: randomTensor([2, 2, 4, 4], seed: 12), context: trainingContext(batch: 2))
+    }
+
+    func testResidualBlockGradients() throws {
+        // An identity shortcut around conv → batchnorm → tanh → conv, then a projected block
+        // (stride-2 conv inside, 1×1 strided conv + batchnorm on the shortcut), then a dense head.
+        let builder = ModelBuilder(communicator: SingleProcessCommunicator())
+        let specs: [LayerSpec] = [
+            .residual(layers: [.conv(out: 2, kernel: 3, stride: 1, padding: 1, bias: false, initializer: nil),
+                               .batchNorm(momentum: 0.1, epsilon: 1e-5), .tanh,
+                               .conv(out: 2, kernel: 3, stride: 1, padding: 1, bias: true, initializer: nil)], projection: .auto),
+            .tanh,
+            .residual(layers: [.conv(out: 3, kernel: 3, stride: 2, padding: 1, bias: false, initializer: nil), .tanh], projection: .auto),
+            .flatten, .dense(out: 2, bias: true, initializer: nil),
+        ]
+        let model = try builder.build(specs, inputShape: [2, 4, 4])
+        XCTAssertEqual(model.layers.map { $0.name }, ["residual1", "tanh1", "residual2", "flatten1", "dense1"])
+        XCTAssertEqual((model.layers[0] as? Residual)?.shortcut.count, 0, "same shape: identity shortcut")
+        XCTAssertEqual((model.layers[2] as? Residual)?.shortcut.map { $0.name }, ["residual2.shortcut.conv", "residual2.shortcut.batchnorm"])
+        XCTAssertTrue(model.parameters.entries.map { $0.name }.contains("residual1.conv2.bias"))
+        model.initialize(seed: 3)
+        checkGradients(model: model, input: randomTensor([3, 2, 4, 4], seed: 19), context: trainingContext(batch: 3))
+    }
+
+    func testResidualShapeMismatchWithoutProjectionIsAnError() {
+        let builder = ModelBuilder(communicator: SingleProcessCommunicator())
+        XCTAssertThrowsError(try builder.build([.residual(layers: [.conv(out: 4, kernel: 1, stride: 1, padding: 0, bias: false, initializer: nil)],
+                                                          projection: .never)], inputShape: [2, 3, 3])) {
+            XCTAssertTrue("\($0)".contains("residual1: the inner layers give [4, 3, 3] but the shortcut gives [2, 3, 3]"), "\($0)")
+        }
     }
 
     // MARK: Activations (inputs kept ≥ 0.2 away from the kink at 0)

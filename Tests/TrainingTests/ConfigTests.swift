@@ -115,8 +115,8 @@ final class ConfigTests: XCTestCase {
     }
 
     func testUnknownChoice() {
-        let yaml = minimal + "\noptimizer:\n  name: adagrad\n"
-        configError(try TrainingConfig.parse(yaml: yaml, file: "choice.yaml"), mentions: ["optimizer.name", "adagrad"])
+        let yaml = minimal + "\noptimizer:\n  name: adadelta\n"
+        configError(try TrainingConfig.parse(yaml: yaml, file: "choice.yaml"), mentions: ["optimizer.name", "adadelta", "rmsprop"])
     }
 
     func testUnknownLayer() {

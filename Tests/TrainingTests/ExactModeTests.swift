@@ -69,6 +69,39 @@ final class ExactModeTests: XCTestCase {
                                                                        "train.accumulate_steps=2", "optimizer.clip_norm=0.5"])
     }
 
+    func testResidualNetworkFromConfigHasTheSameBits() throws {
+        // A residual block with sync BN inside and a projected, strided one: the block's inner
+        // layers and shortcut follow the same chunks and slots.
+        let yaml = """
+        name: small-resnet
+        data: {path: /nonexistent, classes: 4, augment: {horizontal_flip: true}}
+        model:
+          - conv: {out: 4, kernel: 3, padding: 1, bias: false}
+          - batchnorm: {}
+          - relu
+          - residual:
+              layers:
+                - conv: {out: 4, kernel: 3, padding: 1, bias: false}
+                - batchnorm: {}
+                - relu
+                - conv: {out: 4, kernel: 3, padding: 1, bias: false}
+                - batchnorm: {}
+          - relu
+          - residual:
+              layers:
+                - conv: {out: 8, kernel: 3, stride: 2, padding: 1, bias: false}
+                - batchnorm: {}
+              projection: auto
+          - relu
+          - global_avgpool
+          - flatten
+          - dense: {out: 4}
+        optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
+        train: {epochs: 5, max_steps: 50, global_batch: 24, seed: 3, log_every: 0}
+        """
+        try assertSameBitsOnAnyWorldSize(yaml)
+    }
+
     func testEvaluationHasTheSameBitsOnAnyRanksAndEvalBatch() throws {
         let data = makeData(testCount: 61)   // 16 chunks of 4, the last one short
         var reference: EvaluationResult?
