@@ -64,8 +64,8 @@ public final class BatchLoader {
 
     /// This rank's contiguous part of the whole dataset (evaluation), and the batch size to walk
     /// it with: `batch`, rounded down to whole chunks in exact mode.
-    public func evaluationShare(rank: Int, worldSize: Int, batch: Int) -> (range: Range<Int>, batch: Int) {
-        let range = GlobalBatchSampler.shard(total: dataset.count, chunk: chunk, rank: rank, worldSize: worldSize)
+    public func evaluationShare(rank: Int, worldSize: Int, batch: Int, total: Int? = nil) -> (range: Range<Int>, batch: Int) {
+        let range = GlobalBatchSampler.shard(total: total ?? dataset.count, chunk: chunk, rank: rank, worldSize: worldSize)
         return (range, chunk.map { max($0, batch / $0 * $0) } ?? batch)
     }
 

@@ -45,6 +45,18 @@ public struct GlobalBatchSampler: Sendable {
         return order[lo..<hi]
     }
 
+    /// A validation split: `fraction` of 0..<count chosen by a permutation keyed by `seed` alone
+    /// (the same samples on any number of ranks, every epoch). Returns (training, validation)
+    /// indices, each in increasing order.
+    public static func holdout(count: Int, fraction: Double, seed: UInt64) -> (train: [Int], validation: [Int]) {
+        let k = Int((fraction * Double(count)).rounded())
+        guard k > 0 else { return (Array(0..<count), []) }
+        var order = Array(0..<count)
+        let stream = Philox(seed: seed).stream(.validation, 0, 0)
+        for i in stride(from: count - 1, to: 0, by: -1) { order.swapAt(i, stream.below(i + 1, i)) }
+        return (order[..<(count - k)].sorted(), order[(count - k)...].sorted())
+    }
+
     /// Rank `rank`'s contiguous part of a batch of `total` samples among `worldSize` ranks:
     /// lower ranks take one more when it does not divide.
     public static func shard(total: Int, rank: Int, worldSize: Int) -> Range<Int> {

@@ -42,13 +42,17 @@ extension Trainer {
     }
 
     /// After an epoch: every `checkpoint.every_epochs` epochs and at the end, and
-    /// `best.safetensors` when the test accuracy is the best so far.
+    /// `best.safetensors` when the validation accuracy (the test accuracy without a validation
+    /// split) is the best so far.
     func checkpointAfterEpoch(_ run: RunDirectory?, metrics: EpochMetrics) throws {
         guard let run else { return }
         let every = config.checkpoint.everyEpochs
         let periodic = (every > 0 && metrics.epoch % every == 0) || step == totalSteps
-        let best = metrics.testAccuracy > bestAccuracy
-        if best { bestAccuracy = metrics.testAccuracy }
+        // The best model is chosen on validation when there is a split, so the test set stays
+        // out of model selection.
+        let accuracy = metrics.validationAccuracy ?? metrics.testAccuracy
+        let best = accuracy > bestAccuracy
+        if best { bestAccuracy = accuracy }
         guard periodic || best else { return }
         // One serialisation serves both files (the epoch's train sums are complete: 0).
         let json = String(decoding: MetricsCoding.line(metrics), as: UTF8.self)

@@ -20,6 +20,8 @@ public struct TrainingConfig {
         public var augment = Augmentation()
         public var dropLast = false
         public var evalBatch = 1000
+        /// Fraction of the training split held out for validation (0: none).
+        public var validationSplit = 0.0
     }
     public typealias OptimizerKind = OptimizerSettings.Kind
     public struct Train {
@@ -36,6 +38,17 @@ public struct TrainingConfig {
         public var exact = false
         /// Samples per chunk in exact mode: every rank holds whole chunks of the global batch.
         public var chunk = 16
+        public var earlyStopping = EarlyStopping()
+    }
+    public struct EarlyStopping {
+        public enum Metric: String, CaseIterable, Sendable { case valLoss = "val_loss", valAccuracy = "val_accuracy" }
+        /// Epochs without improvement before training stops (0: never stop early).
+        public var patience = 0
+        public var metric = Metric.valLoss
+        /// The smallest change that counts as an improvement.
+        public var minDelta = 0.0
+        /// Put back the parameters of the best epoch when stopping.
+        public var restoreBest = true
     }
     public struct BN {
         public var mode = BatchNormMode.sync
@@ -115,6 +128,7 @@ public struct TrainingConfig {
         config.data.classes = try d.int("classes", default: config.data.classes, min: 2)
         config.data.dropLast = try d.bool("drop_last", default: config.data.dropLast)
         config.data.evalBatch = try d.int("eval_batch", default: config.data.evalBatch, min: 1)
+        config.data.validationSplit = try d.double("validation_split", default: config.data.validationSplit, range: 0...0.5)
         let norm = try d.section("normalize")
         config.data.mean = try norm.optionalDouble("mean")
         config.data.std = try norm.optionalDouble("std")
@@ -166,6 +180,12 @@ public struct TrainingConfig {
         config.train.labelSmoothing = try t.double("label_smoothing", default: config.train.labelSmoothing, range: 0...0.999)
         config.train.exact = try t.bool("exact", default: config.train.exact)
         config.train.chunk = try t.int("chunk", default: config.train.chunk, min: 1)
+        let es = try t.section("early_stopping")
+        config.train.earlyStopping.patience = try es.int("patience", default: config.train.earlyStopping.patience, min: 0)
+        config.train.earlyStopping.metric = try es.choice("metric", default: config.train.earlyStopping.metric)
+        config.train.earlyStopping.minDelta = try es.double("min_delta", default: config.train.earlyStopping.minDelta, range: 0...1e6)
+        config.train.earlyStopping.restoreBest = try es.bool("restore_best", default: config.train.earlyStopping.restoreBest)
+        try es.finish()
         try t.finish()
 
         let b = try root.section("bn")
@@ -189,6 +209,9 @@ public struct TrainingConfig {
         try out.finish()
         try root.finish()
 
+        if config.train.earlyStopping.patience > 0 && config.data.validationSplit == 0 {
+            throw ConfigError("\(file): 'train.early_stopping' needs 'data.validation_split' > 0 (stopping on the test set would choose the model with it)")
+        }
         if config.train.globalBatch % config.train.accumulateSteps != 0 {
             throw ConfigError("\(file): 'train.global_batch' (\(config.train.globalBatch)) must be divisible by 'train.accumulate_steps' (\(config.train.accumulateSteps))")
         }

@@ -78,15 +78,24 @@ extension Trainer {
     /// and sums are all-reduced, so every sample counts exactly once. In exact mode ranks take
     /// whole chunks, evaluate chunk by chunk and sum exactly, so the results have the same bits
     /// for any number of ranks and any eval_batch.
-    public func evaluate() throws -> EvaluationResult {
+    public func evaluate() throws -> EvaluationResult { try evaluate(testLoader) }
+
+    /// The held-out part of the training split (data.validation_split), or nil without one.
+    public func evaluateValidation() throws -> EvaluationResult? {
+        validationIndices.isEmpty ? nil : try evaluate(validationLoader, indices: validationIndices)
+    }
+
+    /// Evaluates `loader`'s dataset, or the samples `indices` of it.
+    func evaluate(_ loader: BatchLoader, indices list: [Int]? = nil) throws -> EvaluationResult {
         try withEvaluationBuffers {
-            let share = testLoader.evaluationShare(rank: rank, worldSize: worldSize, batch: config.data.evalBatch)
+            let testLoader = loader
+            let share = loader.evaluationShare(rank: rank, worldSize: worldSize, batch: config.data.evalBatch, total: list?.count)
             let chunking = chunkSize.map { Chunking(size: $0) } ?? .whole
             var sums = CalibrationSums(classes: config.data.classes, exact: config.train.exact)
             var start = share.range.lowerBound
             while start < share.range.upperBound {
                 let end = min(start + share.batch, share.range.upperBound)
-                let indices = Array(start..<end)
+                let indices = list.map { Array($0[start..<end]) } ?? Array(start..<end)
                 let x = testLoader.load(indices, epoch: 0)
                 let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices,
                                                                           chunking: chunking))

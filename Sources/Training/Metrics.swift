@@ -10,6 +10,9 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
     public var learningRate: Double
     public var trainLoss: Double
     public var trainAccuracy: Double
+    /// On the held-out part of the training split (data.validation_split), when there is one.
+    public var validationLoss: Double? = nil
+    public var validationAccuracy: Double? = nil
     public var testLoss: Double
     public var testAccuracy: Double
     public var testSamples: Int
@@ -32,6 +35,7 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
         case kind, epoch, step, overconfidence
         case learningRate = "lr"
         case trainLoss = "train_loss", trainAccuracy = "train_accuracy"
+        case validationLoss = "val_loss", validationAccuracy = "val_accuracy"
         case testLoss = "test_loss", testAccuracy = "test_accuracy", testSamples = "test_samples"
         case expectedCalibrationError = "ece"
         case samplesPerSecond = "samples_per_second", secondsPerStep = "seconds_per_step"

@@ -57,7 +57,11 @@ public struct RunMetrics {
 
     /// "overfitting", "underfitting" or nil, with the reason in words.
     public var diagnosis: String? {
-        let train = series(\.trainLoss).map { $0.y }, test = series(\.testLoss).map { $0.y }
+        // Held-out loss: the validation split's when the run has one, else the test split's.
+        let hasValidation = !epochs.isEmpty && epochs.allSatisfy { $0.validationLoss != nil }
+        let heldOut = hasValidation ? "validation" : "test"
+        let train = series(\.trainLoss).map { $0.y }
+        let test = hasValidation ? epochs.map { $0.validationLoss! } : series(\.testLoss).map { $0.y }
         let acc = series(\.trainAccuracy).map { $0.y }
         let k = 3
         if test.count > k {
@@ -65,7 +69,7 @@ public struct RunMetrics {
             let testRising = zip(tail, tail.dropFirst()).allSatisfy { $1 > $0 }
             let trainFalling = trainTail.last! < trainTail.first!
             if testRising && trainFalling {
-                return "looks overfitted: test loss rose for the last \(k) epochs (\(fmt(tail.first!)) → \(fmt(tail.last!))) while training loss kept falling (\(fmt(trainTail.first!)) → \(fmt(trainTail.last!)))"
+                return "looks overfitted: \(heldOut) loss rose for the last \(k) epochs (\(fmt(tail.first!)) → \(fmt(tail.last!))) while training loss kept falling (\(fmt(trainTail.first!)) → \(fmt(trainTail.last!)))"
             }
         }
         if train.count >= k, let final = acc.last {

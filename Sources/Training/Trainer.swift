@@ -19,6 +19,11 @@ public final class Trainer {
     public let console: Console
     let trainLoader: BatchLoader
     let testLoader: BatchLoader
+    let validationLoader: BatchLoader
+    /// The training split's samples that train, and those held out (data.validation_split).
+    let trainIndices: [Int]
+    let validationIndices: [Int]
+    var earlyStop = EarlyStopState()
     let loss: SoftmaxCrossEntropy
     let seed: UInt64
     /// Optimizer steps taken (the next step's index).
@@ -72,10 +77,11 @@ public final class Trainer {
         }
         model.initialize(seed: seed)
         optimizer = config.optimizer.make(arena: model.parameters)
-        sampler = GlobalBatchSampler(datasetSize: data.train.count, globalBatch: config.train.globalBatch,
+        (trainIndices, validationIndices) = GlobalBatchSampler.holdout(count: data.train.count, fraction: config.data.validationSplit, seed: seed)
+        sampler = GlobalBatchSampler(datasetSize: trainIndices.count, globalBatch: config.train.globalBatch,
                                      seed: seed, shuffle: true, dropLast: config.data.dropLast)
-        guard config.train.globalBatch <= data.train.count else {
-            throw ConfigError("\(config.file): 'train.global_batch' (\(config.train.globalBatch)) is larger than the training set (\(data.train.count) samples)")
+        guard config.train.globalBatch <= trainIndices.count else {
+            throw ConfigError("\(config.file): 'train.global_batch' (\(config.train.globalBatch)) is larger than the training set (\(trainIndices.count) samples)")
         }
         let all = config.train.epochs * sampler.stepsPerEpoch
         totalSteps = config.train.maxSteps > 0 ? min(all, config.train.maxSteps) : all
@@ -84,6 +90,7 @@ public final class Trainer {
         let chunk = config.train.exact ? config.train.chunk : nil
         trainLoader = BatchLoader(dataset: data.train, augmentation: config.data.augment, seed: seed, padValue: data.padValue, chunk: chunk)
         testLoader = BatchLoader(dataset: data.test, seed: seed, padValue: data.padValue, chunk: chunk)
+        validationLoader = BatchLoader(dataset: data.train, seed: seed, padValue: data.padValue, chunk: chunk)
         loss = SoftmaxCrossEntropy(classes: config.data.classes, labelSmoothing: Float(config.train.labelSmoothing))
         try synchronizeStart()
     }
@@ -134,6 +141,7 @@ public final class Trainer {
             console.line(m.consoleLine(epochs: (totalSteps + steps - 1) / steps))
             run?.log(m, kind: "epoch", step: step)
             try checkpointAfterEpoch(run, metrics: m)
+            if try shouldStopEarly(m, run) { break }
         }
         return history
     }
@@ -145,7 +153,9 @@ public final class Trainer {
             throw ConfigError("injected fault at step \(step) (LOCKSTEP_FAULT_RANK/LOCKSTEP_FAULT_STEP)")
         }
         communicator.context = "step \(step + 1)"
-        let global = sampler.globalBatch(step: stepInEpoch, order: order)
+        let positions = sampler.globalBatch(step: stepInEpoch, order: order)
+        // Positions in the training part of the split → dataset indices (the identity without a split).
+        let global = validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
         let plan = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
         measured(.optimizer) { zeroGradients(plan) }
         var local = LossResult(lossSum: 0, correct: 0, count: 0)
@@ -204,11 +214,13 @@ public final class Trainer {
         try communicator.allReduce(&global)
         try checkReplicas()
         let spread = try localStatisticsSpread()
+        let validation = try evaluateValidation()
         let eval = try evaluate()
         let perStep = 1 / Double(max(steps, 1))
         return EpochMetrics(
             epoch: epoch + 1, step: step, learningRate: schedule.rate(at: step - 1),
             trainLoss: global[0] / max(global[2], 1), trainAccuracy: global[1] / max(global[2], 1),
+            validationLoss: validation?.loss, validationAccuracy: validation?.accuracy,
             testLoss: eval.loss, testAccuracy: eval.accuracy, testSamples: eval.count,
             expectedCalibrationError: eval.expectedCalibrationError, overconfidence: eval.overconfidence,
             samplesPerSecond: global[2] / trainSeconds, secondsPerStep: trainSeconds * perStep,
@@ -222,8 +234,10 @@ extension EpochMetrics {
     /// Rank 0's line at the end of an epoch.
     func consoleLine(epochs: Int) -> String {
         let comm = worldSize > 1 ? String(format: "  comm %.1f ms/step", 1000 * communicationSecondsPerStep) : ""
-        return String(format: "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  ece %.3f  lr %.5f  %.0f samples/s",
-                      epoch, epochs, trainLoss, 100 * trainAccuracy, testLoss, 100 * testAccuracy,
-                      expectedCalibrationError, learningRate, samplesPerSecond) + comm + String(format: "  %.1fs", elapsedSeconds)
+        let validation = validationLoss.map { String(format: "  val loss %.4f acc %.2f%%", $0, 100 * (validationAccuracy ?? 0)) } ?? ""
+        return String(format: "epoch %d/%d  train loss %.4f acc %.2f%%", epoch, epochs, trainLoss, 100 * trainAccuracy) + validation
+            + String(format: "  test loss %.4f acc %.2f%%  ece %.3f  lr %.5f  %.0f samples/s",
+                     testLoss, 100 * testAccuracy, expectedCalibrationError, learningRate, samplesPerSecond)
+            + comm + String(format: "  %.1fs", elapsedSeconds)
     }
 }
