@@ -39,9 +39,10 @@ let package = Package(
                           exclude: ["README.md"], swiftSettings: release),
 
         // Fuzz harnesses (fuzz/README.md): plain builds replay a corpus, fuzz/run builds them for libFuzzer.
-        .executableTarget(name: "fuzz-idx", dependencies: ["Datasets"], path: "fuzz/Sources/FuzzIDX"),
-        .executableTarget(name: "fuzz-safetensors", dependencies: ["Training"], path: "fuzz/Sources/FuzzSafeTensors"),
-        .executableTarget(name: "fuzz-config", dependencies: ["Training"], path: "fuzz/Sources/FuzzConfig"),
+        .target(name: "FuzzSupport", path: "fuzz/Sources/FuzzSupport"),
+        .executableTarget(name: "fuzz-idx", dependencies: ["Datasets", "FuzzSupport"], path: "fuzz/Sources/FuzzIDX"),
+        .executableTarget(name: "fuzz-safetensors", dependencies: ["Training", "FuzzSupport"], path: "fuzz/Sources/FuzzSafeTensors"),
+        .executableTarget(name: "fuzz-config", dependencies: ["Training", "FuzzSupport"], path: "fuzz/Sources/FuzzConfig"),
 
         .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),

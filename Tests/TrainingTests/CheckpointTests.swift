@@ -6,11 +6,7 @@ import XCTest
 @testable import Training
 
 final class CheckpointTests: XCTestCase {
-    func tempDir() -> String {
-        let d = NSTemporaryDirectory() + "lockstep-ckpt-\(UUID().uuidString)"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
+    func tempDir() -> String { makeTempDir("lockstep-ckpt") }
 
     /// 2 epochs of 10 steps; checkpoints every 3 steps.
     func config(_ extra: [String] = []) throws -> TrainingConfig {

@@ -76,6 +76,13 @@ func smallCNNConfig(dataPath: String = "/nonexistent", extra: String = "") -> St
     """
 }
 
+/// A new empty directory under the temporary directory.
+func makeTempDir(_ prefix: String = "lockstep-test") -> String {
+    let d = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString)"
+    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
+}
+
 /// The directory of the test bundle, where SwiftPM also puts the `lockstep` executable.
 func buildProductsDirectory() -> URL {
     URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()

@@ -7,11 +7,7 @@ import XCTest
 @testable import Training
 
 final class HostileInputTests: XCTestCase {
-    func tempDir() -> String {
-        let d = NSTemporaryDirectory() + "lockstep-hostile-\(UUID().uuidString)"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
+    func tempDir() -> String { makeTempDir("lockstep-hostile") }
 
     func testAYAMLAliasBombIsRefusedQuicklyWithOneLine() throws {
         // 10 levels of 9 aliases: 9^10 ≈ 3.5e9 values if expanded, under a key nothing reads.

@@ -7,11 +7,7 @@ import XCTest
 @testable import Training
 
 final class RunLifecycleTests: XCTestCase {
-    func tempDir() -> String {
-        let d = NSTemporaryDirectory() + "lockstep-life-\(UUID().uuidString)"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
+    func tempDir() -> String { makeTempDir("lockstep-life") }
 
     /// 2 epochs of 10 steps with a checkpoint every 3 steps, no output.dir (runs go under a root);
     /// exact mode, so that even the epoch's train-loss sums continue bit for bit.

@@ -3,6 +3,7 @@
 // replays the files given as arguments (the seed corpus, or a crash to reproduce).
 import Datasets
 import Foundation
+import FuzzSupport
 
 func fuzzOne(_ bytes: [UInt8]) {
     _ = try? parseIDX(bytes, path: "input", expectedRank: 1)
@@ -11,15 +12,7 @@ func fuzzOne(_ bytes: [UInt8]) {
 
 #if FUZZING
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    fuzzOne(size > 0 ? Array(UnsafeBufferPointer(start: data, count: size)) : [])
-    return 0
-}
+public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzInput(data, size, fuzzOne) }
 #else
-@main struct Replay {
-    static func main() {
-        for path in CommandLine.arguments.dropFirst() { fuzzOne([UInt8](FileManager.default.contents(atPath: path) ?? Data())) }
-        print("replayed \(CommandLine.arguments.count - 1) input(s)")
-    }
-}
+@main struct Replay { static func main() { replayArguments(fuzzOne) } }
 #endif
