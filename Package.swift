@@ -24,7 +24,7 @@ let package = Package(
 
         .target(name: "TensorCore", dependencies: ["CBLAS"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Collectives", exclude: ["README.md"], swiftSettings: release),
-        .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI"], exclude: ["README.md"], swiftSettings: release),
+        .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "NN", dependencies: ["TensorCore", "Collectives"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Optimizers", dependencies: ["TensorCore", "NN"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], exclude: ["README.md"], swiftSettings: release),

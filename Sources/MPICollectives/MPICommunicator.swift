@@ -8,6 +8,7 @@
 import CMPI
 import Collectives
 import Foundation
+import TensorCore
 
 public final class MPICommunicator: Communicator {
     public let rank: Int
@@ -89,7 +90,7 @@ public final class MPICommunicator: Communicator {
     /// Polls `request` until it completes, answering roll calls meanwhile; after the timeout,
     /// holds a roll call and throws naming the ranks that did not answer.
     private func complete(_ request: inout MPI_Request?, _ what: () -> String) throws {
-        let deadline = monotonicNow() + collectiveTimeout
+        let deadline = monotonicSeconds() + collectiveTimeout
         var polls = 0
         while true {
             var done: Int32 = 0
@@ -99,7 +100,7 @@ public final class MPICommunicator: Communicator {
             // Spin while the other ranks are probably close; then yield the core now and then.
             if polls & 1023 == 0 {
                 answerRollCalls()
-                if monotonicNow() > deadline {
+                if monotonicSeconds() > deadline {
                     throw CollectiveError(failedRank: rank, message: CollectiveTimeout.message(what(), seconds: collectiveTimeout, missing: rollCall()))
                 }
                 if polls > 100_000 { usleep(100) }
@@ -130,8 +131,8 @@ public final class MPICommunicator: Communicator {
             MPI_Request_free(&req)
         }
         var answered = Set([rank])
-        let until = monotonicNow() + 2
-        while answered.count < size && monotonicNow() < until {
+        let until = monotonicSeconds() + 2
+        while answered.count < size && monotonicSeconds() < until {
             answerRollCalls()   // two ranks may be calling the roll at once
             var pending: Int32 = 0
             var status = MPI_Status()
@@ -147,11 +148,6 @@ public final class MPICommunicator: Communicator {
         return (0..<size).filter { !answered.contains($0) }
     }
 
-    private func monotonicNow() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         if buffer.isEmpty { return }

@@ -124,14 +124,6 @@ public final class Arena {
         }
     }
 
-    /// Chunks add into `grads` (the default).
-    public func useSingleGradient() {
-        for p in entries {
-            p.slotBase = p.grad
-            p.slotStride = 0
-        }
-    }
-
     /// Slot j as one buffer of `count` floats.
     public func slot(_ j: Int) -> UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(rebasing: slots![(j * count)..<((j + 1) * count)])
