@@ -88,7 +88,6 @@ extension Trainer {
     /// Evaluates `loader`'s dataset, or the samples `indices` of it.
     func evaluate(_ loader: BatchLoader, indices list: [Int]? = nil) throws -> EvaluationResult {
         try withEvaluationBuffers {
-            let testLoader = loader
             let share = loader.evaluationShare(rank: rank, worldSize: worldSize, batch: config.data.evalBatch, total: list?.count)
             let chunking = chunkSize.map { Chunking(size: $0) } ?? .whole
             var sums = CalibrationSums(classes: config.data.classes, exact: config.train.exact)
@@ -96,14 +95,14 @@ extension Trainer {
             while start < share.range.upperBound {
                 let end = min(start + share.batch, share.range.upperBound)
                 let indices = list.map { Array($0[start..<end]) } ?? Array(start..<end)
-                let x = testLoader.load(indices, epoch: 0)
+                let x = loader.load(indices, epoch: 0)
                 let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices,
                                                                           chunking: chunking))
-                let (r, _) = testLoader.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: 1) }
+                let (r, _) = loader.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: 1) }
                 sums.add(r, sampleLosses: loss.sampleLosses)
                 let probabilities = loss.probabilities!
                 for i in 0..<indices.count {
-                    sums.add(probabilities: probabilities.data + i * config.data.classes, label: Int(testLoader.labels[i]))
+                    sums.add(probabilities: probabilities.data + i * config.data.classes, label: Int(loader.labels[i]))
                 }
                 start = end
             }
