@@ -133,10 +133,13 @@ public struct ModelBuilder {
                 let innerShape = inner.last!.outputShape
                 var shortcut: [Layer] = []
                 if projection == .always || (projection == .auto && innerShape != shape) {
-                    guard shape.count == 3, innerShape.count == 3, shape[1] % innerShape[1] == 0 else {
+                    // A 1×1 conv with stride s maps h to (h − 1)/s + 1 (7 → 4 with s = 2, as a 3×3
+                    // conv with padding 1 and stride 2 does).
+                    let stride = shape.count == 3 && innerShape.count == 3 ? max(1, (shape[1] + innerShape[1] - 1) / innerShape[1]) : 1
+                    guard shape.count == 3, innerShape.count == 3,
+                          (shape[1] - 1) / stride + 1 == innerShape[1], (shape[2] - 1) / stride + 1 == innerShape[2] else {
                         throw ShapeError("\(name): cannot project \(shape) to \(innerShape) with a strided 1×1 conv")
                     }
-                    let stride = shape[1] / innerShape[1]
                     shortcut = [try Conv2D(name: name + ".shortcut.conv", inputShape: shape, outChannels: innerShape[0], kernel: 1,
                                            stride: stride, bias: false, initializer: .heNormal)]
                     shortcut.append(try makeBatchNorm(name: name + ".shortcut.batchnorm", shape: shortcut[0].outputShape))
