@@ -7,7 +7,8 @@ import Foundation
 // its global index and never on which rank happens to process it.
 
 public enum RandomPurpose: UInt32, Sendable {
-    case shuffle = 1, initialization = 2, dropout = 3, flip = 4, crop = 5, validation = 6, test = 99
+    case shuffle = 1, initialization = 2, dropout = 3, flip = 4, crop = 5, validation = 6,
+         translate = 7, erasing = 8, noise = 9, test = 99
 }
 
 public struct Philox: Sendable {

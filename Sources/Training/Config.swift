@@ -137,6 +137,20 @@ public struct TrainingConfig {
         let aug = try d.section("augment")
         config.data.augment.horizontalFlip = try aug.bool("horizontal_flip", default: config.data.augment.horizontalFlip)
         config.data.augment.cropPadding = try aug.int("crop_padding", default: config.data.augment.cropPadding, min: 0)
+        config.data.augment.translate = try aug.double("translate", default: config.data.augment.translate, range: 0...0.5)
+        config.data.augment.noise = try aug.double("noise", default: config.data.augment.noise, range: 0...10)
+        // Naming the section (even as 'erasing: {}') turns erasing on with p = 0.5.
+        let erasingNamed = aug.raw("erasing") != nil
+        let erasing = try aug.section("erasing")
+        config.data.augment.erasingProbability = try erasing.double("p", default: erasingNamed ? 0.5 : config.data.augment.erasingProbability, range: 0...1)
+        let minArea = try erasing.double("min_area", default: config.data.augment.erasingArea.lowerBound, range: 0.0001...1)
+        let maxArea = try erasing.double("max_area", default: config.data.augment.erasingArea.upperBound, range: 0.0001...1)
+        guard minArea <= maxArea else {
+            throw ConfigError("\(file): 'data.augment.erasing.min_area' (\(minArea)) must not exceed 'max_area' (\(maxArea))")
+        }
+        config.data.augment.erasingArea = minArea...maxArea
+        config.data.augment.erasingAspect = try erasing.double("min_aspect", default: config.data.augment.erasingAspect, range: 0.01...1)
+        try erasing.finish()
         try aug.finish()
         try d.finish()
 
