@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "Optimizers", dependencies: ["TensorCore", "NN"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Training",
-                dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives",
+                dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives", "CZlib",
                                .product(name: "Yams", package: "Yams")],
                 exclude: ["README.md"], swiftSettings: release),
         .target(name: "Launch", dependencies: ["Training", "MPICollectives", "Collectives", "TensorCore"], exclude: ["README.md"], swiftSettings: release),

@@ -1,6 +1,7 @@
 // Distributed evaluation on the test split: loss, accuracy per class and calibration, every
 // sample counted once; and, with local batch norm, the running statistics evaluation uses.
 import Collectives
+import Foundation
 import Datasets
 import NN
 import TensorCore
@@ -15,10 +16,27 @@ public struct EvaluationResult {
     public var expectedCalibrationError: Double
     /// Mean confidence minus accuracy: > 0 over-confident, < 0 under-confident.
     public var overconfidence: Double
+    /// Largest |confidence − accuracy| of a non-empty bin.
+    public var maximumCalibrationError: Double
+    /// Mean −log p(label), from the logits in Double (no label smoothing).
+    public var negativeLogLikelihood: Double
+    /// Mean Σ_k (p_k − [k = label])² (Brier 1950, multi-class form; 0 best, 2 worst).
+    public var brierScore: Double
+    /// The confidence bins behind ECE and MCE, for a reliability diagram.
+    public var reliability: [ReliabilityBin]
+    /// The softmax temperature the logits were divided by (1: uncalibrated).
+    public var temperature: Double = 1
+}
+
+public struct ReliabilityBin: Sendable, Equatable {
+    public var lower: Double, upper: Double
+    public var count: Int
+    public var confidence: Double   // mean top-class probability in the bin
+    public var accuracy: Double
 }
 
 /// Sums over evaluated samples, laid out for one all-reduce: loss, correct, count, per-class
-/// correct and count, then (count, confidence, correct) per confidence bin.
+/// correct and count, (count, confidence, correct) per confidence bin, then NLL and Brier sums.
 struct CalibrationSums {
     static let bins = 15
     let classes: Int
@@ -26,7 +44,7 @@ struct CalibrationSums {
 
     init(classes: Int, exact: Bool) {
         self.classes = classes
-        sums = MetricSums(count: 3 + 2 * classes + 3 * Self.bins, exact: exact)
+        sums = MetricSums(count: 3 + 2 * classes + 3 * Self.bins + 2, exact: exact)
     }
 
     /// Adds a batch's loss: per sample in exact mode (so batch boundaries do not matter), as the
@@ -40,8 +58,8 @@ struct CalibrationSums {
         sums.add(1, Double(r.correct)); sums.add(2, Double(r.count))
     }
 
-    /// Adds one sample's calibration: its class probabilities and label.
-    mutating func add(probabilities row: UnsafePointer<Float>, label: Int) {
+    /// Adds one sample's calibration: its logits, class probabilities and label.
+    mutating func add(logits z: UnsafePointer<Float>, probabilities row: UnsafePointer<Float>, label: Int) {
         var best = 0
         for j in 1..<classes where row[j] > row[best] { best = j }
         let hit = best == label ? 1.0 : 0.0
@@ -51,25 +69,44 @@ struct CalibrationSums {
         let bin = min(Int(confidence * Double(Self.bins)), Self.bins - 1)
         let base = 3 + 2 * classes + 3 * bin
         sums.add(base, 1); sums.add(base + 1, confidence); sums.add(base + 2, hit)
+        var top = Double(z[0])
+        for j in 1..<classes { top = max(top, Double(z[j])) }
+        var partition = 0.0, brier = 0.0
+        for j in 0..<classes {
+            partition += exp(Double(z[j]) - top)
+            let d = Double(row[j]) - (j == label ? 1 : 0)
+            brier += d * d
+        }
+        let tail = 3 + 2 * classes + 3 * Self.bins
+        sums.add(tail, top + log(partition) - Double(z[label]))
+        sums.add(tail + 1, brier)
     }
 
     /// The result over every rank's samples.
     mutating func result(_ communicator: Communicator) throws -> EvaluationResult {
         let s = try sums.global(communicator)
         let n = max(s[2], 1)
-        var ece = 0.0, confidenceSum = 0.0
+        var ece = 0.0, mce = 0.0, confidenceSum = 0.0
+        var bins = [ReliabilityBin]()
         for b in 0..<Self.bins {
             let base = 3 + 2 * classes + 3 * b
             let count = s[base]
-            guard count > 0 else { continue }
-            ece += abs(s[base + 1] / count - s[base + 2] / count) * count / n
+            let (lo, hi) = (Double(b) / Double(Self.bins), Double(b + 1) / Double(Self.bins))
+            guard count > 0 else { bins.append(ReliabilityBin(lower: lo, upper: hi, count: 0, confidence: 0, accuracy: 0)); continue }
+            let gap = abs(s[base + 1] / count - s[base + 2] / count)
+            ece += gap * count / n
+            mce = max(mce, gap)
             confidenceSum += s[base + 1]
+            bins.append(ReliabilityBin(lower: lo, upper: hi, count: Int(count), confidence: s[base + 1] / count, accuracy: s[base + 2] / count))
         }
+        let tail = 3 + 2 * classes + 3 * Self.bins
         return EvaluationResult(
             loss: s[0] / n, accuracy: s[1] / n, count: Int(s[2]),
             perClassCorrect: (0..<classes).map { Int(s[3 + $0]) },
             perClassCount: (0..<classes).map { Int(s[3 + classes + $0]) },
-            expectedCalibrationError: ece, overconfidence: confidenceSum / n - s[1] / n)
+            expectedCalibrationError: ece, overconfidence: confidenceSum / n - s[1] / n,
+            maximumCalibrationError: mce, negativeLogLikelihood: s[tail] / n, brierScore: s[tail + 1] / n,
+            reliability: bins)
     }
 }
 
@@ -85,8 +122,10 @@ extension Trainer {
         validationIndices.isEmpty ? nil : try evaluate(validationLoader, indices: validationIndices)
     }
 
-    /// Evaluates `loader`'s dataset, or the samples `indices` of it.
-    func evaluate(_ loader: BatchLoader, indices list: [Int]? = nil) throws -> EvaluationResult {
+    /// Evaluates `loader`'s dataset, or the samples `indices` of it, with the logits divided by
+    /// `temperature`. `onLogits` sees each batch's (scaled) logits and labels.
+    func evaluate(_ loader: BatchLoader, indices list: [Int]? = nil,
+                  onLogits: ((Tensor, [Int32]) -> Void)? = nil) throws -> EvaluationResult {
         try withEvaluationBuffers {
             let share = loader.evaluationShare(rank: rank, worldSize: worldSize, batch: config.data.evalBatch, total: list?.count)
             let chunking = chunkSize.map { Chunking(size: $0) } ?? .whole
@@ -98,15 +137,23 @@ extension Trainer {
                 let x = loader.load(indices, epoch: 0)
                 let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices,
                                                                           chunking: chunking))
+                if temperature != 1 {
+                    let inverse = 1 / temperature
+                    for i in 0..<logits.count { logits.data[i] *= inverse }
+                }
+                onLogits?(logits, Array(loader.labels[0..<indices.count]))
                 let (r, _) = loader.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: 1) }
                 sums.add(r, sampleLosses: loss.sampleLosses)
                 let probabilities = loss.probabilities!
                 for i in 0..<indices.count {
-                    sums.add(probabilities: probabilities.data + i * config.data.classes, label: Int(loader.labels[i]))
+                    sums.add(logits: logits.data + i * config.data.classes,
+                             probabilities: probabilities.data + i * config.data.classes, label: Int(loader.labels[i]))
                 }
                 start = end
             }
-            return try sums.result(communicator)
+            var result = try sums.result(communicator)
+            result.temperature = Double(temperature)
+            return result
         }
     }
 
@@ -150,7 +197,10 @@ extension EvaluationResult {
         let confidence = overconfidence >= 0 ? String(format: "over-confident by %.3f", overconfidence)
                                              : String(format: "under-confident by %.3f", -overconfidence)
         var lines = [title,
-                     String(format: "test loss %.4f  accuracy %.2f%%  samples %d  ece %.4f  ", loss, 100 * accuracy, count, expectedCalibrationError) + confidence,
+                     String(format: "test loss %.4f  accuracy %.2f%%  samples %d", loss, 100 * accuracy, count),
+                     String(format: "calibration: ece %.4f  mce %.4f  nll %.4f  brier %.4f  ", expectedCalibrationError,
+                            maximumCalibrationError, negativeLogLikelihood, brierScore) + confidence
+                        + (temperature != 1 ? String(format: "  (temperature %.3f)", temperature) : ""),
                      "class  correct/total  accuracy"]
         for k in 0..<perClassCount.count {
             let acc = perClassCount[k] > 0 ? 100 * Double(perClassCorrect[k]) / Double(perClassCount[k]) : 0

@@ -120,6 +120,21 @@ public struct SafeTensorsFile {
         v.withUnsafeMutableBufferPointer { if !$0.isEmpty { copy(entry, into: $0.baseAddress!) } }
         return v
     }
+
+    /// The same tensors, in the same order, with `changes` merged into the metadata.
+    public func encoded(updatingMetadata changes: [String: String]) throws -> [UInt8] {
+        let all = entries.map { values($0) }
+        var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
+        var buffers: [UnsafeMutableBufferPointer<Float>] = []
+        defer { buffers.forEach { $0.deallocate() } }
+        for (e, v) in zip(entries, all) {
+            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: v.count)
+            _ = b.initialize(from: v)
+            buffers.append(b)
+            tensors.append((e.name, e.shape, UnsafeBufferPointer(b)))
+        }
+        return try Self.encode(tensors: tensors, metadata: metadata.merging(changes) { $1 })
+    }
 }
 
 /// Writes bytes to `path` atomically: a temporary file in the same directory, fsync, rename,

@@ -39,6 +39,8 @@ public final class Trainer {
     /// The epoch's train sums restored from a checkpoint, which the next `run` continues.
     var resumedSums: [Double]?
     var bestAccuracy = -1.0
+    /// Evaluation divides logits by this (a checkpoint's fitted temperature; 1 is none).
+    public var temperature: Float = 1
     /// Behaves as if a stop signal arrived right after this step (tests of preemption).
     public var stopAtStep: Int?
     /// True on every rank when any rank asked to stop during the last step.
