@@ -22,7 +22,13 @@ public struct TrainingConfig {
         public var evalBatch = 1000
         /// Fraction of the training split held out for validation (0: none).
         public var validationSplit = 0.0
+        public var format = DataFormat.idx
+        /// CSV: the files (relative to `path`) and how labels are found.
+        public var trainFile = "train.csv"
+        public var testFile = "test.csv"
+        public var csv = CSVFormat()
     }
+    public enum DataFormat: String, CaseIterable, Sendable { case idx, cifar10, csv }
     public typealias OptimizerKind = OptimizerSettings.Kind
     public struct Train {
         public var epochs = 10
@@ -121,38 +127,7 @@ public struct TrainingConfig {
         let root = try ConfigSection(file: file, path: "", value: document)
         config.name = try root.string("name", default: ((file as NSString).lastPathComponent as NSString).deletingPathExtension)
 
-        let d = try root.section("data")
-        config.data.path = try d.string("path", default: config.data.path)
-        config.data.trainSplit = try d.string("train_split", default: config.data.trainSplit)
-        config.data.testSplit = try d.string("test_split", default: config.data.testSplit)
-        config.data.classes = try d.int("classes", default: config.data.classes, min: 2)
-        config.data.dropLast = try d.bool("drop_last", default: config.data.dropLast)
-        config.data.evalBatch = try d.int("eval_batch", default: config.data.evalBatch, min: 1)
-        config.data.validationSplit = try d.double("validation_split", default: config.data.validationSplit, range: 0...0.5)
-        let norm = try d.section("normalize")
-        config.data.mean = try norm.optionalDouble("mean")
-        config.data.std = try norm.optionalDouble("std")
-        if let s = config.data.std, s <= 0 { throw ConfigError("\(file): 'data.normalize.std' must be > 0") }
-        try norm.finish()
-        let aug = try d.section("augment")
-        config.data.augment.horizontalFlip = try aug.bool("horizontal_flip", default: config.data.augment.horizontalFlip)
-        config.data.augment.cropPadding = try aug.int("crop_padding", default: config.data.augment.cropPadding, min: 0)
-        config.data.augment.translate = try aug.double("translate", default: config.data.augment.translate, range: 0...0.5)
-        config.data.augment.noise = try aug.double("noise", default: config.data.augment.noise, range: 0...10)
-        // Naming the section (even as 'erasing: {}') turns erasing on with p = 0.5.
-        let erasingNamed = aug.raw("erasing") != nil
-        let erasing = try aug.section("erasing")
-        config.data.augment.erasingProbability = try erasing.double("p", default: erasingNamed ? 0.5 : config.data.augment.erasingProbability, range: 0...1)
-        let minArea = try erasing.double("min_area", default: config.data.augment.erasingArea.lowerBound, range: 0.0001...1)
-        let maxArea = try erasing.double("max_area", default: config.data.augment.erasingArea.upperBound, range: 0.0001...1)
-        guard minArea <= maxArea else {
-            throw ConfigError("\(file): 'data.augment.erasing.min_area' (\(minArea)) must not exceed 'max_area' (\(maxArea))")
-        }
-        config.data.augment.erasingArea = minArea...maxArea
-        config.data.augment.erasingAspect = try erasing.double("min_aspect", default: config.data.augment.erasingAspect, range: 0.01...1)
-        try erasing.finish()
-        try aug.finish()
-        try d.finish()
+        try parseData(try root.section("data"), into: &config, file: file)
 
         guard let layers = try root.list("model"), !layers.isEmpty else {
             throw ConfigError("\(file): 'model' must be a non-empty list of layers, e.g. '- dense: {out: 10}'")

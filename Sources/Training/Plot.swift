@@ -6,9 +6,12 @@ public struct Series {
     public var name: String
     public var points: [(x: Double, y: Double)]
     public var dashed: Bool
+    /// Dotted (validation curves), drawn finer than dashed.
+    public var dotted: Bool
     /// Index into the palette; series of one run share it (train solid, test dashed).
     public var colour: Int?
-    public init(name: String, points: [(x: Double, y: Double)], dashed: Bool = false, colour: Int? = nil) {
+    public init(name: String, points: [(x: Double, y: Double)], dashed: Bool = false, dotted: Bool = false, colour: Int? = nil) {
+        self.dotted = dotted
         self.name = name
         self.points = points
         self.dashed = dashed
@@ -100,7 +103,7 @@ public struct LineChart {
         for (i, series) in series.enumerated() {
             let colour = Self.palette[(series.colour ?? i) % Self.palette.count]
             let pts = series.points.filter { $0.x.isFinite && $0.y.isFinite }
-            let dash = series.dashed ? " stroke-dasharray=\"6 4\"" : ""
+            let dash = series.dotted ? " stroke-dasharray=\"2 3\"" : series.dashed ? " stroke-dasharray=\"6 4\"" : ""
             let path = pts.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
             s += "<polyline class=\"series\" data-name=\"\(Self.escape(series.name))\" data-points=\"\(pts.count)\" fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\"\(dash) points=\"\(path)\"/>\n"
             for p in pts {

@@ -51,6 +51,11 @@ public struct RunMetrics {
         epochs.map { (Double($0.epoch), $0[keyPath: key]) }
     }
 
+    /// The epochs that have the value (validation metrics exist only with a split).
+    public func series(_ key: KeyPath<EpochMetrics, Double?>) -> [(x: Double, y: Double)] {
+        epochs.compactMap { e in e[keyPath: key].map { (Double(e.epoch), $0) } }
+    }
+
     public func last(_ key: KeyPath<EpochMetrics, Double>) -> Double? { epochs.last?[keyPath: key] }
     public func last(_ key: KeyPath<EpochMetrics, Double?>) -> Double? { epochs.last?[keyPath: key] }
     public func best(_ key: KeyPath<EpochMetrics, Double>) -> Double? { epochs.map { $0[keyPath: key] }.max() }
@@ -96,15 +101,27 @@ public struct Report {
 
     public var charts: [(file: String, chart: LineChart)] {
         [
-            ("test-accuracy.svg", LineChart(title: "Test accuracy", xLabel: "epoch", yLabel: "accuracy",
-                                            series: runs.map { Series(name: $0.label, points: $0.series(\.testAccuracy)) })),
-            ("loss.svg", LineChart(title: "Train (solid) and test (dashed) loss", xLabel: "epoch", yLabel: "cross-entropy",
+            ("test-accuracy.svg", LineChart(title: hasValidation ? "Test (solid) and validation (dotted) accuracy" : "Test accuracy",
+                                            xLabel: "epoch", yLabel: "accuracy",
+                                            series: runs.enumerated().flatMap { i, r in
+                                                [Series(name: r.label, points: r.series(\.testAccuracy), colour: i)]
+                                                    + validation(r, \.validationAccuracy, colour: i) })),
+            ("loss.svg", LineChart(title: "Train (solid), test (dashed)" + (hasValidation ? " and validation (dotted)" : "") + " loss",
+                                   xLabel: "epoch", yLabel: "cross-entropy",
                                    series: runs.enumerated().flatMap { i, r in
                                        [Series(name: "\(r.label) train", points: r.series(\.trainLoss), colour: i),
-                                        Series(name: "\(r.label) test", points: r.series(\.testLoss), dashed: true, colour: i)] })),
+                                        Series(name: "\(r.label) test", points: r.series(\.testLoss), dashed: true, colour: i)]
+                                           + validation(r, \.validationLoss, colour: i) })),
             ("step-time.svg", LineChart(title: "Time per step", xLabel: "epoch", yLabel: "milliseconds",
                                         series: runs.map { r in Series(name: r.label, points: r.series(\.secondsPerStep).map { ($0.x, 1000 * $0.y) }) })),
         ]
+    }
+
+    var hasValidation: Bool { runs.contains { r in r.epochs.contains { $0.validationLoss != nil } } }
+
+    func validation(_ r: RunMetrics, _ key: KeyPath<EpochMetrics, Double?>, colour: Int) -> [Series] {
+        let points = r.series(key)
+        return points.isEmpty ? [] : [Series(name: "\(r.label) validation", points: points, dotted: true, colour: colour)]
     }
 
     /// The table's rows: one per run, columns as in `tableHeader`.

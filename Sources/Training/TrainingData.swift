@@ -1,4 +1,4 @@
-// The training and test splits of a config, loaded once per process.
+// The training and test splits of a config (IDX, CIFAR-10 binary or CSV), loaded once per process.
 import Datasets
 import Foundation
 
@@ -16,6 +16,14 @@ public struct TrainingData: @unchecked Sendable {
     }
 
     public static func load(_ config: TrainingConfig) throws -> TrainingData {
+        switch config.data.format {
+        case .idx: return try loadIDX(config)
+        case .cifar10: return try loadCIFAR(config)
+        case .csv: return try loadCSV(config)
+        }
+    }
+
+    static func loadIDX(_ config: TrainingConfig) throws -> TrainingData {
         let dir = config.data.path
         let trainImages = try ImageDataset.findFile(dir, "\(config.data.trainSplit)-images-idx3-ubyte")
         let trainLabels = try ImageDataset.findFile(dir, "\(config.data.trainSplit)-labels-idx1-ubyte")
@@ -33,5 +41,34 @@ public struct TrainingData: @unchecked Sendable {
             throw DataError("\(testImages): test images are \(test.sampleShape), training images \(train.sampleShape)")
         }
         return TrainingData(train: train, test: test, padValue: (0 - mean) / std)
+    }
+
+    /// CIFAR-10 binary batches; one mean and standard deviation over all channels of the
+    /// training split (per-channel statistics would need per-channel storage scales).
+    static func loadCIFAR(_ config: TrainingConfig) throws -> TrainingData {
+        let train = try CIFAR10.load(path: config.data.path, split: "train", classes: config.data.classes,
+                                     mean: config.data.mean.map(Float.init), std: config.data.std.map(Float.init))
+        let mean = train.mean!, std = train.std!
+        let test = try CIFAR10.load(path: config.data.path, split: "test", classes: config.data.classes, mean: mean, std: std)
+        return TrainingData(train: train, test: test, padValue: (0 - mean) / std)
+    }
+
+    /// CSV files: features standardised with the training file's per-column statistics.
+    static func loadCSV(_ config: TrainingConfig) throws -> TrainingData {
+        let dir = config.data.path
+        let trainPath = (dir as NSString).appendingPathComponent(config.data.trainFile)
+        let testPath = (dir as NSString).appendingPathComponent(config.data.testFile)
+        let trainTable = try CSVReader.read(path: trainPath, format: config.data.csv, classes: config.data.classes)
+        let testTable = try CSVReader.read(path: testPath, format: config.data.csv, classes: config.data.classes)
+        guard trainTable.featureNames == testTable.featureNames || !config.data.csv.header else {
+            throw DataError("\(testPath): feature columns \(testTable.featureNames) differ from \(trainPath)'s \(trainTable.featureNames)")
+        }
+        guard trainTable.featureNames.count == testTable.featureNames.count else {
+            throw DataError("\(testPath): \(testTable.featureNames.count) feature columns, \(trainPath) has \(trainTable.featureNames.count)")
+        }
+        let (mean, std) = CSVReader.statistics(trainTable.features)
+        return TrainingData(train: CSVReader.dataset(trainTable, name: "train", classes: config.data.classes, mean: mean, std: std),
+                            test: CSVReader.dataset(testTable, name: "test", classes: config.data.classes, mean: mean, std: std),
+                            padValue: 0)
     }
 }

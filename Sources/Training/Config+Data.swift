@@ -1,0 +1,67 @@
+// The `data` section of a config: where the data is, its format (IDX, CIFAR-10 binary, CSV),
+// normalisation, augmentation and the validation split.
+import Datasets
+import Foundation
+
+extension TrainingConfig {
+    static func parseData(_ d: ConfigSection, into config: inout TrainingConfig, file: String) throws {
+        config.data.format = try d.choice("format", default: config.data.format)
+        config.data.path = try d.string("path", default: config.data.path)
+        config.data.trainSplit = try d.string("train_split", default: config.data.trainSplit)
+        config.data.testSplit = try d.string("test_split", default: config.data.testSplit)
+        config.data.classes = try d.int("classes", default: config.data.classes, min: 2)
+        config.data.dropLast = try d.bool("drop_last", default: config.data.dropLast)
+        config.data.evalBatch = try d.int("eval_batch", default: config.data.evalBatch, min: 1)
+        config.data.validationSplit = try d.double("validation_split", default: config.data.validationSplit, range: 0...0.5)
+        let norm = try d.section("normalize")
+        config.data.mean = try norm.optionalDouble("mean")
+        config.data.std = try norm.optionalDouble("std")
+        if let s = config.data.std, s <= 0 { throw ConfigError("\(file): 'data.normalize.std' must be > 0") }
+        try norm.finish()
+        let aug = try d.section("augment")
+        config.data.augment.horizontalFlip = try aug.bool("horizontal_flip", default: config.data.augment.horizontalFlip)
+        config.data.augment.cropPadding = try aug.int("crop_padding", default: config.data.augment.cropPadding, min: 0)
+        config.data.augment.translate = try aug.double("translate", default: config.data.augment.translate, range: 0...0.5)
+        config.data.augment.noise = try aug.double("noise", default: config.data.augment.noise, range: 0...10)
+        // Naming the section (even as 'erasing: {}') turns erasing on with p = 0.5.
+        let erasingNamed = aug.raw("erasing") != nil
+        let erasing = try aug.section("erasing")
+        config.data.augment.erasingProbability = try erasing.double("p", default: erasingNamed ? 0.5 : config.data.augment.erasingProbability, range: 0...1)
+        let minArea = try erasing.double("min_area", default: config.data.augment.erasingArea.lowerBound, range: 0.0001...1)
+        let maxArea = try erasing.double("max_area", default: config.data.augment.erasingArea.upperBound, range: 0.0001...1)
+        guard minArea <= maxArea else {
+            throw ConfigError("\(file): 'data.augment.erasing.min_area' (\(minArea)) must not exceed 'max_area' (\(maxArea))")
+        }
+        config.data.augment.erasingArea = minArea...maxArea
+        config.data.augment.erasingAspect = try erasing.double("min_aspect", default: config.data.augment.erasingAspect, range: 0.01...1)
+        try erasing.finish()
+        try aug.finish()
+        if config.data.format == .csv {
+            config.data.trainFile = try d.string("train_file", default: config.data.trainFile)
+            config.data.testFile = try d.string("test_file", default: config.data.testFile)
+            config.data.csv.header = try d.bool("header", default: config.data.csv.header)
+            let delimiter = try d.string("delimiter", default: String(config.data.csv.delimiter))
+            guard delimiter.count == 1 else { throw d.fail("delimiter", d.raw("delimiter"), "a single character") }
+            config.data.csv.delimiter = delimiter.first!
+            if let columns = try d.list("label_columns") {
+                let names = try columns.map { v -> String in
+                    guard case .scalar(let s, _) = v else { throw d.fail("label_columns", v, "a list of column names or indices") }
+                    return s
+                }
+                guard try d.scalar("label_column") == nil else {
+                    throw ConfigError("\(file): give 'data.label_column' (integer classes) or 'data.label_columns' (one-hot), not both")
+                }
+                config.data.csv.labels = .oneHot(names)
+            } else {
+                config.data.csv.labels = .column(try d.string("label_column", default: "label"))
+            }
+            guard config.data.augment.isIdentity else {
+                throw ConfigError("\(file): 'data.augment' applies to images; tabular data (data.format: csv) takes none")
+            }
+            guard config.data.mean == nil && config.data.std == nil else {
+                throw ConfigError("\(file): 'data.normalize' is for images; CSV features are standardised per column from the training split")
+            }
+        }
+        try d.finish()
+    }
+}
