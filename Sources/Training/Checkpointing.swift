@@ -42,17 +42,22 @@ extension Trainer {
     }
 
     /// After an epoch: every `checkpoint.every_epochs` epochs and at the end, and
-    /// `best.safetensors` when the validation accuracy (the test accuracy without a validation
-    /// split) is the best so far.
+    /// `best.safetensors` when the epoch is the best so far: on the validation split by the
+    /// early-stopping metric (train.early_stopping.metric, val_loss by default, so the file and
+    /// a restored early stop agree), or on test accuracy without a split.
     func checkpointAfterEpoch(_ run: RunDirectory?, metrics: EpochMetrics) throws {
         guard let run else { return }
         let every = config.checkpoint.everyEpochs
         let periodic = (every > 0 && metrics.epoch % every == 0) || step == totalSteps
-        // The best model is chosen on validation when there is a split, so the test set stays
-        // out of model selection.
-        let accuracy = metrics.validationAccuracy ?? metrics.testAccuracy
-        let best = accuracy > bestAccuracy
-        if best { bestAccuracy = accuracy }
+        // Higher is better; the test set is only used when there is no validation split.
+        let score: Double
+        if let loss = metrics.validationLoss, let accuracy = metrics.validationAccuracy {
+            score = config.train.earlyStopping.metric == .valLoss ? -loss : accuracy
+        } else {
+            score = metrics.testAccuracy
+        }
+        let best = bestScore.map { score > $0 } ?? true
+        if best { bestScore = score }
         guard periodic || best else { return }
         // One serialisation serves both files (the epoch's train sums are complete: 0).
         let json = String(decoding: MetricsCoding.line(metrics), as: UTF8.self)

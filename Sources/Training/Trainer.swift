@@ -38,7 +38,8 @@ public final class Trainer {
     lazy var exactReducer = ExactGradientReducer(arena: model.parameters)
     /// The epoch's train sums restored from a checkpoint, which the next `run` continues.
     var resumedSums: [Double]?
-    var bestAccuracy = -1.0
+    /// The best epoch's score for best.safetensors (higher is better; see checkpointAfterEpoch).
+    var bestScore: Double?
     /// Evaluation divides logits by this (a checkpoint's fitted temperature; 1 is none).
     public var temperature: Float = 1
     /// Behaves as if a stop signal arrived right after this step (tests of preemption).

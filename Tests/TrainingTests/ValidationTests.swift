@@ -62,4 +62,23 @@ final class ValidationTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("needs 'data.validation_split' > 0"), "\($0)")
         }
     }
+    func testBestCheckpointIsTheEpochWithTheLowestValidationLoss() throws {
+        let cli = CLI()
+        guard FileManager.default.isExecutableFile(atPath: cli.lockstep) else { throw XCTSkip("\(cli.lockstep) not built") }
+        let data = try writeIDXDirectory(), dir = makeTempDir()
+        let config = try cli.writeConfig(smallCNNConfig(dataPath: data))
+        let run = try cli.run([cli.lockstep, "train", "--config", config, "--set", "output.dir=\(dir)", "--set", "train.epochs=6",
+                               "--set", "train.max_steps=0", "--set", "data.validation_split=0.25", "--set", "schedule.name=constant",
+                               "--set", "optimizer.lr=0.3"])
+        XCTAssertEqual(run.status, 0, run.output)
+        let epochs = try String(contentsOfFile: "\(dir)/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .filter { $0["kind"] as? String == "epoch" }
+        XCTAssertEqual(epochs.count, 6)
+        let losses = epochs.map { $0["val_loss"] as! Double }
+        let bestEpoch = epochs[losses.firstIndex(of: losses.min()!)!]["epoch"] as! Int
+        let file = try SafeTensorsFile.read(path: "\(dir)/best.safetensors")
+        // 180 training samples in batches of 24: 8 steps per epoch.
+        XCTAssertEqual(file.metadata["step"], "\(bestEpoch * 8)", "val losses \(losses)")
+    }
 }
