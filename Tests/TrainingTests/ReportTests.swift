@@ -81,6 +81,19 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(under.diagnosis?.contains("underfitted") ?? false)
         let fine = try RunMetrics.load(try writeRun(epochs(6, mode: "sync", trainLoss: { 1.0 / Double($0) }, testLoss: { 1.1 / Double($0) }, acc: { _ in 0.9 })))
         XCTAssertNil(fine.diagnosis)
+        // A wobbling rise (as in the early-stopped configs/fmnist-overfit.yaml: minimum at epoch 4,
+        // then 0.3688, 0.3533, 0.3567, 0.3853) is still overfitting.
+        let wobble = [0.3877, 0.3654, 0.3649, 0.3387, 0.3688, 0.3533, 0.3567, 0.3853]
+        let noisy = try RunMetrics.load(try writeRun(epochs(8, mode: "sync", trainLoss: { 1.0 / Double($0) },
+                                                           testLoss: { wobble[$0 - 1] }, acc: { _ in 0.9 })))
+        XCTAssertTrue(noisy.diagnosis?.contains("bottomed out at epoch 4") ?? false, "\(String(describing: noisy.diagnosis))")
+        // A minimum only 2 epochs back, or a rise of under 2%, is not called overfitting.
+        let recent = try RunMetrics.load(try writeRun(epochs(8, mode: "sync", trainLoss: { 1.0 / Double($0) },
+                                                            testLoss: { $0 == 6 ? 0.30 : 0.40 - 0.01 * Double($0 > 6 ? 0 : $0) }, acc: { _ in 0.9 })))
+        XCTAssertNil(recent.diagnosis, "\(String(describing: recent.diagnosis))")
+        let slight = try RunMetrics.load(try writeRun(epochs(8, mode: "sync", trainLoss: { 1.0 / Double($0) },
+                                                            testLoss: { $0 == 3 ? 0.300 : 0.305 }, acc: { _ in 0.9 })))
+        XCTAssertNil(slight.diagnosis, "\(String(describing: slight.diagnosis))")
     }
 
     func testMissingAndPartialMetrics() throws {
