@@ -40,6 +40,17 @@ extension Trainer {
         return String(format: "%016llx", fp.value)
     }
 
+    /// What a deployed model needs besides its weights: the input shape, the preprocessing, the
+    /// class names (and, once calibrated, the temperature, added by `lockstep calibrate`).
+    var deploymentMetadata: [String: String] {
+        let names = (try? JSONSerialization.data(withJSONObject: config.data.resolvedClassNames)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+        return normalization.metadata.merging([
+            "input_shape": model.inputShape.map(String.init).joined(separator: ","),
+            "class_names": names,
+            "data_format": config.data.format.rawValue,
+        ]) { $1 }
+    }
+
     /// Serialises the full training state with `metricsJSON` (the latest metrics record) in its
     /// metadata. Call on every rank (it is cheap); only rank 0 writes.
     public func checkpointBytes(epochSums: [Double], metricsJSON: String) throws -> [UInt8] {
@@ -67,7 +78,7 @@ extension Trainer {
             "config": config.resolvedYAML,
             "metrics": metricsJSON,
         ]
-        return try SafeTensorsFile.encode(tensors: tensors, metadata: meta)
+        return try SafeTensorsFile.encode(tensors: tensors, metadata: meta.merging(deploymentMetadata) { $1 })
     }
 
     /// Restores from a checkpoint file (rank 0 reads it and broadcasts its bytes): parameters,

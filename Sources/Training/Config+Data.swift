@@ -10,6 +10,17 @@ extension TrainingConfig {
         config.data.trainSplit = try d.string("train_split", default: config.data.trainSplit)
         config.data.testSplit = try d.string("test_split", default: config.data.testSplit)
         config.data.classes = try d.int("classes", default: config.data.classes, min: 2)
+        if let names = try d.list("class_names") {
+            let strings = try names.map { v -> String in
+                guard case .scalar(let s, _) = v, !s.isEmpty else { throw d.fail("class_names", v, "a list of non-empty names") }
+                return s
+            }
+            guard strings.count == config.data.classes else {
+                throw ConfigError("\(file): 'data.class_names' has \(strings.count) names for \(config.data.classes) classes (data.classes)")
+            }
+            guard Set(strings).count == strings.count else { throw ConfigError("\(file): 'data.class_names' repeats a name") }
+            config.data.classNames = strings
+        }
         config.data.dropLast = try d.bool("drop_last", default: config.data.dropLast)
         config.data.evalBatch = try d.int("eval_batch", default: config.data.evalBatch, min: 1)
         config.data.validationSplit = try d.double("validation_split", default: config.data.validationSplit, range: 0...0.5)

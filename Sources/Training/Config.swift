@@ -15,6 +15,9 @@ public struct TrainingConfig {
         public var trainSplit = "train"
         public var testSplit = "t10k"
         public var classes = 10
+        /// Names of the classes, for predictions and exported models (default "0", "1", ...).
+        public var classNames: [String]? = nil
+        public var resolvedClassNames: [String] { classNames ?? (0..<classes).map { "\($0)" } }
         public var mean: Double? = nil
         public var std: Double? = nil
         public var augment = Augmentation()

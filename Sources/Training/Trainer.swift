@@ -26,6 +26,8 @@ public final class Trainer {
     var earlyStop = EarlyStopState()
     let loss: SoftmaxCrossEntropy
     let seed: UInt64
+    /// The data's preprocessing, stored in checkpoints.
+    let normalization: InputNormalization
     /// Optimizer steps taken (the next step's index).
     public internal(set) var step = 0
     /// Optimizer steps of the whole run: all epochs, or train.max_steps if that is fewer.
@@ -62,6 +64,7 @@ public final class Trainer {
         self.communicator.collectiveTimeout = config.check.collectiveTimeout
         self.console = console ?? Console(isEnabled: communicator.rank == 0)
         seed = UInt64(config.train.seed)
+        normalization = data.normalization
         let env = ProcessInfo.processInfo.environment
         if let r = env["LOCKSTEP_FAULT_RANK"].flatMap(Int.init), r == communicator.rank {
             injectedFaultStep = env["LOCKSTEP_FAULT_STEP"].flatMap(Int.init) ?? 0

@@ -11,20 +11,37 @@ struct Eval: ParsableCommand {
     @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key (repeatable).", valueName: "key=value"))
     var overrides: [String] = []
     @Flag(help: "Ignore a temperature stored by 'lockstep calibrate'.") var uncalibrated = false
+    @Option(help: ArgumentHelp("Also write the test split's logits, (samples, classes) float32 in sample order, as .npy or .safetensors.",
+                               valueName: "file")) var logits: String?
     @Option(help: "Simulate N ranks as threads.") var simulateRanks: Int?
 
-    func validate() throws { try validateSimulatedRanks(simulateRanks) }
+    func validate() throws {
+        try validateSimulatedRanks(simulateRanks)
+        if let logits, !["npy", "safetensors"].contains((logits as NSString).pathExtension.lowercased()) {
+            throw ValidationError("--logits \(logits): expected a file name ending in .npy or .safetensors")
+        }
+    }
 
     func run() throws {
         let shared = SharedData()
-        let (path, configPath, overrides) = (checkpoint, config, self.overrides)
+        let (path, configPath, overrides, logitsPath) = (checkpoint, config, self.overrides, logits)
         let uncalibrated = self.uncalibrated
         launch(simulateRanks: simulateRanks) { comm in
             let (trainer, file) = try loadCheckpoint(path, config: configPath, overrides: overrides, shared: shared, communicator: comm)
             if uncalibrated { trainer.temperature = 1 }
-            let r = try trainer.evaluate()
+            let r: EvaluationResult
+            if let logitsPath {
+                let (values, labels, result) = try trainer.testLogits()
+                r = result
+                if comm.rank == 0 {
+                    try ArrayFile.writeMatrix(values, rows: labels.count, columns: trainer.config.data.classes, to: logitsPath)
+                }
+            } else {
+                r = try trainer.evaluate()
+            }
             guard comm.rank == 0 else { return }
             print(r.report(title: "checkpoint \(path) (step \(file.metadata["step"] ?? "?")) on \(comm.size) rank(s)"))
+            if let logitsPath { print("logits: \(logitsPath)") }
         }
     }
 }
