@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // System libraries, found through pkg-config.
@@ -32,9 +33,14 @@ let package = Package(
                 dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives", "CZlib",
                                .product(name: "Yams", package: "Yams")],
                 exclude: ["README.md"], swiftSettings: release),
+        // Generated from onnx.proto (see its README); the ONNX exporter builds on it.
+        .target(name: "ONNXProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["README.md"]),
+        .target(name: "Deploy", dependencies: ["NN", "Training", "ONNXProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["README.md"], swiftSettings: release),
         .target(name: "Launch", dependencies: ["Training", "MPICollectives", "Collectives", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
         .executableTarget(name: "lockstep",
-                          dependencies: ["Training", "Launch", "MPICollectives",
+                          dependencies: ["Training", "Launch", "MPICollectives", "Deploy",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           exclude: ["README.md"], swiftSettings: release),
 

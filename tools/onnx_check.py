@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Checks an exported ONNX model against Lockstep's own logits.
+
+usage: tools/onnx_check.py MODEL.onnx LOGITS.npy --idx DIR [--count N] [--tolerance T]
+       tools/onnx_check.py MODEL.onnx LOGITS.npy --csv FILE --label-column NAME [--count N]
+
+Runs onnx.checker (full check) on the model, feeds the first N test samples to ONNX Runtime
+(images as byte/255, the export's input convention; CSV rows as raw features without the label
+column) and compares its output with the first N rows of LOGITS.npy (from `lockstep eval
+--logits`). Prints the largest absolute difference; exits 1 above the tolerance (default 1e-4).
+"""
+import argparse, csv, gzip, os, sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def idx_images(directory):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            data = gzip.open(path).read() if name.endswith(".gz") else open(path, "rb").read()
+            n, h, w = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
+            return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, 1, h, w).astype(np.float32) / 255
+    sys.exit(f"onnx_check: {directory}: no t10k-images-idx3-ubyte(.gz)")
+
+
+def csv_rows(path, label_column):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], [r for r in rows[1:] if r]
+    keep = [i for i, name in enumerate(header) if name != label_column]
+    return np.array([[float(r[i]) for i in keep] for r in body], dtype=np.float32)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("logits")
+    p.add_argument("--idx")
+    p.add_argument("--csv")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    a = p.parse_args()
+    model = onnx.load(a.model)
+    onnx.checker.check_model(model, full_check=True)
+    x = idx_images(a.idx) if a.idx else csv_rows(a.csv, a.label_column)
+    x = x[:a.count]
+    session = ort.InferenceSession(a.model, providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    ref = np.load(a.logits)[:len(x)]
+    if out.shape != ref.shape:
+        sys.exit(f"onnx_check: ONNX Runtime gave {out.shape}, the logits file holds {ref.shape}")
+    diff = float(np.abs(out - ref).max())
+    agree = float((out.argmax(1) == ref.argmax(1)).mean())
+    print(f"onnx_check: {len(x)} samples, max |ONNX Runtime - Lockstep| = {diff:.3g}, arg-max agreement {100 * agree:.2f}%")
+    sys.exit(0 if diff <= a.tolerance else 1)
+
+
+if __name__ == "__main__":
+    main()
