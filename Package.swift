@@ -22,6 +22,8 @@ let package = Package(
                        providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
 
         .target(name: "TensorCore", dependencies: ["CBLAS"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Collectives", exclude: ["README.md"], swiftSettings: release),
@@ -36,11 +38,11 @@ let package = Package(
         // Generated from onnx.proto (see its README); the ONNX exporter builds on it.
         .target(name: "ONNXProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["README.md"]),
-        .target(name: "Deploy", dependencies: ["NN", "Training", "ONNXProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+        .target(name: "Deploy", dependencies: ["NN", "Training", "ONNXProto", "CPNG", "Datasets", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["README.md"], swiftSettings: release),
         .target(name: "Launch", dependencies: ["Training", "MPICollectives", "Collectives", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
         .executableTarget(name: "lockstep",
-                          dependencies: ["Training", "Launch", "MPICollectives", "Deploy",
+                          dependencies: ["Training", "Launch", "MPICollectives", "Deploy", "Datasets", "Collectives",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           exclude: ["README.md"], swiftSettings: release),
 

@@ -1,5 +1,7 @@
 // `lockstep export`: a checkpoint as an ONNX model.
 import ArgumentParser
+import Collectives
+import Datasets
 import Deploy
 import Foundation
 import Training
@@ -38,6 +40,46 @@ struct Export: ParsableCommand {
         } catch {
             printError("\(error)")
             Foundation.exit(1)
+        }
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Classify PNG or PGM images, IDX image files and CSV rows with a checkpoint.",
+        discussion: """
+            Prints the top-k classes with their probabilities (calibrated when the checkpoint \\
+            stores a temperature) per input, in input order; --json prints one JSON object per \\
+            line. Under mpirun each rank classifies a share of the inputs and rank 0 prints them all.
+            """)
+    @Option(name: .long, help: "The checkpoint (.safetensors).") var checkpoint: String
+    @Argument(help: "Inputs: .png, .pgm, .csv (one input per row) or IDX image files (one per image).") var inputs: [String]
+    @Option(help: "How many classes to print per input.") var top = 3
+    @Flag(help: "One JSON object per line.") var json = false
+    @Option(help: "Simulate N ranks as threads.") var simulateRanks: Int?
+
+    func validate() throws {
+        try validateSimulatedRanks(simulateRanks)
+        guard !inputs.isEmpty else { throw ValidationError("give at least one input file") }
+        guard top >= 1 else { throw ValidationError("--top must be at least 1") }
+    }
+
+    func run() throws {
+        let (path, inputs, top, json) = (checkpoint, self.inputs, self.top, self.json)
+        launch(simulateRanks: simulateRanks) { comm in
+            let deployed = try DeployedModel(checkpoint: path, bytes: try readOnRootAndBroadcast(path, communicator: comm))
+            let items = try inputs.flatMap { try InputReader.read($0, shape: deployed.model.inputShape, csv: deployed.config.data.csv) }
+            let classes = deployed.classNames.count
+            let share = GlobalBatchSampler.shard(total: items.count, rank: comm.rank, worldSize: comm.size)
+            let own = try deployed.probabilities(items[share])
+            // Gather in input order: each rank fills its rows of a zero buffer, and a sum joins them.
+            var all = [Float](repeating: 0, count: items.count * classes)
+            all.replaceSubrange((share.lowerBound * classes)..<(share.upperBound * classes), with: own)
+            if comm.size > 1 { try comm.allReduce(&all, op: .sum) }
+            guard comm.rank == 0 else { return }
+            for p in deployed.predictions(items.map { $0.name }, probabilities: all, k: min(top, classes)) {
+                print(json ? p.json : p.line)
+            }
         }
     }
 }

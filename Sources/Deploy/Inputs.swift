@@ -1,0 +1,125 @@
+// Reading what `lockstep predict` classifies: PNG (through libpng), binary PGM, IDX image files
+// and CSV rows, each checked against the model's input shape, with one-line errors naming the
+// file. Pixels come out as bytes; CSV rows as raw features.
+import CPNG
+import Datasets
+import Foundation
+
+public struct PredictInput {
+    public enum Values { case bytes([UInt8]), features([Double]) }
+    public var name: String
+    public var values: Values
+}
+
+public enum InputReader {
+    /// Every input in `path` (one for an image, several for an IDX file or a CSV file), shaped
+    /// for a model whose per-sample input shape is `shape`.
+    public static func read(_ path: String, shape: [Int], csv: CSVFormat) throws -> [PredictInput] {
+        let lower = path.lowercased()
+        if lower.hasSuffix(".png") { return [PredictInput(name: path, values: .bytes(try png(path, shape: shape)))] }
+        if lower.hasSuffix(".pgm") { return [PredictInput(name: path, values: .bytes(try pgm(path, shape: shape)))] }
+        if lower.hasSuffix(".csv") { return try csvRows(path, shape: shape, format: csv) }
+        if lower.contains("idx3-ubyte") { return try idx(path, shape: shape) }
+        throw DataError("\(path): unknown input type (expected .png, .pgm, .csv or an IDX '*-idx3-ubyte[.gz]' file)")
+    }
+
+    static func imageShape(_ path: String, _ shape: [Int]) throws -> (c: Int, h: Int, w: Int) {
+        guard shape.count == 3, shape[0] == 1 || shape[0] == 3 else {
+            throw DataError("\(path): an image, but the model's input is \(shape), not 1 or 3 channels of pixels (give CSV rows)")
+        }
+        return (shape[0], shape[1], shape[2])
+    }
+
+    /// A PNG of the model's size, converted by libpng to grey or RGB as the model expects.
+    public static func png(_ path: String, shape: [Int]) throws -> [UInt8] {
+        let (c, h, w) = try imageShape(path, shape)
+        var image = png_image()
+        lockstep_png_image_init(&image)
+        defer { png_image_free(&image) }
+        guard png_image_begin_read_from_file(&image, path) != 0 else {
+            throw DataError("\(path): not a readable PNG (\(message(&image)))")
+        }
+        guard Int(image.height) == h, Int(image.width) == w else {
+            throw DataError("\(path): the image is \(image.width)×\(image.height), the model expects \(w)×\(h)")
+        }
+        image.format = c == 1 ? UInt32(PNG_FORMAT_GRAY) : UInt32(PNG_FORMAT_RGB)
+        var interleaved = [UInt8](repeating: 0, count: lockstep_png_image_size(&image))
+        guard png_image_finish_read(&image, nil, &interleaved, 0, nil) != 0 else {
+            throw DataError("\(path): corrupt PNG (\(message(&image)))")
+        }
+        // libpng gives RGBRGB...; the model wants planes (C, H, W).
+        guard c == 3 else { return interleaved }
+        var planes = [UInt8](repeating: 0, count: 3 * h * w)
+        for p in 0..<(h * w) { for ch in 0..<3 { planes[ch * h * w + p] = interleaved[3 * p + ch] } }
+        return planes
+    }
+
+    static func message(_ image: inout png_image) -> String {
+        withUnsafeBytes(of: &image.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    /// Binary PGM (P5) with a maximum value of 255, of the model's size; one channel only.
+    public static func pgm(_ path: String, shape: [Int]) throws -> [UInt8] {
+        let (c, h, w) = try imageShape(path, shape)
+        guard c == 1 else { throw DataError("\(path): a PGM is grey, the model expects \(c) channels") }
+        let bytes = try readPossiblyCompressed(path)
+        var fields: [Int] = [], i = 2
+        guard bytes.count > 2, bytes[0] == UInt8(ascii: "P"), bytes[1] == UInt8(ascii: "5") else {
+            throw DataError("\(path): not a binary PGM (expected the 'P5' magic)")
+        }
+        while fields.count < 3 && i < bytes.count {
+            if bytes[i] == UInt8(ascii: "#") { while i < bytes.count && bytes[i] != 10 { i += 1 }; continue }
+            if bytes[i] >= 48 && bytes[i] <= 57 {
+                var v = 0
+                while i < bytes.count, bytes[i] >= 48, bytes[i] <= 57, v < 1_000_000 { v = v * 10 + Int(bytes[i] - 48); i += 1 }
+                fields.append(v)
+                continue
+            }
+            i += 1
+        }
+        guard fields.count == 3, fields[2] == 255 else { throw DataError("\(path): PGM header is not 'P5 width height 255'") }
+        guard fields[0] == w, fields[1] == h else { throw DataError("\(path): the image is \(fields[0])×\(fields[1]), the model expects \(w)×\(h)") }
+        let start = i + 1
+        guard bytes.count - start >= w * h else { throw DataError("\(path): \(bytes.count - start) pixel bytes, expected \(w * h) (truncated)") }
+        return Array(bytes[start..<(start + w * h)])
+    }
+
+    /// Every image of an IDX file (rank 3, bytes) of the model's size.
+    public static func idx(_ path: String, shape: [Int]) throws -> [PredictInput] {
+        let (c, h, w) = try imageShape(path, shape)
+        guard c == 1 else { throw DataError("\(path): IDX images are grey, the model expects \(c) channels") }
+        let a = try readIDX(path, expectedRank: 3)
+        guard a.dimensions[1] == h, a.dimensions[2] == w else {
+            throw DataError("\(path): images are \(a.dimensions[2])×\(a.dimensions[1]), the model expects \(w)×\(h)")
+        }
+        return (0..<a.dimensions[0]).map { PredictInput(name: "\(path)[\($0)]", values: .bytes(Array(a.bytes[($0 * h * w)..<(($0 + 1) * h * w)]))) }
+    }
+
+    /// CSV rows: with a header, the label column(s) are dropped when present; every row must
+    /// then hold exactly the model's number of features.
+    public static func csvRows(_ path: String, shape: [Int], format: CSVFormat) throws -> [PredictInput] {
+        guard shape.count == 1 else { throw DataError("\(path): CSV rows, but the model's input is \(shape), not a vector of features") }
+        let text = String(decoding: try readPossiblyCompressed(path), as: UTF8.self)
+        var lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated().map { ($0.offset + 1, $0.element) }
+        var drop = Set<Int>()
+        if format.header, let first = lines.first {
+            let names = first.1.split(separator: format.delimiter, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let labels: [String]
+            switch format.labels { case .column(let k): labels = [k]; case .oneHot(let ks): labels = ks }
+            drop = Set(names.indices.filter { labels.contains(names[$0]) })
+            lines.removeFirst()
+        }
+        return try lines.map { number, line in
+            let cells = line.split(separator: format.delimiter, omittingEmptySubsequences: false).enumerated()
+                .filter { !drop.contains($0.offset) }.map { $0.element.trimmingCharacters(in: .whitespaces) }
+            guard cells.count == shape[0] else {
+                throw DataError("\(path):\(number): \(cells.count) features, the model expects \(shape[0])")
+            }
+            let values = try cells.map { cell -> Double in
+                guard let v = Double(cell), v.isFinite else { throw DataError("\(path):\(number): '\(cell)' is not a finite number") }
+                return v
+            }
+            return PredictInput(name: "\(path):\(number)", values: .features(values))
+        }
+    }
+}
