@@ -9,29 +9,15 @@ Runs onnx.checker (full check) on the model, feeds the first N test samples to O
 column) and compares its output with the first N rows of LOGITS.npy (from `lockstep eval
 --logits`). Prints the largest absolute difference; exits 1 above the tolerance (default 1e-4).
 """
-import argparse, csv, gzip, os, sys
+import argparse, os, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-
-def idx_images(directory):
-    for name in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"):
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            data = gzip.open(path).read() if name.endswith(".gz") else open(path, "rb").read()
-            n, h, w = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
-            return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, 1, h, w).astype(np.float32) / 255
-    sys.exit(f"onnx_check: {directory}: no t10k-images-idx3-ubyte(.gz)")
-
-
-def csv_rows(path, label_column):
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], [r for r in rows[1:] if r]
-    keep = [i for i, name in enumerate(header) if name != label_column]
-    return np.array([[float(r[i]) for i in keep] for r in body], dtype=np.float32)
+from onnx_check_inputs import csv_rows, idx_images
 
 
 def main():

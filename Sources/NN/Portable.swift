@@ -1,6 +1,7 @@
 // Each layer described for another runtime (ONNX export, the PyTorch loader): its kind, its
 // hyperparameters and its tensors, without any training state. Layers without a portable form
 // (none today) would return nil and exporters name them.
+import Foundation
 import TensorCore
 
 public indirect enum PortableLayer {
@@ -53,5 +54,38 @@ extension Layer {
         case let l as Residual: return .residual(inner: l.inner, shortcut: l.shortcut)
         default: return nil
         }
+    }
+}
+
+/// The layers as JSON-ready objects (checkpoint metadata "architecture"): each has "kind",
+/// "name", "input_shape", "output_shape", its hyperparameters and the names of its tensors.
+public func portableDescription(_ layers: [Layer]) -> [[String: Any]] {
+    layers.map { layer in
+        var d: [String: Any] = ["name": layer.name, "input_shape": layer.inputShape, "output_shape": layer.outputShape]
+        func set(_ kind: String, _ extra: [String: Any] = [:]) { d["kind"] = kind; d.merge(extra) { $1 } }
+        switch layer.portable {
+        case let .dense(w, b)?: set("dense", ["weight": w.name, "bias": b?.name ?? NSNull()])
+        case let .conv(w, b, k, s, p)?: set("conv", ["weight": w.name, "bias": b?.name ?? NSNull(), "kernel": k, "stride": s, "padding": p])
+        case let .maxPool(size, stride)?: set("maxpool", ["size": size, "stride": stride])
+        case let .avgPool(size, stride)?: set("avgpool", ["size": size, "stride": stride])
+        case .globalAvgPool?: set("global_avgpool")
+        case .flatten?: set("flatten")
+        case let .batchNorm(g, b, m, v, e)?:
+            set("batchnorm", ["weight": g.name, "bias": b.name, "running_mean": m.name, "running_var": v.name, "epsilon": Double(e)])
+        case let .groupNorm(groups, g, b, e)?: set("groupnorm", ["groups": groups, "weight": g.name, "bias": b.name, "epsilon": Double(e)])
+        case .relu?: set("relu")
+        case let .leakyReLU(slope)?: set("leaky_relu", ["slope": Double(slope)])
+        case let .prelu(slope)?: set("prelu", ["weight": slope.name])
+        case .sigmoid?: set("sigmoid")
+        case .tanh?: set("tanh")
+        case let .elu(alpha)?: set("elu", ["alpha": Double(alpha)])
+        case .gelu?: set("gelu", ["approximate": "tanh"])
+        case .silu?: set("silu")
+        case .softplus?: set("softplus")
+        case .identity?: set("identity")
+        case let .residual(inner, shortcut)?: set("residual", ["inner": portableDescription(inner), "shortcut": portableDescription(shortcut)])
+        case nil: set("unsupported", ["type": "\(type(of: layer))"])
+        }
+        return d
     }
 }

@@ -41,13 +41,15 @@ extension Trainer {
     }
 
     /// What a deployed model needs besides its weights: the input shape, the preprocessing, the
-    /// class names (and, once calibrated, the temperature, added by `lockstep calibrate`).
+    /// layers as JSON ("architecture", for loaders in other languages), the class names (and, once calibrated, the temperature, added by `lockstep calibrate`).
     var deploymentMetadata: [String: String] {
         let names = (try? JSONSerialization.data(withJSONObject: config.data.resolvedClassNames)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
         return normalization.metadata.merging([
             "input_shape": model.inputShape.map(String.init).joined(separator: ","),
             "class_names": names,
             "data_format": config.data.format.rawValue,
+            "architecture": (try? JSONSerialization.data(withJSONObject: portableDescription(model.layers), options: [.sortedKeys]))
+                .map { String(decoding: $0, as: UTF8.self) } ?? "[]",
         ]) { $1 }
     }
 

@@ -1,6 +1,7 @@
-// ONNX export checked by ONNX Runtime: every layer kind (a "zoo" model on synthetic data, with a
-// calibration temperature), and the shipped MLP, CNN and ResNet on 1,000 Fashion-MNIST test
-// images, give Lockstep's own logits within 1e-4; onnx.checker accepts every file.
+// ONNX export checked by ONNX Runtime, and tools/lockstep_torch.py checked by PyTorch: every
+// layer kind (a "zoo" model on synthetic data, with a calibration temperature), and the shipped
+// MLP, CNN and ResNet on 1,000 Fashion-MNIST test images, give Lockstep's own logits within
+// 1e-4; onnx.checker accepts every file.
 import Foundation
 import XCTest
 
@@ -12,6 +13,11 @@ final class ONNXExportTests: XCTestCase {
         guard FileManager.default.isExecutableFile(atPath: cli.lockstep) else { throw XCTSkip("\(cli.lockstep) not built") }
         let probe = try cli.run(["python3", "-c", "import onnx, onnxruntime, numpy"])
         guard probe.status == 0 else { throw XCTSkip("python3 lacks onnx/onnxruntime (bash launch/setup --tests installs them)") }
+    }
+
+    /// A Python with torch and numpy (Debian's python3-torch serves /usr/bin/python3), or nil.
+    lazy var torchPython: String? = ["python3", "/usr/bin/python3"].first { python in
+        (try? cli.run([python, "-c", "import torch, numpy"]).status) == 0
     }
 
     /// Trains `config` briefly, exports it, writes eval's logits, and runs tools/onnx_check.py.
@@ -36,6 +42,14 @@ final class ONNXExportTests: XCTestCase {
                                 timeout: 300)
         XCTAssertEqual(check.status, 0, check.output, file: file, line: line)
         XCTAssertTrue(check.output.contains("max |ONNX Runtime - Lockstep|"), check.output, file: file, line: line)
+        guard let python = torchPython else {
+            print("ONNXExportTests: no Python with torch (bash launch/setup --tests installs python3-torch); the PyTorch loader is not checked")
+            return
+        }
+        let torch = try cli.run([python, repositoryRoot.appendingPathComponent("tools/lockstep_torch.py").path, checkpoint, "\(dir)/logits.npy"]
+                                + data + ["--count", "1000", "--tolerance", "1e-4"], timeout: 300)
+        XCTAssertEqual(torch.status, 0, torch.output, file: file, line: line)
+        XCTAssertTrue(torch.output.contains("max |torch - Lockstep|"), torch.output, file: file, line: line)
     }
 
     func testEveryLayerKindMatchesONNXRuntime() throws {
