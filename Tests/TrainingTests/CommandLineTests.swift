@@ -134,11 +134,11 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(train.status, 0, train.output)
         let single = try tests.run([lockstep, "eval", "--checkpoint", "\(dir)/best.safetensors"])
         XCTAssertEqual(single.status, 0, single.output)
-        XCTAssertTrue(single.output.contains("samples 61 "), single.output)
+        XCTAssertTrue(single.output.contains("samples 61\n"), single.output)
         for ranks in [2, 3] {
             let r = try tests.mpirun(ranks, ["eval", "--checkpoint", "\(dir)/best.safetensors"])
             XCTAssertEqual(r.status, 0, r.output)
-            XCTAssertTrue(r.output.contains("samples 61 "), r.output)
+            XCTAssertTrue(r.output.contains("samples 61\n"), r.output)
             let line = { (o: String) in o.split(separator: "\n").first { $0.hasPrefix("test loss") }.map(String.init) ?? "" }
             XCTAssertEqual(line(r.output), line(single.output))
         }
