@@ -145,25 +145,14 @@ def load(path):
 
 
 def main():
-    import argparse
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
-    from onnx_check_inputs import idx_images, csv_rows
-    a = argparse.ArgumentParser()
-    a.add_argument("checkpoint")
-    a.add_argument("logits")
-    a.add_argument("--idx")
-    a.add_argument("--csv")
-    a.add_argument("--label-column", default="label")
-    a.add_argument("--count", type=int, default=1000)
-    a.add_argument("--tolerance", type=float, default=1e-4)
-    args = a.parse_args()
+    from check_common import arguments
+    args, x, ref = arguments("checkpoint")
     model, _ = load(args.checkpoint)
-    x = idx_images(args.idx) if args.idx else csv_rows(args.csv, args.label_column)
-    x = torch.from_numpy(np.ascontiguousarray(x[:args.count]))
+    x = torch.from_numpy(x)
     torch.set_num_threads(1)
     with torch.no_grad():
         out = model(x).numpy()
-    ref = np.load(args.logits)[:len(x)]
     diff = float(np.abs(out - ref).max())
     print(f"lockstep_torch: {len(x)} samples, max |torch - Lockstep| = {diff:.3g}, torch {torch.__version__}")
     sys.exit(0 if diff <= args.tolerance else 1)

@@ -9,7 +9,7 @@ Runs onnx.checker (full check) on the model, feeds the first N test samples to O
 column) and compares its output with the first N rows of LOGITS.npy (from `lockstep eval
 --logits`). Prints the largest absolute difference; exits 1 above the tolerance (default 1e-4).
 """
-import argparse, os, sys
+import os, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,26 +17,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_check_inputs import csv_rows, idx_images
+from check_common import arguments
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("model")
-    p.add_argument("logits")
-    p.add_argument("--idx")
-    p.add_argument("--csv")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--count", type=int, default=1000)
-    p.add_argument("--tolerance", type=float, default=1e-4)
-    a = p.parse_args()
+    a, x, ref = arguments("model")
     model = onnx.load(a.model)
     onnx.checker.check_model(model, full_check=True)
-    x = idx_images(a.idx) if a.idx else csv_rows(a.csv, a.label_column)
-    x = x[:a.count]
     session = ort.InferenceSession(a.model, providers=["CPUExecutionProvider"])
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
-    ref = np.load(a.logits)[:len(x)]
     if out.shape != ref.shape:
         sys.exit(f"onnx_check: ONNX Runtime gave {out.shape}, the logits file holds {ref.shape}")
     diff = float(np.abs(out - ref).max())
