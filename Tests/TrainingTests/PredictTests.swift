@@ -46,6 +46,11 @@ final class PredictTests: XCTestCase {
         let idx = try cli.run([cli.lockstep, "predict", "--checkpoint", checkpoint, "--simulate-ranks", "3", "\(data)/t10k-images-idx3-ubyte"])
         XCTAssertEqual(idx.status, 0, idx.output)
         XCTAssertEqual(firstClasses(idx.output), expected, "all 60 test images, in order, over 3 ranks")
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/mpirun") {
+            let mpi = try cli.mpirun(2, ["predict", "--checkpoint", checkpoint, "--top", "1", "\(data)/t10k-images-idx3-ubyte"])
+            XCTAssertEqual(mpi.status, 0, mpi.output)
+            XCTAssertEqual(firstClasses(mpi.output), expected, "under mpirun: rank 0 prints every input in order")
+        }
 
         // Image 0 as a binary PGM.
         let pixels = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(data)/t10k-images-idx3-ubyte")))[16..<(16 + 144)]
