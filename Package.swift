@@ -51,6 +51,7 @@ let package = Package(
         .executableTarget(name: "fuzz-idx", dependencies: ["Datasets", "FuzzSupport"], path: "fuzz/Sources/FuzzIDX"),
         .executableTarget(name: "fuzz-safetensors", dependencies: ["Training", "FuzzSupport"], path: "fuzz/Sources/FuzzSafeTensors"),
         .executableTarget(name: "fuzz-config", dependencies: ["Training", "FuzzSupport"], path: "fuzz/Sources/FuzzConfig"),
+        .executableTarget(name: "fuzz-tabular", dependencies: ["Datasets", "FuzzSupport"], path: "fuzz/Sources/FuzzTabular"),
 
         .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),

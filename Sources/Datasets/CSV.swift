@@ -25,7 +25,11 @@ public struct CSVTable: Sendable {
 public enum CSVReader {
     /// Parses a file; errors name the file, the line and the column.
     public static func read(path: String, format: CSVFormat, classes: Int) throws -> CSVTable {
-        let bytes = try readPossiblyCompressed(path)
+        try parse(try readPossiblyCompressed(path), path: path, format: format, classes: classes)
+    }
+
+    /// Parses a file's bytes; `path` names it in errors.
+    public static func parse(_ bytes: [UInt8], path: String, format: CSVFormat, classes: Int) throws -> CSVTable {
         guard let text = String(bytes: bytes, encoding: .utf8) else { throw DataError("\(path): not UTF-8 text") }
         var lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
             .enumerated().map { (number: $0.offset + 1, cells: $0.element) }

@@ -62,26 +62,11 @@ public enum InputReader {
     public static func pgm(_ path: String, shape: [Int]) throws -> [UInt8] {
         let (c, h, w) = try imageShape(path, shape)
         guard c == 1 else { throw DataError("\(path): a PGM is grey, the model expects \(c) channels") }
-        let bytes = try readPossiblyCompressed(path)
-        var fields: [Int] = [], i = 2
-        guard bytes.count > 2, bytes[0] == UInt8(ascii: "P"), bytes[1] == UInt8(ascii: "5") else {
-            throw DataError("\(path): not a binary PGM (expected the 'P5' magic)")
+        let image = try parsePGM(try readPossiblyCompressed(path), path: path)
+        guard image.width == w, image.height == h else {
+            throw DataError("\(path): the image is \(image.width)×\(image.height), the model expects \(w)×\(h)")
         }
-        while fields.count < 3 && i < bytes.count {
-            if bytes[i] == UInt8(ascii: "#") { while i < bytes.count && bytes[i] != 10 { i += 1 }; continue }
-            if bytes[i] >= 48 && bytes[i] <= 57 {
-                var v = 0
-                while i < bytes.count, bytes[i] >= 48, bytes[i] <= 57, v < 1_000_000 { v = v * 10 + Int(bytes[i] - 48); i += 1 }
-                fields.append(v)
-                continue
-            }
-            i += 1
-        }
-        guard fields.count == 3, fields[2] == 255 else { throw DataError("\(path): PGM header is not 'P5 width height 255'") }
-        guard fields[0] == w, fields[1] == h else { throw DataError("\(path): the image is \(fields[0])×\(fields[1]), the model expects \(w)×\(h)") }
-        let start = i + 1
-        guard bytes.count - start >= w * h else { throw DataError("\(path): \(bytes.count - start) pixel bytes, expected \(w * h) (truncated)") }
-        return Array(bytes[start..<(start + w * h)])
+        return image.pixels
     }
 
     /// Every image of an IDX file (rank 3, bytes) of the model's size.
