@@ -50,8 +50,34 @@ struct CompareBN: ParsableCommand {
 
     @Flag(name: .long, help: "Start afresh where <output.dir>/sync or /local holds an earlier run, deleting that run's files.")
     var overwrite = false
+    @Option(help: "Study: run each variant with N seeds (seed, seed+1, ...) and report means with 95% intervals.")
+    var seeds: Int?
+    @Option(help: ArgumentHelp("Study: per-rank batch sizes to sweep (global batch = size × ranks).", valueName: "2,4,8"))
+    var perRankBatch: String?
+    @Option(help: ArgumentHelp("Study: also replace every batchnorm with these norms, which need no communication.", valueName: "groupnorm,layernorm"))
+    var alternatives: String?
+    @Option(help: "Study: groups of the groupnorm alternative.") var groups = 8
+    @Option(help: "Study: override train.epochs for every run.") var epochs: Int?
+
+    var isStudy: Bool { seeds != nil || perRankBatch != nil || alternatives != nil }
+
+    func validate() throws {
+        if let seeds, seeds < 1 { throw ValidationError("--seeds: expected at least 1, got \(seeds)") }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs: expected at least 1, got \(epochs)") }
+        if let perRankBatch, Self.integers(perRankBatch) == nil {
+            throw ValidationError("--per-rank-batch: expected positive integers separated by commas, such as 2,4,8, got '\(perRankBatch)'")
+        }
+        if let alternatives, alternatives.split(separator: ",").isEmpty { throw ValidationError("--alternatives: empty list") }
+    }
+
+    static func integers(_ text: String) -> [Int]? {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        return parts.map { $0! }
+    }
 
     func run() throws {
+        if isStudy { return try runStudy() }
         let shared = SharedData()
         let (options, overwrite) = (self.options, self.overwrite)
         StopSignal.install()
@@ -78,3 +104,44 @@ struct CompareBN: ParsableCommand {
     }
 }
 
+extension CompareBN {
+    /// The study: variants × per-rank batches × seeds, then a summary with intervals.
+    func runStudy() throws {
+        let shared = SharedData()
+        let options = self.options
+        let extra = (epochs.map { ["train.epochs=\($0)"] } ?? [])
+        let (seedCount, batchText, alternativesText, groups) = (seeds ?? 1, perRankBatch, alternatives, self.groups)
+        StopSignal.install()
+        launch(simulateRanks: options.simulateRanks) { comm in
+            let overrides = options.allOverrides.filter { !$0.hasPrefix("bn.mode=") } + extra
+            let base = try TrainingConfig.load(path: options.config, overrides: overrides)
+            var root = base.output.dir ?? RunDirectory.defaultPath(name: base.name + "-compare-bn")
+            root = String(decoding: try comm.broadcast(bytes: Array(root.utf8)), as: UTF8.self)
+            let batches = try batchText.map { text -> [Int] in
+                guard let list = CompareBN.integers(text) else { throw ConfigError("--per-rank-batch: expected positive integers") }
+                return list
+            } ?? [base.train.globalBatch / comm.size]
+            guard batchText != nil || base.train.globalBatch % comm.size == 0 else {
+                throw ConfigError("\(options.config): train.global_batch \(base.train.globalBatch) does not divide over \(comm.size) ranks; give --per-rank-batch")
+            }
+            let alternatives = alternativesText.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } } ?? []
+            let study = try BNStudy(variants: ["sync", "local"] + alternatives, perRankBatches: batches,
+                                    seeds: (0..<seedCount).map { base.train.seed + $0 }, groups: groups, root: root)
+            let console = Console(isEnabled: comm.rank == 0)
+            let outcomes = try study.execute(configPath: options.config, overrides: overrides, communicator: comm,
+                                             data: { try shared.get($0) }, console: console)
+            guard comm.rank == 0 else { return }
+            let cores = ProcessInfo.processInfo.activeProcessorCount
+            let kind = TimedCommunicator(comm).kind
+            let sharing = kind == "threads" ? "\(comm.size) simulated ranks (threads) sharing \(cores) core(s)"
+                : comm.size > cores ? "\(comm.size) \(kind) ranks oversubscribing \(cores) core(s)" : "\(comm.size) \(kind) rank(s)"
+            let summary = study.summary(outcomes, setting: "\(base.name), \(sharing), \(base.train.epochs) epochs")
+            let out = (root as NSString).appendingPathComponent("study")
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            try writeAtomically(Array(summary.markdown.utf8), to: (out as NSString).appendingPathComponent("summary.md"))
+            try writeAtomically(Array(summary.chart.svg.utf8), to: (out as NSString).appendingPathComponent("accuracy.svg"))
+            print(summary.markdown)
+            print("study: \(out)/summary.md, \(out)/accuracy.svg")
+        }
+    }
+}

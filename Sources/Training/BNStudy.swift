@@ -1,0 +1,124 @@
+// compare-bn as a study: batch-norm variants (sync, local, and norms that need no communication)
+// × per-rank batch sizes × seeds, each a normal run under <root>/<variant>/b<per-rank>/seed-<s>.
+// A run whose metrics already hold every epoch is reused, so an interrupted study resumes.
+import Collectives
+import Foundation
+import NN
+import TensorCore
+
+public struct BNStudy {
+    public var variants: [String]         // sync, local, groupnorm, layernorm
+    public var perRankBatches: [Int]
+    public var seeds: [Int]
+    public var groups: Int
+    public var root: String
+
+    public static let knownVariants = ["sync", "local", "groupnorm", "layernorm"]
+
+    public struct Run: Sendable, Equatable {
+        public var variant: String, perRankBatch: Int, seed: Int, directory: String
+    }
+
+    /// Checks the arguments; errors are one line naming the option.
+    public init(variants: [String], perRankBatches: [Int], seeds: [Int], groups: Int, root: String) throws {
+        guard !variants.isEmpty else { throw ConfigError("compare-bn: no batch-norm variants to compare") }
+        if let bad = variants.first(where: { !Self.knownVariants.contains($0) }) {
+            throw ConfigError("--alternatives: unknown alternative '\(bad)' (known: groupnorm, layernorm)")
+        }
+        guard !perRankBatches.isEmpty, perRankBatches.allSatisfy({ $0 > 0 }) else {
+            throw ConfigError("--per-rank-batch: expected a non-empty list of positive sizes such as 2,4,8")
+        }
+        guard !seeds.isEmpty else { throw ConfigError("--seeds: expected at least 1") }
+        guard groups >= 1 else { throw ConfigError("--groups: expected at least 1") }
+        self.variants = variants
+        self.perRankBatches = perRankBatches
+        self.seeds = seeds
+        self.groups = groups
+        self.root = root
+    }
+
+    public var runs: [Run] {
+        perRankBatches.flatMap { b in seeds.flatMap { s in variants.map { v in
+            Run(variant: v, perRankBatch: b, seed: s, directory: "\(root)/\(v)/b\(b)/seed-\(s)")
+        } } }
+    }
+
+    /// The config of one run: the base config with its seed, global batch (per-rank × ranks),
+    /// output directory, and either bn.mode or every batch-norm layer replaced by the variant.
+    public func config(for run: Run, base: TrainingConfig, ranks: Int, overrides: [String], path: String) throws -> TrainingConfig {
+        var sets = overrides + ["train.seed=\(run.seed)", "train.global_batch=\(run.perRankBatch * ranks)", "output.dir=\(run.directory)"]
+        if run.variant == "sync" || run.variant == "local" { sets.append("bn.mode=\(run.variant)") }
+        var config = try TrainingConfig.load(path: path, overrides: sets)
+        if run.variant == "groupnorm" || run.variant == "layernorm" {
+            config.model = Self.replacingBatchNorm(config.model, with: run.variant, groups: groups)
+        }
+        return config
+    }
+
+    /// Every `batchnorm` layer (also inside residual blocks) as group norm with `groups` groups
+    /// or as layer norm (one group).
+    public static func replacingBatchNorm(_ specs: [LayerSpec], with variant: String, groups: Int) -> [LayerSpec] {
+        specs.map { spec in
+            switch spec {
+            case let .batchNorm(_, epsilon):
+                return variant == "layernorm" ? .groupNorm(groups: 1, epsilon: epsilon, kind: "layernorm")
+                                              : .groupNorm(groups: groups, epsilon: epsilon, kind: "groupnorm")
+            case let .residual(layers, projection):
+                return .residual(layers: replacingBatchNorm(layers, with: variant, groups: groups), projection: projection)
+            default: return spec
+            }
+        }
+    }
+
+    /// True when `directory` holds a finished run of `epochs` epochs (or one early stopping ended).
+    public static func isFinished(_ directory: String, epochs: Int) -> Bool {
+        guard let m = try? RunMetrics.load(directory) else { return false }
+        return m.epochs.count >= epochs
+    }
+
+    /// Final test accuracy, seconds per step and communication seconds per step of each run.
+    public struct Outcome: Sendable {
+        public var run: Run
+        public var accuracy: Double, secondsPerStep: Double, communicationPerStep: Double
+    }
+
+    public func outcomes() throws -> [Outcome] {
+        try runs.map { r in
+            let m = try RunMetrics.load(r.directory)
+            guard let last = m.epochs.last else { throw MetricsError("\(r.directory): no finished epoch") }
+            return Outcome(run: r, accuracy: last.testAccuracy, secondsPerStep: last.secondsPerStep,
+                           communicationPerStep: last.communicationSecondsPerStep)
+        }
+    }
+}
+
+extension BNStudy {
+    /// Runs every run not finished yet (all ranks together), printing a progress line with an
+    /// estimate of the time left after each; returns the outcomes of all runs.
+    public func execute(configPath: String, overrides: [String], communicator: Communicator,
+                        data: (TrainingConfig) throws -> TrainingData, console: Console) throws -> [Outcome] {
+        let base = try TrainingConfig.load(path: configPath, overrides: overrides)
+        let all = runs
+        var finished = [Bool]()
+        for r in all {
+            let done = communicator.rank == 0 && Self.isFinished(r.directory, epochs: base.train.epochs)
+            finished.append(try communicator.broadcast(bytes: [done ? 1 : 0]) == [1])
+        }
+        let toRun = all.indices.filter { !finished[$0] }
+        console.line("compare-bn: \(all.count) runs (\(variants.joined(separator: ", ")) × per-rank batch \(perRankBatches.map(String.init).joined(separator: ", ")) × \(seeds.count) seed(s)), \(all.count - toRun.count) already finished and reused, \(toRun.count) to train")
+        let start = monotonicSeconds()
+        for (n, i) in toRun.enumerated() {
+            let r = all[i]
+            let config = try config(for: r, base: base, ranks: communicator.size, overrides: overrides, path: configPath)
+            let trainer = try Trainer(config: config, communicator: communicator, data: try data(config),
+                                      console: Console(isEnabled: false))
+            _ = try trainer.run(resume: nil, overwrite: true)
+            let elapsed = monotonicSeconds() - start
+            let left = elapsed / Double(n + 1) * Double(toRun.count - n - 1)
+            let acc = trainer.history.last.map { String(format: "%.2f%%", 100 * $0.testAccuracy) } ?? "–"
+            console.line(String(format: "compare-bn: %d/%d done: %@ per-rank batch %d seed %d: test accuracy %@ (%.0f s so far, about %.0f s left)",
+                                n + 1, toRun.count, r.variant as NSString, r.perRankBatch, r.seed, acc as NSString, elapsed, left))
+        }
+        return try outcomes()
+    }
+}
