@@ -23,6 +23,8 @@ public struct BenchmarkResult {
     public var gradientBytes: Int
     /// Per step, the wait for the slowest rank before the gradient all-reduce (profiled run).
     public var skewWaitSeconds: Double
+    /// The roofline lines (this machine's sgemm peak and bandwidth, each layer against them).
+    public var roofline: [String] = []
 }
 
 func median(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.sorted()[v.count / 2] }
@@ -79,6 +81,9 @@ extension Trainer {
         result.gradientAllReduceMedian = median(probe.allReduceTimes)
         result.bareAllReduceMedian = median(probe.bareAllReduceTimes)
         result.skewWaitSeconds = probe.skewWaitSeconds * per
+        result.roofline = Roofline.measure().table(layers: model.layers, forward: result.forwardSeconds, backward: result.backwardSeconds,
+                                                   samplesPerStep: Double(config.train.globalBatch) / Double(worldSize),
+                                                   stepSeconds: result.stepSeconds)
         return result
     }
 }
@@ -110,6 +115,6 @@ extension BenchmarkResult {
                           ("exact sums (scales, quantise)", exactSumSeconds), ("other", other)] {
             lines.append(name.padding(toLength: 33, withPad: " ", startingAt: 0) + String(format: " %11.3f ms      %6.1f%%", 1000 * t, 100 * t / stepSeconds))
         }
-        return lines.joined(separator: "\n")
+        return (lines + roofline).joined(separator: "\n")
     }
 }
