@@ -40,7 +40,8 @@ public struct Roofline: Sendable {
     /// Forward work of one sample through `layer`: multiply-add FLOPs for GEMM layers (dense,
     /// conv, and residual blocks holding them), else bytes read and written (4 per element in and
     /// out). Backward is counted as twice the forward (input and weight gradients; for memory-bound
-    /// layers: dy and the kept tensor read, dx written: about 3/2 of forward, rounded to 2).
+    /// layers: dy and the kept tensor read, dx written: about 3/2 of forward, rounded to 2), and
+    /// once for the first trainable layer, which computes no input gradient.
     public static func work(_ layer: Layer) -> (flops: Double, bytes: Double) {
         let elementsIn = Double(layer.inputShape.reduce(1, *)), elementsOut = Double(layer.outputShape.reduce(1, *))
         switch layer.portable {
@@ -60,8 +61,12 @@ public struct Roofline: Sendable {
     public func table(layers: [Layer], forward: [Double], backward: [Double], samplesPerStep: Double, stepSeconds: Double) -> [String] {
         var lines = [String(format: "roofline: sgemm peak %.1f GFLOP/s (1024³, %d BLAS thread(s)), copy bandwidth %.1f GB/s (256 MB, main memory; tensors that fit in cache can beat it)", peakGFLOPs, blasThreadCount(), bandwidthGBs),
                      "layer                  bound     forward          backward         share"]
+        // The first trainable layer computes no input gradient: its backward is the weight
+        // gradient alone, one forward's worth of FLOPs.
+        let firstTrainable = layers.firstIndex { !$0.parameters.isEmpty }
         for (i, layer) in layers.enumerated() {
             let w = Self.work(layer)
+            let backwardFactor = i == firstTrainable && w.flops > 0 ? 1.0 : 2.0
             let gemmBound = w.flops > 0
             let amount = (gemmBound ? w.flops / 1e9 : w.bytes / 1e9) * samplesPerStep
             let roof = gemmBound ? peakGFLOPs : bandwidthGBs
@@ -72,7 +77,7 @@ public struct Roofline: Sendable {
             }
             let name = layer.name.padding(toLength: 22, withPad: " ", startingAt: 0)
             guard w.flops > 0 || w.bytes > 0 else { lines.append(name + " view      (no data movement)"); continue }
-            lines.append(name + (gemmBound ? " gemm     " : " memory   ") + rate(forward[i], 1) + "  " + rate(backward[i], 2)
+            lines.append(name + (gemmBound ? " gemm     " : " memory   ") + rate(forward[i], 1) + "  " + rate(backward[i], backwardFactor)
                          + String(format: "  %5.1f%%", 100 * (forward[i] + backward[i]) / stepSeconds))
         }
         return lines
