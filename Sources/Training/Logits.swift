@@ -15,13 +15,20 @@ extension Trainer {
         }
         let share = testLoader.evaluationShare(rank: rank, worldSize: worldSize, batch: config.data.evalBatch)
         precondition(own.count == share.range.count * classes, "evaluation covered this rank's share")
-        // Each rank writes its rows into zeros and a sum gathers them: x + 0 is x (a −0 logit
-        // would come back as +0, the same value).
-        var all = [Float](repeating: 0, count: count * classes)
-        all.replaceSubrange((share.range.lowerBound * classes)..<(share.range.upperBound * classes), with: own)
-        if worldSize > 1 { try communicator.allReduce(&all, op: .sum) }
+        let all = try gatherRows(own, rows: share.range, totalRows: count, width: classes, communicator: communicator)
         return (all, testLoader.dataset.labels, result)
     }
+}
+
+/// Joins each rank's rows `rows` (of `width` floats) into the whole (totalRows × width) matrix
+/// on every rank, in row order: each rank writes its rows into zeros and a sum gathers them
+/// (x + 0 is x; a −0 would come back as +0, the same value).
+public func gatherRows(_ own: [Float], rows: Range<Int>, totalRows: Int, width: Int, communicator: Communicator) throws -> [Float] {
+    precondition(own.count == rows.count * width)
+    var all = [Float](repeating: 0, count: totalRows * width)
+    all.replaceSubrange((rows.lowerBound * width)..<(rows.upperBound * width), with: own)
+    if communicator.size > 1 { try communicator.allReduce(&all, op: .sum) }
+    return all
 }
 
 public enum ArrayFile {

@@ -72,10 +72,7 @@ struct Predict: ParsableCommand {
             let classes = deployed.classNames.count
             let share = GlobalBatchSampler.shard(total: items.count, rank: comm.rank, worldSize: comm.size)
             let own = try deployed.probabilities(items[share])
-            // Gather in input order: each rank fills its rows of a zero buffer, and a sum joins them.
-            var all = [Float](repeating: 0, count: items.count * classes)
-            all.replaceSubrange((share.lowerBound * classes)..<(share.upperBound * classes), with: own)
-            if comm.size > 1 { try comm.allReduce(&all, op: .sum) }
+            let all = try gatherRows(own, rows: share, totalRows: items.count, width: classes, communicator: comm)
             guard comm.rank == 0 else { return }
             for p in deployed.predictions(items.map { $0.name }, probabilities: all, k: min(top, classes)) {
                 print(json ? p.json : p.line)
