@@ -78,6 +78,17 @@ final class DeploymentTests: XCTestCase {
         let printed = try XCTUnwrap(one.output.split(separator: "\n").first { $0.hasPrefix("test loss") }?
             .split(separator: " ").dropFirst(2).first.flatMap { Double($0) })
         XCTAssertEqual(total / 60, printed, accuracy: 5e-5, "the printed loss has 4 decimals")
+        // A checkpoint from before the deployment metadata: export and predict say what is missing.
+        var old = try SafeTensorsFile.read(path: checkpoint)
+        for key in ["input_shape", "normalization", "normalize_mean", "normalize_std", "architecture"] { old.metadata[key] = nil }
+        try writeAtomically(try old.encoded(updatingMetadata: [:]), to: "\(dir)/old.safetensors")
+        for args in [["export", "--checkpoint", "\(dir)/old.safetensors", "--onnx", "\(dir)/old.onnx"],
+                     ["predict", "--checkpoint", "\(dir)/old.safetensors", "\(data)/t10k-images-idx3-ubyte"]] {
+            let r = try cli.run([cli.lockstep] + args)
+            XCTAssertNotEqual(r.status, 0, r.output)
+            XCTAssertTrue(r.output.contains("\(dir)/old.safetensors") && r.output.contains("does not describe its input"), r.output)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/old.onnx"), "nothing written on an error")
+        }
         let bad = try cli.run([cli.lockstep, "eval", "--checkpoint", checkpoint, "--logits", "\(dir)/x.csv"])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.output.contains(".npy or .safetensors"), bad.output)
