@@ -106,6 +106,12 @@ extension BNStudy {
         }
         let toRun = all.indices.filter { !finished[$0] }
         console.line("compare-bn: \(all.count) runs (\(variants.joined(separator: ", ")) × per-rank batch \(perRankBatches.map(String.init).joined(separator: ", ")) × \(seeds.count) seed(s)), \(all.count - toRun.count) already finished and reused, \(toRun.count) to train")
+        if let first = toRun.first {
+            let estimate = try estimateSeconds(toRun.map { all[$0] }, probe: all[first], base: base, configPath: configPath,
+                                               overrides: overrides, communicator: communicator, data: data)
+            let text = estimate < 120 ? String(format: "%.0f s", estimate) : String(format: "%.0f min", estimate / 60)
+            console.line("compare-bn: estimated wall time about \(text) (5 timed steps of the first run, scaled by each run's steps and batch; evaluation not included)")
+        }
         let start = monotonicSeconds()
         for (n, i) in toRun.enumerated() {
             let r = all[i]
@@ -120,5 +126,29 @@ extension BNStudy {
                                 n + 1, toRun.count, r.variant as NSString, r.perRankBatch, r.seed, acc as NSString, elapsed, left))
         }
         return try outcomes()
+    }
+}
+
+extension BNStudy {
+    /// Times 5 steps (after 2 of warm-up) of `probe`'s config and scales the time per sample to
+    /// every pending run's steps and global batch. Every rank takes part (steps hold collectives).
+    func estimateSeconds(_ pending: [Run], probe: Run, base: TrainingConfig, configPath: String, overrides: [String],
+                         communicator: Communicator, data: (TrainingConfig) throws -> TrainingData) throws -> Double {
+        let config = try config(for: probe, base: base, ranks: communicator.size, overrides: overrides, path: configPath)
+        let trainer = try Trainer(config: config, communicator: communicator, data: try data(config), console: Console(isEnabled: false))
+        let order = trainer.sampler.permutation(epoch: 0)
+        let steps = trainer.sampler.stepsPerEpoch
+        for i in 0..<2 { _ = try trainer.trainStep(epoch: 0, stepInEpoch: i % steps, order: order) }
+        let t0 = monotonicSeconds()
+        for i in 2..<7 { _ = try trainer.trainStep(epoch: 0, stepInEpoch: i % steps, order: order) }
+        let perSample = (monotonicSeconds() - t0) / 5 / Double(config.train.globalBatch)
+        var seconds = 0.0
+        for r in pending {
+            let c = try self.config(for: r, base: base, ranks: communicator.size, overrides: overrides, path: configPath)
+            let perEpoch = c.data.dropLast ? trainer.sampler.datasetSize / c.train.globalBatch * c.train.globalBatch : trainer.sampler.datasetSize
+            let samples = c.train.maxSteps > 0 ? min(c.train.maxSteps * c.train.globalBatch, c.train.epochs * perEpoch) : c.train.epochs * perEpoch
+            seconds += perSample * Double(samples)
+        }
+        return seconds
     }
 }

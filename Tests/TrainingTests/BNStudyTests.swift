@@ -71,6 +71,22 @@ final class BNStudyTests: XCTestCase {
         XCTAssertEqual(second.map { $0.accuracy }, first.map { $0.accuracy }, "the same runs, the same results")
     }
 
+    func testWallTimeEstimateIsPlausible() throws {
+        let data = try writeIDXDirectory(), root = makeTempDir("lockstep-study-estimate")
+        let configPath = try CLI().writeConfig(smallCNNConfig(dataPath: data))
+        let study = try BNStudy(variants: ["sync", "local"], perRankBatches: [4], seeds: [0, 1], groups: 2, root: root)
+        let shared = try TrainingData.load(try TrainingConfig.load(path: configPath))
+        let base = try TrainingConfig.load(path: configPath, overrides: ["train.max_steps=6"])
+        let seconds = try ThreadCommunicator.run(size: 2) { comm in
+            try study.estimateSeconds(study.runs, probe: study.runs[0], base: base, configPath: configPath, overrides: ["train.max_steps=6"],
+                                      communicator: comm, data: { _ in shared })
+        }
+        // Each rank times its own steps (rank 0 prints its figure). 4 runs of 6 steps of 8 samples
+        // of this tiny model take milliseconds; the bounds only catch a unit mistake (a duration
+        // in ms or µs taken for seconds), not speed.
+        for s in seconds { XCTAssertTrue(s > 0 && s < 60, "\(s) s") }
+    }
+
     func testBadStudyArguments() {
         for (make, part) in [({ try BNStudy(variants: ["sync", "batchrenorm"], perRankBatches: [4], seeds: [0], groups: 2, root: "/tmp") }, "unknown alternative 'batchrenorm'"),
                              ({ try BNStudy(variants: ["sync"], perRankBatches: [], seeds: [0], groups: 2, root: "/tmp") }, "--per-rank-batch"),
