@@ -59,13 +59,12 @@ extension Trainer {
         }
         func nll(_ beta: Double) throws -> Double {
             var sums = MetricSums(count: 2, exact: config.train.exact)
-            for i in 0..<labels.count {
-                let row = logits[(i * classes)..<((i + 1) * classes)]
-                let top = beta * Double(row.max()!)
-                var partition = 0.0
-                for z in row { partition += exp(beta * Double(z) - top) }
-                sums.add(0, top + log(partition) - beta * Double(row[row.startIndex + Int(labels[i])]))
-                sums.add(1, 1)
+            logits.withUnsafeBufferPointer { all in
+                for i in 0..<labels.count {
+                    let row = UnsafeBufferPointer(rebasing: all[(i * classes)..<((i + 1) * classes)])
+                    sums.add(0, negativeLogLikelihood(row, label: Int(labels[i]), scale: beta))
+                    sums.add(1, 1)
+                }
             }
             let s = try sums.global(communicator)
             return s[0] / max(s[1], 1)

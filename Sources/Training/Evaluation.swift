@@ -69,16 +69,13 @@ struct CalibrationSums {
         let bin = min(Int(confidence * Double(Self.bins)), Self.bins - 1)
         let base = 3 + 2 * classes + 3 * bin
         sums.add(base, 1); sums.add(base + 1, confidence); sums.add(base + 2, hit)
-        var top = Double(z[0])
-        for j in 1..<classes { top = max(top, Double(z[j])) }
-        var partition = 0.0, brier = 0.0
+        var brier = 0.0
         for j in 0..<classes {
-            partition += exp(Double(z[j]) - top)
             let d = Double(row[j]) - (j == label ? 1 : 0)
             brier += d * d
         }
         let tail = 3 + 2 * classes + 3 * Self.bins
-        sums.add(tail, top + log(partition) - Double(z[label]))
+        sums.add(tail, negativeLogLikelihood(UnsafeBufferPointer(start: z, count: classes), label: label))
         sums.add(tail + 1, brier)
     }
 
@@ -208,4 +205,15 @@ extension EvaluationResult {
         }
         return lines.joined(separator: "\n")
     }
+}
+
+
+/// −log softmax(scale · z)[label] in Double, with the largest scaled logit subtracted first so
+/// nothing overflows (scale > 0; temperature scaling passes 1/T).
+func negativeLogLikelihood(_ z: UnsafeBufferPointer<Float>, label: Int, scale: Double = 1) -> Double {
+    var top = scale * Double(z[0])
+    for v in z { top = max(top, scale * Double(v)) }
+    var partition = 0.0
+    for v in z { partition += exp(scale * Double(v) - top) }
+    return top + log(partition) - scale * Double(z[label])
 }
