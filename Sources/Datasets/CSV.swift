@@ -31,13 +31,9 @@ public enum CSVReader {
     /// Parses a file's bytes; `path` names it in errors.
     public static func parse(_ bytes: [UInt8], path: String, format: CSVFormat, classes: Int) throws -> CSVTable {
         guard let text = String(bytes: bytes, encoding: .utf8) else { throw DataError("\(path): not UTF-8 text") }
-        var lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
-            .enumerated().map { (number: $0.offset + 1, cells: $0.element) }
-            .filter { !$0.cells.trimmingCharacters(in: .whitespaces).isEmpty }
+        var lines = Self.lines(text)
         guard !lines.isEmpty else { throw DataError("\(path): empty CSV file") }
-        func split(_ s: Substring) -> [String] {
-            s.split(separator: format.delimiter, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-        }
+        func split(_ s: Substring) -> [String] { cells(s, format) }
         let width = split(lines[0].cells).count
         let names: [String]
         if format.header {
@@ -81,6 +77,18 @@ public enum CSVReader {
             table.labels.append(try label(cells, labelColumns, names: names, format: format, classes: classes, at: "\(path):\(line.number)"))
         }
         return table
+    }
+
+    /// The lines that hold something besides white space, with their 1-based numbers in the file.
+    public static func lines(_ text: String) -> [(number: Int, cells: Substring)] {
+        text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+            .enumerated().map { (number: $0.offset + 1, cells: $0.element) }
+            .filter { !$0.cells.trimmingCharacters(in: .whitespaces).isEmpty }
+    }
+
+    /// A line's cells, trimmed of white space (empty cells kept).
+    public static func cells(_ line: Substring, _ format: CSVFormat) -> [String] {
+        line.split(separator: format.delimiter, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
     static func label(_ cells: [String], _ columns: [Int], names: [String], format: CSVFormat, classes: Int, at place: String) throws -> Int32 {

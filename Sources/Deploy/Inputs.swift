@@ -85,18 +85,17 @@ public enum InputReader {
     public static func csvRows(_ path: String, shape: [Int], format: CSVFormat) throws -> [PredictInput] {
         guard shape.count == 1 else { throw DataError("\(path): CSV rows, but the model's input is \(shape), not a vector of features") }
         let text = String(decoding: try readPossiblyCompressed(path), as: UTF8.self)
-        var lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated().map { ($0.offset + 1, $0.element) }
+        var lines = CSVReader.lines(text)
         var drop = Set<Int>()
         if format.header, let first = lines.first {
-            let names = first.1.split(separator: format.delimiter, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let names = CSVReader.cells(first.cells, format)
             let labels: [String]
             switch format.labels { case .column(let k): labels = [k]; case .oneHot(let ks): labels = ks }
             drop = Set(names.indices.filter { labels.contains(names[$0]) })
             lines.removeFirst()
         }
         return try lines.map { number, line in
-            let cells = line.split(separator: format.delimiter, omittingEmptySubsequences: false).enumerated()
-                .filter { !drop.contains($0.offset) }.map { $0.element.trimmingCharacters(in: .whitespaces) }
+            let cells = CSVReader.cells(line, format).enumerated().filter { !drop.contains($0.offset) }.map { $0.element }
             guard cells.count == shape[0] else {
                 throw DataError("\(path):\(number): \(cells.count) features, the model expects \(shape[0])")
             }
