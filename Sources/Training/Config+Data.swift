@@ -10,11 +10,7 @@ extension TrainingConfig {
         config.data.trainSplit = try d.string("train_split", default: config.data.trainSplit)
         config.data.testSplit = try d.string("test_split", default: config.data.testSplit)
         config.data.classes = try d.int("classes", default: config.data.classes, min: 2)
-        if let names = try d.list("class_names") {
-            let strings = try names.map { v -> String in
-                guard case .scalar(let s, _) = v, !s.isEmpty else { throw d.fail("class_names", v, "a list of non-empty names") }
-                return s
-            }
+        if let strings = try d.strings("class_names", expected: "a list of non-empty names", allowEmpty: false) {
             guard strings.count == config.data.classes else {
                 throw ConfigError("\(file): 'data.class_names' has \(strings.count) names for \(config.data.classes) classes (data.classes)")
             }
@@ -54,11 +50,7 @@ extension TrainingConfig {
             let delimiter = try d.string("delimiter", default: String(config.data.csv.delimiter))
             guard delimiter.count == 1 else { throw d.fail("delimiter", d.raw("delimiter"), "a single character") }
             config.data.csv.delimiter = delimiter.first!
-            if let columns = try d.list("label_columns") {
-                let names = try columns.map { v -> String in
-                    guard case .scalar(let s, _) = v else { throw d.fail("label_columns", v, "a list of column names or indices") }
-                    return s
-                }
+            if let names = try d.strings("label_columns", expected: "a list of column names or indices") {
                 guard try d.scalar("label_column") == nil else {
                     throw ConfigError("\(file): give 'data.label_column' (integer classes) or 'data.label_columns' (one-hot), not both")
                 }

@@ -278,6 +278,15 @@ public final class ConfigSection {
         return items
     }
 
+    /// A list of single values (names); anything else in it, or an empty name when `allowEmpty`
+    /// is false, is an error saying `expected`.
+    public func strings(_ key: String, expected: String, allowEmpty: Bool = true) throws -> [String]? {
+        try list(key)?.map { v in
+            guard case .scalar(let s, _) = v, allowEmpty || !s.isEmpty else { throw fail(key, v, expected) }
+            return s
+        }
+    }
+
     /// Rejects keys that no read asked for.
     public func finish() throws {
         for pair in pairs where !used.contains(pair.key) {
