@@ -23,6 +23,9 @@ public struct BenchmarkResult {
     public var gradientBytes: Int
     /// Per step, the wait for the slowest rank before the gradient all-reduce (profiled run).
     public var skewWaitSeconds: Double
+    /// All-reduces per step and their payload in bytes per step (profiled run; SyncBN's included).
+    public var allReducesPerStep = 0.0
+    public var allReduceBytesPerStep = 0.0
     /// The roofline lines (this machine's sgemm peak and bandwidth, each layer against them).
     public var roofline: [String] = []
 }
@@ -61,6 +64,7 @@ extension Trainer {
         model.timing = nil
         let gradientSeconds = gradientAllReduceSeconds - gradBefore
         let collectives = communicator.seconds
+        let (allReduces, allReduceBytes) = (communicator.allReduces, communicator.allReduceBytes)
         let per = 1 / Double(max(steps, 1))
         var result = BenchmarkResult(runs: rates, layerNames: model.layers.map { $0.name },
                                      forwardSeconds: timing.forward.map { $0 * per },
@@ -73,6 +77,8 @@ extension Trainer {
                                      optimizerSeconds: probe.optimizerSeconds * per,
                                      gradientAllReduceMedian: 0, bareAllReduceMedian: 0,
                                      gradientBytes: model.parameters.count * 4, skewWaitSeconds: 0)
+        result.allReducesPerStep = Double(allReduces) * per
+        result.allReduceBytesPerStep = Double(allReduceBytes) * per
         // A last run for the all-reduce comparison (it adds barriers and bare all-reduces).
         probe.reset()
         probe.comparesAllReduce = true
@@ -97,6 +103,7 @@ extension BenchmarkResult {
         lines.append(String(format: "per step (profiled run): %.2f ms; gradient all-reduce %.3f ms; all collectives %.3f ms (SyncBN and others %.3f ms)",
                             1000 * stepSeconds, 1000 * gradientAllReduceSeconds, 1000 * collectiveSeconds,
                             1000 * (collectiveSeconds - gradientAllReduceSeconds)))
+        lines.append(String(format: "all-reduces per step: %.1f, %.3f MB in all", allReducesPerStep, allReduceBytesPerStep / 1e6))
         if bareAllReduceMedian > 0 {
             lines.append(String(format: "gradient all-reduce of %.2f MB: median %.3f ms in training, bare all-reduce of the same size %.3f ms (ratio %.2f); waiting for the slowest rank before it %.3f ms/step",
                                 Double(gradientBytes) / 1e6, 1000 * gradientAllReduceMedian, 1000 * bareAllReduceMedian,

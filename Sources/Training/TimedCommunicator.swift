@@ -6,6 +6,9 @@ public final class TimedCommunicator: Communicator {
     public let inner: Communicator
     public private(set) var seconds = 0.0
     public private(set) var calls = 0
+    /// All-reduces and their payload in bytes since the last reset (the cost model's inputs).
+    public private(set) var allReduces = 0
+    public private(set) var allReduceBytes = 0
 
     public init(_ inner: Communicator) { self.inner = inner }
 
@@ -13,7 +16,7 @@ public final class TimedCommunicator: Communicator {
     public var size: Int { inner.size }
     public var kind: String { inner.kind }
 
-    public func reset() { seconds = 0; calls = 0 }
+    public func reset() { seconds = 0; calls = 0; allReduces = 0; allReduceBytes = 0 }
 
     /// Where training stands ("step 57"), added to a timed-out collective's message.
     public var context = "start-up"
@@ -29,13 +32,18 @@ public final class TimedCommunicator: Communicator {
         calls += 1
     }
 
+    private func counted(_ bytes: Int) { allReduces += 1; allReduceBytes += bytes }
+
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
+        counted(buffer.count * 4)
         try timed { try inner.allReduce(buffer, op: op) }
     }
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
+        counted(buffer.count * 8)
         try timed { try inner.allReduce(buffer, op: op) }
     }
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
+        counted(buffer.count * 8)
         try timed { try inner.allReduce(buffer, op: op) }
     }
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {

@@ -10,10 +10,11 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed steps per run.") var steps = 200
     @Option(help: "Warm-up steps before timing.") var warmup = 20
     @Option(help: "Timed runs (the median is reported).") var runs = 5
+    @Option(help: "Also write the figures as JSON to this file (for scripts such as bench/cost-model).") var json: String?
 
     func run() throws {
         let shared = SharedData()
-        let (options, steps, warmup, runs) = (self.options, self.steps, self.warmup, self.runs)
+        let (options, steps, warmup, runs, json) = (self.options, self.steps, self.warmup, self.runs, self.json)
         launch(simulateRanks: options.simulateRanks) { comm in
             let config = try options.loadConfig()
             let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
@@ -21,6 +22,16 @@ struct Bench: ParsableCommand {
             guard comm.rank == 0 else { return }
             let mode = config.train.exact ? "exact mode (chunks of \(config.train.chunk))" : "fast path (train.exact: false)"
             print(r.report(header: "bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), bn \(config.bn.mode.rawValue), \(mode)\nOpenBLAS: \(blasConfiguration())"))
+            if let json {
+                let figures: [String: Any] = [
+                    "config": config.name, "ranks": comm.size, "communicator": comm.kind, "blas_threads": blasThreadCount(),
+                    "global_batch": config.train.globalBatch, "exact": config.train.exact, "samples_per_second": r.median,
+                    "step_seconds": r.stepSeconds, "collective_seconds": r.collectiveSeconds,
+                    "gradient_allreduce_seconds": r.gradientAllReduceSeconds, "skew_wait_seconds": r.skewWaitSeconds,
+                    "allreduces_per_step": r.allReducesPerStep, "allreduce_bytes_per_step": r.allReduceBytesPerStep,
+                    "gradient_bytes": r.gradientBytes, "openblas": blasConfiguration()]
+                try writeJSON(figures, to: json)
+            }
         }
     }
 }
@@ -33,9 +44,16 @@ struct Ranks: ParsableCommand {
         launch(simulateRanks: simulateRanks) { comm in
             var v = [Double(comm.rank)]
             try comm.allReduce(&v)
-            print("rank \(comm.rank) of \(comm.size) [\(comm.kind)] sum of ranks \(Int(v[0]))")
+            print("rank \(comm.rank) of \(comm.size) [\(comm.kind)] on \(hostName()) sum of ranks \(Int(v[0]))")
         }
     }
+}
+
+/// This host's name as gethostname(2) reports it (no DNS lookup, unlike ProcessInfo.hostName).
+func hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "?" }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 struct ReportCommand: ParsableCommand {
