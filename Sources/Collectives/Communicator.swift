@@ -18,6 +18,10 @@ public protocol Communicator: AnyObject {
     func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws
     /// Integer all-reduce: sums are exact and independent of the order ranks are combined in.
     func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws
+    /// Starts an in-place float all-reduce and returns at once; the buffer must not be touched
+    /// until the request completes. Ranks start their collectives in the same order. Where an
+    /// implementation cannot overlap (threads, one process) it completes before returning.
+    func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective
     /// Copies `root`'s bytes into every other rank's buffer (all buffers have the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
@@ -27,6 +31,21 @@ public protocol Communicator: AnyObject {
     /// Ends the whole job: prints nothing itself (the caller has printed `rank R: message`).
     /// Under MPI this calls MPI_Abort; with threads it wakes every rank waiting in a collective.
     func abort(_ message: String)
+}
+
+/// A collective in flight (Communicator.startAllReduce).
+public protocol PendingCollective: AnyObject {
+    /// Advances the collective without waiting; true once it has completed.
+    func test() throws -> Bool
+    /// Waits until it completes (within the communicator's timeout, like any collective).
+    func wait() throws
+}
+
+/// A collective that completed before it was returned.
+public final class CompletedCollective: PendingCollective {
+    public init() {}
+    public func test() throws -> Bool { true }
+    public func wait() throws {}
 }
 
 /// What a timed-out collective says.
@@ -50,6 +69,12 @@ public struct CollectiveError: Error, CustomStringConvertible {
 
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
+
+    /// The blocking fallback of startAllReduce, for implementations that cannot overlap.
+    public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective {
+        try allReduce(buffer, op: op)
+        return CompletedCollective()
+    }
 
     public func allReduce(_ values: inout [Double], op: ReduceOp = .sum) throws {
         try values.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }

@@ -51,7 +51,7 @@ public final class MPICommunicator: Communicator {
         if finalized == 0 { MPI_Finalize() }
     }
 
-    private func check(_ code: Int32, _ what: String) throws {
+    fileprivate func check(_ code: Int32, _ what: String) throws {
         if code != lockstep_success() {
             throw CollectiveError(failedRank: rank, message: "\(what) failed with MPI error \(code)")
         }
@@ -87,9 +87,41 @@ public final class MPICommunicator: Communicator {
         try complete(&request, what)
     }
 
+    /// Overlap: MPI_Iallreduce, advanced by MPI_Test between layers and completed by polling
+    /// against the deadline like every other collective.
+    public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective {
+        guard buffer.count > 0 else { return CompletedCollective() }
+        let pending = MPIPending(owner: self, count: buffer.count, op: op)
+        try check(MPI_Iallreduce(lockstep_in_place(), buffer.baseAddress, Int32(buffer.count), lockstep_type_float(), mpiOp(op), comm, &pending.request), "MPI_Iallreduce")
+        return pending
+    }
+
+    fileprivate final class MPIPending: PendingCollective {
+        unowned let owner: MPICommunicator
+        var request = lockstep_request_null()
+        var done = false
+        let what: String
+        init(owner: MPICommunicator, count: Int, op: ReduceOp) {
+            self.owner = owner
+            what = "MPI_Iallreduce (\(op)) of \(count) float values"
+        }
+        func test() throws -> Bool {
+            if done { return true }
+            var flag: Int32 = 0
+            try owner.check(MPI_Test(&request, &flag, lockstep_status_ignore()), "MPI_Test")
+            done = flag != 0
+            return done
+        }
+        func wait() throws {
+            if done { return }
+            try owner.complete(&request) { self.what }
+            done = true
+        }
+    }
+
     /// Polls `request` until it completes, answering roll calls meanwhile; after the timeout,
     /// holds a roll call and throws naming the ranks that did not answer.
-    private func complete(_ request: inout MPI_Request?, _ what: () -> String) throws {
+    fileprivate func complete(_ request: inout MPI_Request?, _ what: () -> String) throws {
         let deadline = monotonicSeconds() + collectiveTimeout
         var polls = 0
         while true {
@@ -175,7 +207,7 @@ public final class MPICommunicator: Communicator {
         MPI_Abort(comm, 1)
     }
 
-    private func mpiOp(_ op: ReduceOp) -> MPI_Op {
+    fileprivate func mpiOp(_ op: ReduceOp) -> MPI_Op {
         switch op {
         case .sum: return lockstep_op_sum()
         case .max: return lockstep_op_max()

@@ -12,6 +12,12 @@ public final class Model {
     public let buffers: Arena
     /// When set, forward and backward add each layer's seconds here (for `lockstep bench`).
     public var timing: LayerTiming?
+    /// Called after each layer's backward with the arena offset where that layer's parameters
+    /// start: gradients from there to the end of the arena are final for this backward (layers
+    /// own contiguous, ascending ranges). Used to start all-reduces while backward still runs.
+    public var afterLayerBackward: ((Int) throws -> Void)?
+    /// The arena offset of each layer's first parameter (the next one's, for a layer without any).
+    public let parameterStarts: [Int]
 
     /// `spareGradientFloats` floats follow the gradients in memory (Arena.gradsWithSpare).
     public init(layers: [Layer], inputShape: [Int], spareGradientFloats: Int = 0) {
@@ -19,6 +25,12 @@ public final class Model {
         self.inputShape = inputShape
         self.outputShape = layers.last?.outputShape ?? inputShape
         parameters = Arena(layers.flatMap { $0.parameters }, withGradients: true, spareGradientFloats: spareGradientFloats)
+        var starts = [Int](), offset = 0
+        for layer in layers {
+            starts.append(offset)
+            offset += layer.parameters.reduce(0) { $0 + $1.count }
+        }
+        parameterStarts = starts
         buffers = Arena(layers.flatMap { $0.buffers }, withGradients: false)
     }
 
@@ -51,6 +63,7 @@ public final class Model {
             let t0 = timing == nil ? 0 : monotonicSeconds()
             let next = try layer.backward(g, needInputGradient: i > firstTrainable)
             if let timing { timing.backward[i] += monotonicSeconds() - t0 }
+            try afterLayerBackward?(parameterStarts[i])
             guard let next else { break }
             g = next
         }

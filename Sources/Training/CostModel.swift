@@ -1,6 +1,6 @@
 // The all-reduce cost model: timing MPI_Allreduce (or any communicator's) at message sizes from
-// 8 B to 64 MB, fitting the ring model T(N) = 2(p−1)α + 2(p−1)/p·N·β to the timings, and
-// projecting a training step's time and weak-scaling efficiency at p nodes from it.
+// 8 B to 64 MB, and fitting the ring model T(N) = 2(p−1)α + 2(p−1)/p·N·β to the timings
+// (bench/cost-model projects training steps at p nodes from the fit).
 import Collectives
 import Foundation
 import TensorCore
@@ -10,12 +10,18 @@ public struct AllReduceTiming: Equatable, Sendable {
     /// Median over repetitions of the slowest rank's time for one all-reduce, in seconds.
     public var seconds: Double
     public var repetitions: Int
+
+    public init(bytes: Int, seconds: Double, repetitions: Int) {
+        (self.bytes, self.seconds, self.repetitions) = (bytes, seconds, repetitions)
+    }
 }
 
 /// Latency α (s) and inverse bandwidth β (s/byte) of one link in the ring model.
 public struct RingModel: Equatable, Sendable {
     public var alpha: Double
     public var beta: Double
+
+    public init(alpha: Double, beta: Double) { (self.alpha, self.beta) = (alpha, beta) }
 
     /// The ring all-reduce of `bytes` over `ranks` ranks: 2(p−1) latencies, and each rank sends
     /// and receives 2(p−1)/p of the message.
@@ -41,33 +47,6 @@ public struct RingModel: Equatable, Sendable {
         let a = (sy - b * sx) / sw
         let p = Double(ranks)
         return RingModel(alpha: max(a, 0) / (2 * (p - 1)), beta: max(b, 0) * p / (2 * (p - 1)))
-    }
-}
-
-/// A step of training as the cost model sees it: compute that does not shrink with more nodes
-/// (weak scaling: each node keeps its per-node batch), and the collectives of one step.
-public struct StepProfile: Sendable {
-    public var computeSeconds: Double
-    public var allReducesPerStep: Double
-    public var allReduceBytesPerStep: Double
-
-    public init(computeSeconds: Double, allReducesPerStep: Double, allReduceBytesPerStep: Double) {
-        (self.computeSeconds, self.allReducesPerStep, self.allReduceBytesPerStep) = (computeSeconds, allReducesPerStep, allReduceBytesPerStep)
-    }
-
-    /// Communication per step at `nodes` nodes: every all-reduce pays the ring's latency term,
-    /// and the bytes of all of them its bandwidth term (the model is linear in N).
-    public func communicationSeconds(_ model: RingModel, nodes: Int) -> Double {
-        guard nodes > 1 else { return 0 }
-        let p = Double(nodes)
-        return allReducesPerStep * 2 * (p - 1) * model.alpha + 2 * (p - 1) / p * allReduceBytesPerStep * model.beta
-    }
-
-    /// Step time without overlap (Lockstep all-reduces after backward) and the weak-scaling
-    /// efficiency: one node's step time over the step time at `nodes` nodes.
-    public func project(_ model: RingModel, nodes: Int) -> (stepSeconds: Double, efficiency: Double) {
-        let step = computeSeconds + communicationSeconds(model, nodes: nodes)
-        return (step, computeSeconds / step)
     }
 }
 

@@ -44,16 +44,30 @@ extension Trainer {
     /// exact mode; they ride along. Returns the step's loss sums: this rank's on the fast path;
     /// in exact mode the global ones on rank 0 and zeros elsewhere, so that summing over ranks
     /// gives the global sums exactly.
-    func synchronizeGradients(_ plan: StepPlan, local: LossResult, exactSums: inout [Int64]) throws -> LossResult {
+    func synchronizeGradients(_ plan: StepPlan, local: LossResult, exactSums: inout [Int64], buckets: GradientBuckets? = nil) throws -> LossResult {
         if config.train.exact {
             return try reduceExactly(plan, exactSums: &exactSums)
         }
-        if worldSize > 1 {
+        if let buckets {
+            let t0 = monotonicSeconds()
+            try buckets.finish()
+            gradientAllReduceSeconds += monotonicSeconds() - t0   // the part backward did not hide
+            stopAgreed = model.parameters.gradsWithSpare.last! > 0
+        } else if worldSize > 1 {
             try reduceInFloat()
         } else {
             stopAgreed = localStopRequest
         }
         return local
+    }
+
+    /// The fast path's overlapped all-reduce for this step (train.bucket_mb > 0, several ranks),
+    /// with the stop flag already in the spare float; nil otherwise.
+    func gradientBuckets() -> GradientBuckets? {
+        guard !config.train.exact, worldSize > 1, config.train.bucketMB > 0 else { return nil }
+        let spare = model.parameters.gradsWithSpare
+        spare[spare.count - 1] = localStopRequest ? 1 : 0
+        return GradientBuckets(grads: spare, bucketBytes: Int(config.train.bucketMB * 1_048_576), communicator: communicator)
     }
 
     /// Exact mode: chunk slots summed in integers (ExactGradientReducer).

@@ -46,6 +46,17 @@ public final class TimedCommunicator: Communicator {
         counted(buffer.count * 8)
         try timed { try inner.allReduce(buffer, op: op) }
     }
+    /// Starting counts as a call and its bytes; the time to start and every test or wait counts
+    /// as collective time.
+    public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective {
+        counted(buffer.count * 4)
+        var request: PendingCollective = CompletedCollective()
+        try timed { request = try inner.startAllReduce(buffer, op: op) }
+        return TimedPending(request, owner: self)
+    }
+
+    fileprivate func add(_ seconds: Double) { self.seconds += seconds }
+
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         try timed { try inner.broadcast(buffer, root: root) }
     }
@@ -54,5 +65,22 @@ public final class TimedCommunicator: Communicator {
     public var collectiveTimeout: Double {
         get { inner.collectiveTimeout }
         set { inner.collectiveTimeout = newValue }
+    }
+}
+
+/// A pending collective whose tests and waits add to its communicator's collective time.
+private final class TimedPending: PendingCollective {
+    let inner: PendingCollective
+    unowned let owner: TimedCommunicator
+    init(_ inner: PendingCollective, owner: TimedCommunicator) { (self.inner, self.owner) = (inner, owner) }
+    func test() throws -> Bool {
+        let t0 = monotonicSeconds()
+        defer { owner.add(monotonicSeconds() - t0) }
+        return try inner.test()
+    }
+    func wait() throws {
+        let t0 = monotonicSeconds()
+        defer { owner.add(monotonicSeconds() - t0) }
+        try inner.wait()
     }
 }

@@ -166,7 +166,12 @@ public final class Trainer {
         measured(.optimizer) { zeroGradients(plan) }
         var local = LossResult(lossSum: 0, correct: 0, count: 0)
         var exactSums = [Int64](repeating: 0, count: ExactSum.width + 2)   // exact mode: loss, correct, count
-        for part in plan.microBatches {
+        let buckets = gradientBuckets()
+        for (m, part) in plan.microBatches.enumerated() {
+            if let buckets, m == plan.microBatches.count - 1 {   // the last micro-batch finishes the gradients
+                model.afterLayerBackward = { try buckets.layerFinished(start: $0) }
+            }
+            defer { model.afterLayerBackward = nil }
             let x = measured(.data) { trainLoader.load(part.indices, epoch: epoch) }
             let chunking = chunkSize.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole
             let logits = try model.forward(x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch,
@@ -178,7 +183,7 @@ public final class Trainer {
             local.lossSum += r.lossSum; local.correct += r.correct; local.count += r.count
             if config.train.exact { addExactly(r, into: &exactSums) }
         }
-        let total = try synchronizeGradients(plan, local: local, exactSums: &exactSums)
+        let total = try synchronizeGradients(plan, local: local, exactSums: &exactSums, buckets: buckets)
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
         measured(.optimizer) { optimizer.step(rate: Float(schedule.rate(at: step))) }
         return total

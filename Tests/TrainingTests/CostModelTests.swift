@@ -1,22 +1,18 @@
-// The ring model's fit and projection against hand-computed values, and `lockstep bench-comm`
-// end to end on thread ranks.
+// The ring model's fit (Swift) and bench/cost-model's projection (Python) against hand-computed
+// values, and `lockstep bench-comm` end to end on thread ranks.
 import Foundation
 import Training
 import XCTest
 
 final class CostModelTests: XCTestCase {
-    // Doubles through a handful of operations: 1e-12 relative is far above their rounding
-    // (about 1e-16 per operation) and far below any formula mistake (a wrong factor is ≥ 1e-1).
-    let tolerance = 1e-12
-
     func testFitRecoversAlphaAndBetaFromTimingsOnTheRingLine() {
         // α = 5 µs, β = 1 ns/byte, p = 4: T(N) = 2·3·α + 2·3/4·N·β = 30 µs + 1.5e-9·N.
         let timings = [8, 1 << 20, 4 << 20].map { AllReduceTiming(bytes: $0, seconds: 30e-6 + 1.5e-9 * Double($0), repetitions: 5) }
         let model = RingModel.fit(timings, ranks: 4)!
         XCTAssertEqual(model.alpha, 5e-6, accuracy: 5e-6 * 1e-9)   // the fit solves normal equations: 1e-9 relative
         XCTAssertEqual(model.beta, 1e-9, accuracy: 1e-9 * 1e-9)
-        XCTAssertEqual(model.allReduceSeconds(bytes: 1 << 20, ranks: 4), 30e-6 + 1.5e-9 * Double(1 << 20), accuracy: 1e-15)
-        XCTAssertEqual(model.allReduceSeconds(bytes: 1 << 20, ranks: 1), 0, "one rank sends nothing")
+        XCTAssertEqual(model.allReduceSeconds(bytes: 1_048_576, ranks: 4), 30e-6 + 1.5e-9 * Double(1 << 20), accuracy: 1e-15)
+        XCTAssertEqual(model.allReduceSeconds(bytes: 1_048_576, ranks: 1), 0, "one rank sends nothing")
         XCTAssertNil(RingModel.fit(Array(timings.prefix(1)), ranks: 4), "one point fixes no line")
     }
 
@@ -32,15 +28,11 @@ final class CostModelTests: XCTestCase {
         XCTAssertEqual(model.beta, 1e-9, accuracy: 0.11e-9)
     }
 
-    func testProjectionMatchesTheHandComputedStep() {
-        let model = RingModel(alpha: 5e-6, beta: 1e-9)
-        let step = StepProfile(computeSeconds: 0.01, allReducesPerStep: 10, allReduceBytesPerStep: 1e6)
-        // p = 8: 10 × 2·7·5 µs = 0.7 ms, plus 2·7/8 × 1e6 B × 1 ns = 1.75 ms.
-        XCTAssertEqual(step.communicationSeconds(model, nodes: 8), 2.45e-3, accuracy: 2.45e-3 * tolerance)
-        let (seconds, efficiency) = step.project(model, nodes: 8)
-        XCTAssertEqual(seconds, 0.01245, accuracy: 0.01245 * tolerance)
-        XCTAssertEqual(efficiency, 0.01 / 0.01245, accuracy: tolerance)
-        XCTAssertEqual(step.project(model, nodes: 1).efficiency, 1)
+    func testCostModelScriptProjectsTheHandComputedStep() throws {
+        // bench/cost-model's projection (in Python) against the same hand-computed step.
+        let r = try CLI().run(["python3", repositoryRoot.appendingPathComponent("bench/cost-model").path, "--self-test"])
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("self-test passed"), r.output)
     }
 
     func testBenchCommTimesEverySizeAndFitsOnThreadRanks() throws {

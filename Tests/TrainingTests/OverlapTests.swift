@@ -1,0 +1,70 @@
+// Overlapped gradient all-reduce (train.bucket_mb): the buckets a backward sends, their sums, and
+// training with buckets against training without, on thread ranks and under mpirun.
+import Collectives
+import Foundation
+import XCTest
+@testable import Training
+
+final class OverlapTests: XCTestCase {
+    func testBucketsSumEveryGradientAndTheStopFlag() throws {
+        // 100 gradients and a spare float; layers start at 90, 60, 45, 30 and 0; buckets of 25
+        // floats. Sent: [60, 101) after the layer at 60 (41 floats ≥ 25); [30, 60) after the one
+        // at 30; [0, 30) by finish: 3 buckets. The layer at 90 (11 floats) and at 45 (15) wait.
+        let results = try ThreadCommunicator.run(size: 3) { comm -> [Float] in
+            var grads = (0..<101).map { Float($0 * (comm.rank + 1)) }
+            grads[100] = comm.rank == 2 ? 1 : 0   // rank 2 asks to stop
+            return try grads.withUnsafeMutableBufferPointer { g -> [Float] in
+                let buckets = GradientBuckets(grads: g, bucketBytes: 25 * 4, communicator: comm)
+                for start in [90, 60, 45, 30, 0] { try buckets.layerFinished(start: start) }
+                try buckets.finish()
+                XCTAssertEqual(buckets.bucketsSent, 3)
+                return Array(g)
+            }
+        }
+        for r in results {   // Σ over ranks of i·(rank+1) = 6i, exact in float for i < 100
+            XCTAssertEqual(Array(r[0..<100]), (0..<100).map { Float(6 * $0) })
+            XCTAssertEqual(r[100], 1, "the stop flag reaches every rank")
+        }
+    }
+
+    func testBucketedTrainingHasTheBitsOfOneAllReduceOnThreadRanks() throws {
+        // Thread ranks add in rank order whatever the message size, so bucketing cannot change
+        // a bit. Buckets of 104 bytes (26 floats): every layer's gradients go out on their own.
+        let data = makeData()
+        let yaml = smallMLPConfig().replacingOccurrences(of: "  - dense: {out: 4}", with: "  - dense: {out: 32}\n  - batchnorm: {}\n  - relu\n  - dense: {out: 4}")
+        func train(_ bucket: String) throws -> (bits: [UInt32], allReduces: Int) {
+            let config = try TrainingConfig.parse(yaml: yaml, file: "overlap.yaml", overrides: ["train.bucket_mb=\(bucket)"])
+            let results = try ThreadCommunicator.run(size: 3) { comm -> ([UInt32], Int) in
+                let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+                try trainer.run()
+                return (stateBits(trainer), trainer.communicator.allReduces)
+            }
+            XCTAssertTrue(results.allSatisfy { $0.0 == results[0].0 }, "replicas differ")
+            return results[0]
+        }
+        let whole = try train("0"), bucketed = try train("0.0001")
+        XCTAssertEqual(bucketed.bits, whole.bits)
+        // Five layers with parameters: five all-reduces a step where there was one. The counts
+        // are the last epoch's (they restart each epoch): 240 samples in batches of 24, 10 steps.
+        XCTAssertEqual(bucketed.allReduces, whole.allReduces + 4 * 10)
+    }
+
+    func testBucketedTrainingUnderMPIMatchesOneAllReduce() throws {
+        let cli = CLI()
+        try cli.requireMPI()
+        let dir = try writeIDXDirectory()
+        let config = try cli.writeConfig(smallMLPConfig().replacingOccurrences(of: "path: /nonexistent", with: "path: \(dir)"))
+        let runs = makeTempDir("lockstep-overlap")
+        var bits: [String: [String: [UInt32]]] = [:]
+        for bucket in ["0", "0.001"] {
+            let r = try cli.mpirun(2, ["train", "--config", config, "--set", "train.bucket_mb=\(bucket)", "--set", "output.dir=\(runs)/b\(bucket)"], tcp: true)
+            XCTAssertEqual(r.status, 0, r.output)
+            guard r.status == 0 else { return }
+            let f = try SafeTensorsFile.read(path: "\(runs)/b\(bucket)/ckpt-step00000050.safetensors")
+            bits[bucket] = Dictionary(uniqueKeysWithValues: f.entries.map { ($0.name, f.values($0).map(\.bitPattern)) })
+        }
+        // Two ranks: each gradient element is one IEEE addition a + b, which is commutative, so
+        // MPI_Iallreduce on buckets and one MPI_Allreduce must give the same bits.
+        XCTAssertEqual(bits["0.001"], bits["0"])
+    }
+}
