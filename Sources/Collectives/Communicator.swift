@@ -22,6 +22,7 @@ public protocol Communicator: AnyObject {
     /// until the request completes. Ranks start their collectives in the same order. Where an
     /// implementation cannot overlap (threads, one process) it completes before returning.
     func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective
+    func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws -> PendingCollective
     /// Copies `root`'s bytes into every other rank's buffer (all buffers have the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
@@ -72,6 +73,10 @@ extension Communicator {
 
     /// The blocking fallback of startAllReduce, for implementations that cannot overlap.
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective {
+        try allReduce(buffer, op: op)
+        return CompletedCollective()
+    }
+    public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws -> PendingCollective {
         try allReduce(buffer, op: op)
         return CompletedCollective()
     }

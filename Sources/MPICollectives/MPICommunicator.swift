@@ -90,9 +90,15 @@ public final class MPICommunicator: Communicator {
     /// Overlap: MPI_Iallreduce, advanced by MPI_Test between layers and completed by polling
     /// against the deadline like every other collective.
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective {
-        guard buffer.count > 0 else { return CompletedCollective() }
-        let pending = MPIPending(owner: self, count: buffer.count, op: op)
-        try check(MPI_Iallreduce(lockstep_in_place(), buffer.baseAddress, Int32(buffer.count), lockstep_type_float(), mpiOp(op), comm, &pending.request), "MPI_Iallreduce")
+        try startAllReduce(UnsafeMutableRawPointer(buffer.baseAddress), buffer.count, lockstep_type_float(), "float", op)
+    }
+    public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws -> PendingCollective {
+        try startAllReduce(UnsafeMutableRawPointer(buffer.baseAddress), buffer.count, lockstep_type_int64(), "int64", op)
+    }
+    private func startAllReduce(_ data: UnsafeMutableRawPointer?, _ count: Int, _ type: MPI_Datatype, _ typeName: String, _ op: ReduceOp) throws -> PendingCollective {
+        guard count > 0 else { return CompletedCollective() }
+        let pending = MPIPending(owner: self, what: "MPI_Iallreduce (\(op)) of \(count) \(typeName) values")
+        try check(MPI_Iallreduce(lockstep_in_place(), data, Int32(count), type, mpiOp(op), comm, &pending.request), "MPI_Iallreduce")
         return pending
     }
 
@@ -101,10 +107,7 @@ public final class MPICommunicator: Communicator {
         var request = lockstep_request_null()
         var done = false
         let what: String
-        init(owner: MPICommunicator, count: Int, op: ReduceOp) {
-            self.owner = owner
-            what = "MPI_Iallreduce (\(op)) of \(count) float values"
-        }
+        init(owner: MPICommunicator, what: String) { (self.owner, self.what) = (owner, what) }
         func test() throws -> Bool {
             if done { return true }
             var flag: Int32 = 0

@@ -44,11 +44,11 @@ extension Trainer {
     /// exact mode; they ride along. Returns the step's loss sums: this rank's on the fast path;
     /// in exact mode the global ones on rank 0 and zeros elsewhere, so that summing over ranks
     /// gives the global sums exactly.
-    func synchronizeGradients(_ plan: StepPlan, local: LossResult, exactSums: inout [Int64], buckets: GradientBuckets? = nil) throws -> LossResult {
+    func synchronizeGradients(_ plan: StepPlan, local: LossResult, exactSums: inout [Int64], overlap: Overlap = .none) throws -> LossResult {
         if config.train.exact {
-            return try reduceExactly(plan, exactSums: &exactSums)
+            return try reduceExactly(plan, exactSums: &exactSums, begun: overlap == .exact)
         }
-        if let buckets {
+        if case .fast(let buckets) = overlap {
             let t0 = monotonicSeconds()
             try buckets.finish()
             gradientAllReduceSeconds += monotonicSeconds() - t0   // the part backward did not hide
@@ -61,21 +61,43 @@ extension Trainer {
         return local
     }
 
-    /// The fast path's overlapped all-reduce for this step (train.bucket_mb > 0, several ranks),
-    /// with the stop flag already in the spare float; nil otherwise.
-    func gradientBuckets() -> GradientBuckets? {
-        guard !config.train.exact, worldSize > 1, config.train.bucketMB > 0 else { return nil }
+    /// How this step's gradient reduction overlaps backward (train.bucket_mb > 0 on several ranks).
+    enum Overlap: Equatable {
+        case none
+        case fast(GradientBuckets)   // the stop flag is already in the spare float
+        case exact                   // exactReducer has begun
+        static func == (a: Overlap, b: Overlap) -> Bool {
+            switch (a, b) {
+            case (.none, .none), (.exact, .exact): return true
+            case let (.fast(x), .fast(y)): return x === y
+            default: return false
+            }
+        }
+    }
+
+    /// Sets up this step's overlapped reduction, and the hook to run after each layer's backward
+    /// in the last micro-batch.
+    func beginOverlap(_ plan: StepPlan, words: Int) -> (Overlap, ((Int) throws -> Void)?) {
+        guard worldSize > 1, config.train.bucketMB > 0 else { return (.none, nil) }
+        let bytes = Int(config.train.bucketMB * 1_048_576)
+        if config.train.exact {
+            let reducer = exactReducer
+            reducer.begin(slotCount: plan.localChunks, totalChunks: plan.totalChunks, words: words, bucketBytes: bytes, communicator: communicator)
+            return (.exact, { try reducer.layerFinished(start: $0) })
+        }
         let spare = model.parameters.gradsWithSpare
         spare[spare.count - 1] = localStopRequest ? 1 : 0
-        return GradientBuckets(grads: spare, bucketBytes: Int(config.train.bucketMB * 1_048_576), communicator: communicator)
+        let buckets = GradientBuckets(grads: spare, bucketBytes: bytes, communicator: communicator)
+        return (.fast(buckets), { try buckets.layerFinished(start: $0) })
     }
 
     /// Exact mode: chunk slots summed in integers (ExactGradientReducer).
-    func reduceExactly(_ plan: StepPlan, exactSums: inout [Int64]) throws -> LossResult {
+    func reduceExactly(_ plan: StepPlan, exactSums: inout [Int64], begun: Bool) throws -> LossResult {
         let w = ExactSum.width
         let t0 = monotonicSeconds(), c0 = communicator.seconds
-        let outcome = try exactReducer.reduce(slotCount: plan.localChunks, totalChunks: plan.totalChunks, stop: localStopRequest,
-                                              extras: &exactSums, communicator: communicator)
+        let outcome = begun ? try exactReducer.finish(stop: localStopRequest, extras: &exactSums)
+            : try exactReducer.reduce(slotCount: plan.localChunks, totalChunks: plan.totalChunks, stop: localStopRequest,
+                                      extras: &exactSums, communicator: communicator)
         // Its two collectives count as the gradient all-reduce; the rest is arithmetic.
         let collective = communicator.seconds - c0
         gradientAllReduceSeconds += collective

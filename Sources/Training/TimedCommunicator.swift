@@ -55,6 +55,13 @@ public final class TimedCommunicator: Communicator {
         return TimedPending(request, owner: self)
     }
 
+    public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws -> PendingCollective {
+        counted(buffer.count * 8)
+        var request: PendingCollective = CompletedCollective()
+        try timed { request = try inner.startAllReduce(buffer, op: op) }
+        return TimedPending(request, owner: self)
+    }
+
     fileprivate func add(_ seconds: Double) { self.seconds += seconds }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {

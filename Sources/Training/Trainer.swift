@@ -166,11 +166,9 @@ public final class Trainer {
         measured(.optimizer) { zeroGradients(plan) }
         var local = LossResult(lossSum: 0, correct: 0, count: 0)
         var exactSums = [Int64](repeating: 0, count: ExactSum.width + 2)   // exact mode: loss, correct, count
-        let buckets = gradientBuckets()
+        let (overlap, hook) = beginOverlap(plan, words: exactSums.count)
         for (m, part) in plan.microBatches.enumerated() {
-            if let buckets, m == plan.microBatches.count - 1 {   // the last micro-batch finishes the gradients
-                model.afterLayerBackward = { try buckets.layerFinished(start: $0) }
-            }
+            if m == plan.microBatches.count - 1 { model.afterLayerBackward = hook }   // the last micro-batch finishes the gradients
             defer { model.afterLayerBackward = nil }
             let x = measured(.data) { trainLoader.load(part.indices, epoch: epoch) }
             let chunking = chunkSize.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole
@@ -183,7 +181,7 @@ public final class Trainer {
             local.lossSum += r.lossSum; local.correct += r.correct; local.count += r.count
             if config.train.exact { addExactly(r, into: &exactSums) }
         }
-        let total = try synchronizeGradients(plan, local: local, exactSums: &exactSums, buckets: buckets)
+        let total = try synchronizeGradients(plan, local: local, exactSums: &exactSums, overlap: overlap)
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
         measured(.optimizer) { optimizer.step(rate: Float(schedule.rate(at: step))) }
         return total

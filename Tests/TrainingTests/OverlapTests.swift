@@ -49,6 +49,31 @@ final class OverlapTests: XCTestCase {
         XCTAssertEqual(bucketed.allReduces, whole.allReduces + 4 * 10)
     }
 
+    func testExactBucketsKeepTheBitsOfOneRank() throws {
+        // Exact mode in buckets: scales and integer sums are per tensor either way, so 3 thread
+        // ranks with a bucket per layer give the bits of one rank without buckets.
+        let data = makeData()
+        let yaml = smallMLPConfig().replacingOccurrences(of: "  - dense: {out: 4}", with: "  - dense: {out: 32}\n  - batchnorm: {}\n  - relu\n  - dense: {out: 4}")
+        func train(ranks: Int, bucket: String) throws -> (bits: [UInt32], allReduces: Int) {
+            let config = try TrainingConfig.parse(yaml: yaml, file: "overlap.yaml",
+                                                  overrides: ["train.exact=true", "train.chunk=4", "train.bucket_mb=\(bucket)"])
+            let results = try ThreadCommunicator.run(size: ranks) { comm -> ([UInt32], Int) in
+                let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+                try trainer.run()
+                return (stateBits(trainer), trainer.communicator.allReduces)
+            }
+            XCTAssertTrue(results.allSatisfy { $0.0 == results[0].0 }, "replicas differ")
+            return results[0]
+        }
+        let one = try train(ranks: 1, bucket: "0")
+        let whole = try train(ranks: 3, bucket: "0"), bucketed = try train(ranks: 3, bucket: "0.0001")
+        XCTAssertEqual(whole.bits, one.bits)
+        XCTAssertEqual(bucketed.bits, one.bits)
+        // A bucket per layer with parameters (5), each a max and a sum, besides the last pair
+        // with the flags: 10 more all-reduces a step, over the last epoch's 10 steps.
+        XCTAssertEqual(bucketed.allReduces, whole.allReduces + 10 * 10)
+    }
+
     func testBucketedTrainingUnderMPIMatchesOneAllReduce() throws {
         let cli = CLI()
         try cli.requireMPI()
@@ -66,5 +91,21 @@ final class OverlapTests: XCTestCase {
         // Two ranks: each gradient element is one IEEE addition a + b, which is commutative, so
         // MPI_Iallreduce on buckets and one MPI_Allreduce must give the same bits.
         XCTAssertEqual(bits["0.001"], bits["0"])
+        // Exact mode with buckets (MPI_Iallreduce of maxima and Int64 sums) on 2 and 3 ranks: the
+        // bits of one process.
+        let exact = ["--set", "train.exact=true", "--set", "train.chunk=4", "--set", "train.bucket_mb=0.001"]
+        let one = try cli.run([cli.lockstep, "train", "--config", config, "--set", "output.dir=\(runs)/exact1"] + exact)
+        XCTAssertEqual(one.status, 0, one.output)
+        let reference = try SafeTensorsFile.read(path: "\(runs)/exact1/ckpt-step00000050.safetensors")
+        for ranks in [2, 3] {
+            let r = try cli.mpirun(ranks, ["train", "--config", config, "--set", "output.dir=\(runs)/exact\(ranks)"] + exact, tcp: true)
+            XCTAssertEqual(r.status, 0, r.output)
+            guard r.status == 0 else { continue }
+            let f = try SafeTensorsFile.read(path: "\(runs)/exact\(ranks)/ckpt-step00000050.safetensors")
+            for e in reference.entries {
+                let got = f.entries.first { $0.name == e.name }.map { f.values($0).map(\.bitPattern) }
+                XCTAssertEqual(got, reference.values(e).map(\.bitPattern), "\(ranks) ranks: \(e.name)")
+            }
+        }
     }
 }
