@@ -50,13 +50,14 @@ final class OverlapTests: XCTestCase {
     }
 
     func testExactBucketsKeepTheBitsOfOneRank() throws {
-        // Exact mode in buckets: scales and integer sums are per tensor either way, so 3 thread
-        // ranks with a bucket per layer give the bits of one rank without buckets.
+        // Exact mode in buckets: scales and integer sums are per tensor either way, so 3 or 8
+        // thread ranks (at 8 some hold no chunk) with a bucket per layer and 2 micro-batches give
+        // the bits of one rank without buckets.
         let data = makeData()
         let yaml = smallMLPConfig().replacingOccurrences(of: "  - dense: {out: 4}", with: "  - dense: {out: 32}\n  - batchnorm: {}\n  - relu\n  - dense: {out: 4}")
         func train(ranks: Int, bucket: String) throws -> (bits: [UInt32], allReduces: Int) {
             let config = try TrainingConfig.parse(yaml: yaml, file: "overlap.yaml",
-                                                  overrides: ["train.exact=true", "train.chunk=4", "train.bucket_mb=\(bucket)"])
+                                                  overrides: ["train.exact=true", "train.chunk=4", "train.accumulate_steps=2", "train.bucket_mb=\(bucket)"])
             let results = try ThreadCommunicator.run(size: ranks) { comm -> ([UInt32], Int) in
                 let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
                 try trainer.run()
@@ -69,6 +70,7 @@ final class OverlapTests: XCTestCase {
         let whole = try train(ranks: 3, bucket: "0"), bucketed = try train(ranks: 3, bucket: "0.0001")
         XCTAssertEqual(whole.bits, one.bits)
         XCTAssertEqual(bucketed.bits, one.bits)
+        XCTAssertEqual(try train(ranks: 8, bucket: "0.0001").bits, one.bits)
         // A bucket per layer with parameters (5), each a max and a sum, besides the last pair
         // with the flags: 10 more all-reduces a step, over the last epoch's 10 steps.
         XCTAssertEqual(bucketed.allReduces, whole.allReduces + 10 * 10)
