@@ -76,6 +76,22 @@ final class OverlapTests: XCTestCase {
         XCTAssertEqual(bucketed.allReduces, whole.allReduces + 10 * 10)
     }
 
+    func testANonFiniteGradientInABucketStopsEveryRankAlike() throws {
+        // The divergence recipe of DivergenceTests in exact mode with a bucket per layer: a
+        // poisoned bucket is known to every rank (its max all-reduce), so all skip its sum and
+        // stop with the same error instead of hanging on mismatched collectives.
+        let yaml = smallCNNConfig().replacingOccurrences(of: "\n  - batchnorm: {}", with: "")
+        let config = try TrainingConfig.parse(yaml: yaml, file: "small.yaml", overrides: [
+            "optimizer.lr=1000", "train.max_steps=0", "train.epochs=5", "schedule.warmup_epochs=0",
+            "train.exact=true", "train.chunk=4", "train.bucket_mb=0.0001"])
+        XCTAssertThrowsError(try ThreadCommunicator.run(size: 3) { comm -> Int in
+            try Trainer(config: config, communicator: comm, data: makeData(), console: Console(isEnabled: false)).run()
+            return 0
+        }) { error in
+            XCTAssertTrue("\(error)".contains("training diverged"), "\(error)")
+        }
+    }
+
     func testBucketedTrainingUnderMPIMatchesOneAllReduce() throws {
         let cli = CLI()
         try cli.requireMPI()
