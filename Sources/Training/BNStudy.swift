@@ -48,12 +48,19 @@ public struct BNStudy {
     public func config(for run: Run, base: TrainingConfig, ranks: Int, overrides: [String], path: String) throws -> TrainingConfig {
         var sets = overrides + ["train.seed=\(run.seed)", "train.global_batch=\(run.perRankBatch * ranks)", "output.dir=\(run.directory)"]
         if run.variant == "sync" || run.variant == "local" { sets.append("bn.mode=\(run.variant)") }
+        // Exact mode hands out whole chunks: a chunk larger than the per-rank batch would leave
+        // ranks without samples (and local BN without statistics), so the chunk must divide it.
+        if base.train.exact && run.perRankBatch % base.train.chunk != 0 {
+            sets.append("train.chunk=\(Self.gcd(run.perRankBatch, base.train.chunk))")
+        }
         var config = try TrainingConfig.load(path: path, overrides: sets)
         if run.variant == "groupnorm" || run.variant == "layernorm" {
             config.model = Self.replacingBatchNorm(config.model, with: run.variant, groups: groups)
         }
         return config
     }
+
+    static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 
     /// Every `batchnorm` layer (also inside residual blocks) as group norm with `groups` groups
     /// or as layer norm (one group).

@@ -34,6 +34,16 @@ final class BNStudyTests: XCTestCase {
         XCTAssertEqual(BNStudy.replacingBatchNorm(specs, with: "layernorm", groups: 4)[1], .groupNorm(groups: 1, epsilon: 1e-5, kind: "layernorm"))
     }
 
+    func testExactChunksDivideThePerRankBatch() throws {
+        // Chunks of 16 with 4 samples per rank would give rank 1 of 2 no sample at all (local BN
+        // then has no statistics): the study shrinks the chunk to a divisor of the per-rank batch.
+        let configPath = try CLI().writeConfig(smallCNNConfig(extra: "").replacingOccurrences(of: "log_every: 0}", with: "log_every: 0, exact: true, chunk: 16}"))
+        let base = try TrainingConfig.load(path: configPath)
+        let study = try BNStudy(variants: ["sync", "local"], perRankBatches: [4, 6, 32], seeds: [0], groups: 2, root: makeTempDir())
+        let chunks = try study.runs.map { try study.config(for: $0, base: base, ranks: 2, overrides: [], path: configPath).train.chunk }
+        XCTAssertEqual(chunks, [4, 4, 2, 2, 16, 16])   // gcd(4, 16), gcd(6, 16), 16 divides 32
+    }
+
     func testATinyGridWritesItsSummaryAndResumes() throws {
         let data = try writeIDXDirectory(), root = makeTempDir("lockstep-study")
         let configPath = try CLI().writeConfig(smallCNNConfig(dataPath: data))
