@@ -22,7 +22,9 @@ public struct TrainingConfig {
         public var std: Double? = nil
         public var augment = Augmentation()
         public var dropLast = false
-        public var evalBatch = 1000
+        /// Samples per evaluation batch on each rank. 128 keeps evaluation's buffers small (the
+        /// CNN's peak RSS: 262 MB at 128 against 721 MB at 1000, same speed and same bits).
+        public var evalBatch = 128
         /// Fraction of the training split held out for validation (0: none).
         public var validationSplit = 0.0
         public var format = DataFormat.idx
