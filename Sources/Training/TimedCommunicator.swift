@@ -49,16 +49,15 @@ public final class TimedCommunicator: Communicator {
     /// Starting counts as a call and its bytes; the time to start and every test or wait counts
     /// as collective time.
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective {
-        counted(buffer.count * 4)
-        var request: PendingCollective = CompletedCollective()
-        try timed { request = try inner.startAllReduce(buffer, op: op) }
-        return TimedPending(request, owner: self)
+        try started(bytes: buffer.count * 4) { try inner.startAllReduce(buffer, op: op) }
     }
-
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws -> PendingCollective {
-        counted(buffer.count * 8)
+        try started(bytes: buffer.count * 8) { try inner.startAllReduce(buffer, op: op) }
+    }
+    private func started(bytes: Int, _ start: () throws -> PendingCollective) throws -> PendingCollective {
+        counted(bytes)
         var request: PendingCollective = CompletedCollective()
-        try timed { request = try inner.startAllReduce(buffer, op: op) }
+        try timed { request = try start() }
         return TimedPending(request, owner: self)
     }
 
