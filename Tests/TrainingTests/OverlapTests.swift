@@ -92,6 +92,12 @@ final class OverlapTests: XCTestCase {
         }
     }
 
+    func testANegativeBucketSizeIsAnErrorNamingTheKey() {
+        XCTAssertThrowsError(try TrainingConfig.parse(yaml: smallMLPConfig(), file: "overlap.yaml", overrides: ["train.bucket_mb=-1"])) { error in
+            XCTAssertTrue("\(error)".contains("train.bucket_mb"), "\(error)")
+        }
+    }
+
     func testBucketedTrainingUnderMPIMatchesOneAllReduce() throws {
         let cli = CLI()
         try cli.requireMPI()

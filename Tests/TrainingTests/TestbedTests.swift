@@ -54,6 +54,17 @@ final class TestbedTests: XCTestCase {
         XCTAssertTrue(ranks.output.contains("on node0") && ranks.output.contains("on node1"), ranks.output)
     }
 
+    func testBadArgumentsGetOneLineErrors() throws {
+        for (args, part) in [(["--hosts", "0", "--", "true"], "--hosts needs a positive integer, got '0'"),
+                             (["--rate", "fast", "--", "true"], "--rate 'fast': expected a rate such as 10gbit"),
+                             (["--hosts", "2"], "missing COMMAND after --"),
+                             (["--bogus", "--", "true"], "unknown argument '--bogus'")] {
+            let r = try cli.run([testbed] + args, timeout: 30)
+            XCTAssertEqual(r.status, 2, "\(args): \(r.output)")
+            XCTAssertTrue(r.output.contains(part), "\(args): \(r.output)")
+        }
+    }
+
     func testKillingOneHostsRankEndsTheJobWithinTenSeconds() throws {
         try requireTestbed()
         let data = try writeIDXDirectory()
