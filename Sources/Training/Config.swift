@@ -43,8 +43,8 @@ public struct TrainingConfig {
         public var logEvery = 100
         public var accumulateSteps = 1
         public var labelSmoothing = 0.0
-        /// Fast path: all-reduce the gradients in buckets of this many MB while backward still
-        /// runs (GradientBuckets); 0 sends them in one all-reduce after backward.
+        /// All-reduce the gradients in buckets of this many MB while backward still runs
+        /// (GradientBuckets; ExactGradientReducer in exact mode); 0 reduces them after backward.
         public var bucketMB = 0.0
         /// Exact mode: the same bits on any number of ranks (chunked, order-independent sums).
         /// Off by default: it costs 6-8% on the reference CNN but 2.2-2.4× on the dense-heavy MLP

@@ -80,8 +80,7 @@ final class ExactGradientReducer {
         let entries = arena.entries
         let first = entries.firstIndex { $0.offset >= start } ?? entries.count
         guard first < unsentTensor, let communicator else { return }
-        let floats = entries[unsentTensor - 1].offset + entries[unsentTensor - 1].count - entries[first].offset
-        if floats >= bucketFloats {
+        if span(first..<unsentTensor).count >= bucketFloats {
             try startSum(ofLastBucket: communicator)
             let bucket = Bucket(tensors: first..<unsentTensor)
             bucket.maxima[bucket.tensors.count] = localMaxima(bucket.tensors, into: bucket.maxima) ? 1 : 0
@@ -111,8 +110,7 @@ final class ExactGradientReducer {
         }
         for (i, e) in extras.enumerated() { sums[i] = e }
         maxima.withUnsafeBufferPointer { quantize(rest, maxima: $0) }
-        let end = words + (rest.isEmpty ? 0 : arena.entries[rest.upperBound - 1].offset + arena.entries[rest.upperBound - 1].count)
-        try communicator.allReduce(UnsafeMutableBufferPointer(rebasing: sums[0..<end]), op: .sum)
+        try communicator.allReduce(UnsafeMutableBufferPointer(rebasing: sums[0..<(words + span(rest).upperBound)]), op: .sum)
         for i in extras.indices { extras[i] = sums[i] }
         for (t, p) in arena.entries.enumerated() {
             FixedPoint.decode(sums.baseAddress! + words + p.offset, p.count, exponent: exponents[t], into: p.grad)
@@ -134,10 +132,15 @@ final class ExactGradientReducer {
         b.maxRequest = nil
         if b.maxima[b.tensors.count] > 0 { nonFinite = true; return }
         quantize(b.tensors, maxima: UnsafeBufferPointer(b.maxima))
+        let floats = span(b.tensors)
+        b.sumRequest = try communicator.startAllReduce(UnsafeMutableBufferPointer(rebasing: sums[(words + floats.lowerBound)..<(words + floats.upperBound)]), op: .sum)
+    }
+
+    /// The arena offsets that the tensors `tensors` (consecutive, ascending) occupy.
+    private func span(_ tensors: Range<Int>) -> Range<Int> {
+        guard let first = tensors.first, let last = tensors.last else { return 0..<0 }
         let entries = arena.entries
-        let lo = words + entries[b.tensors.lowerBound].offset
-        let hi = words + entries[b.tensors.upperBound - 1].offset + entries[b.tensors.upperBound - 1].count
-        b.sumRequest = try communicator.startAllReduce(UnsafeMutableBufferPointer(rebasing: sums[lo..<hi]), op: .sum)
+        return entries[first].offset..<(entries[last].offset + entries[last].count)
     }
 
     /// This rank's largest |value| per tensor of `tensors` over its slots, into maxima[0...];

@@ -46,7 +46,8 @@ extension Trainer {
     /// gives the global sums exactly.
     func synchronizeGradients(_ plan: StepPlan, local: LossResult, exactSums: inout [Int64], overlap: Overlap = .none) throws -> LossResult {
         if config.train.exact {
-            return try reduceExactly(plan, exactSums: &exactSums, begun: overlap == .exact)
+            if case .exact = overlap { return try reduceExactly(plan, exactSums: &exactSums, begun: true) }
+            return try reduceExactly(plan, exactSums: &exactSums, begun: false)
         }
         if case .fast(let buckets) = overlap {
             let t0 = monotonicSeconds()
@@ -62,17 +63,10 @@ extension Trainer {
     }
 
     /// How this step's gradient reduction overlaps backward (train.bucket_mb > 0 on several ranks).
-    enum Overlap: Equatable {
+    enum Overlap {
         case none
         case fast(GradientBuckets)   // the stop flag is already in the spare float
         case exact                   // exactReducer has begun
-        static func == (a: Overlap, b: Overlap) -> Bool {
-            switch (a, b) {
-            case (.none, .none), (.exact, .exact): return true
-            case let (.fast(x), .fast(y)): return x === y
-            default: return false
-            }
-        }
     }
 
     /// Sets up this step's overlapped reduction, and the hook to run after each layer's backward

@@ -25,7 +25,7 @@ struct CommBench: ParsableCommand {
         launch(simulateRanks: simulateRanks) { comm in
             guard comm.size > 1 else { throw ConfigError("bench-comm needs at least 2 ranks (mpirun -np 2, or --simulate-ranks 2)") }
             let sizes = allReduceBenchmarkSizes.filter { $0 <= maxBytes }
-            let hosts = try hostList(comm)
+            let hosts = describeHosts(try hostNames(comm))
             if comm.rank == 0 {
                 print("bench-comm: float all-reduce on \(comm.size) ranks [\(comm.kind)], hosts: \(hosts)")
                 print("     bytes    median µs   reps   algorithm GB/s")
@@ -52,8 +52,8 @@ struct CommBench: ParsableCommand {
     }
 }
 
-/// Every rank's hostname, as rank 0 sees them ("node0, node1"; "vm ×2" when they share one).
-func hostList(_ comm: Communicator) throws -> String {
+/// Every rank's hostname, in rank order (a collective: every rank takes part).
+func hostNames(_ comm: Communicator) throws -> [String] {
     var name = [UInt8](repeating: 0, count: 64)
     let mine = Array(hostName().utf8.prefix(63))
     name.replaceSubrange(0..<mine.count, with: mine)
@@ -65,8 +65,12 @@ func hostList(_ comm: Communicator) throws -> String {
         let bytes: [UInt8] = all[(r * 64)..<(r * 64 + 64)].map { UInt8($0) }
         names.append(String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self))
     }
-    let distinct = Array(Set(names)).sorted()
-    return distinct.count == 1 ? "\(distinct[0]) ×\(comm.size)" : names.joined(separator: ", ")
+    return names
+}
+
+/// Hostnames for a log line: "node0, node1", or "vm ×2" when every rank runs on one host.
+func describeHosts(_ names: [String]) -> String {
+    Set(names).count == 1 ? "\(names[0]) ×\(names.count)" : names.joined(separator: ", ")
 }
 
 /// Writes a JSON object with sorted keys, atomically.

@@ -130,11 +130,11 @@ extension CompareBN {
             let console = Console(isEnabled: comm.rank == 0)
             let outcomes = try study.execute(configPath: options.config, overrides: overrides, communicator: comm,
                                              data: { try shared.get($0) }, console: console)
-            let hosts = try hostList(comm)   // a collective: every rank takes part
+            let names = try hostNames(comm)   // a collective: every rank takes part
             guard comm.rank == 0 else { return }
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let kind = TimedCommunicator(comm).kind
-            let separate = !hosts.contains(" ×")   // one name per rank: the ranks are on different hosts
+            let hosts = describeHosts(names), separate = Set(names).count > 1
             let sharing = kind == "threads" ? "\(comm.size) simulated ranks (threads) sharing \(cores) core(s)"
                 : separate ? "\(comm.size) \(kind) ranks on hosts \(hosts)"
                 : comm.size > cores ? "\(comm.size) \(kind) ranks oversubscribing \(cores) core(s)" : "\(comm.size) \(kind) rank(s) on separate cores of \(hosts)"
