@@ -12,6 +12,9 @@ public struct BNStudy {
     public var seeds: [Int]
     public var groups: Int
     public var root: String
+    /// Scale optimizer.lr linearly with the global batch, from the config's own global batch
+    /// (Goyal et al. 2017), so small and large per-rank batches train comparably in few epochs.
+    public var scaleLearningRate = false
 
     public static let knownVariants = ["sync", "local", "groupnorm", "layernorm"]
 
@@ -48,6 +51,9 @@ public struct BNStudy {
     public func config(for run: Run, base: TrainingConfig, ranks: Int, overrides: [String], path: String) throws -> TrainingConfig {
         var sets = overrides + ["train.seed=\(run.seed)", "train.global_batch=\(run.perRankBatch * ranks)", "output.dir=\(run.directory)"]
         if run.variant == "sync" || run.variant == "local" { sets.append("bn.mode=\(run.variant)") }
+        if scaleLearningRate {
+            sets.append("optimizer.lr=\(base.optimizer.learningRate * Double(run.perRankBatch * ranks) / Double(base.train.globalBatch))")
+        }
         // Exact mode hands out whole chunks: a chunk larger than the per-rank batch would leave
         // ranks without samples (and local BN without statistics), so the chunk must divide it.
         if base.train.exact && run.perRankBatch % base.train.chunk != 0 {

@@ -58,8 +58,10 @@ struct CompareBN: ParsableCommand {
     var alternatives: String?
     @Option(help: "Study: groups of the groupnorm alternative.") var groups = 8
     @Option(help: "Study: override train.epochs for every run.") var epochs: Int?
+    @Flag(name: .customLong("scale-lr"), help: "Study: scale optimizer.lr linearly with each run's global batch (relative to the config's train.global_batch).")
+    var scaleLR = false
 
-    var isStudy: Bool { seeds != nil || perRankBatch != nil || alternatives != nil }
+    var isStudy: Bool { seeds != nil || perRankBatch != nil || alternatives != nil || scaleLR }
 
     func validate() throws {
         if let seeds, seeds < 1 { throw ValidationError("--seeds: expected at least 1, got \(seeds)") }
@@ -110,7 +112,7 @@ extension CompareBN {
         let shared = SharedData()
         let options = self.options
         let extra = (epochs.map { ["train.epochs=\($0)"] } ?? [])
-        let (seedCount, batchText, alternativesText, groups) = (seeds ?? 1, perRankBatch, alternatives, self.groups)
+        let (seedCount, batchText, alternativesText, groups, scaleLR) = (seeds ?? 1, perRankBatch, alternatives, self.groups, self.scaleLR)
         StopSignal.install()
         launch(simulateRanks: options.simulateRanks) { comm in
             let overrides = options.allOverrides.filter { !$0.hasPrefix("bn.mode=") } + extra
@@ -125,8 +127,9 @@ extension CompareBN {
                 throw ConfigError("\(options.config): train.global_batch \(base.train.globalBatch) does not divide over \(comm.size) ranks; give --per-rank-batch")
             }
             let alternatives = alternativesText.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } } ?? []
-            let study = try BNStudy(variants: ["sync", "local"] + alternatives, perRankBatches: batches,
+            var study = try BNStudy(variants: ["sync", "local"] + alternatives, perRankBatches: batches,
                                     seeds: (0..<seedCount).map { base.train.seed + $0 }, groups: groups, root: root)
+            study.scaleLearningRate = scaleLR
             let console = Console(isEnabled: comm.rank == 0)
             let outcomes = try study.execute(configPath: options.config, overrides: overrides, communicator: comm,
                                              data: { try shared.get($0) }, console: console)
@@ -138,7 +141,7 @@ extension CompareBN {
             let sharing = kind == "threads" ? "\(comm.size) simulated ranks (threads) sharing \(cores) core(s)"
                 : separate ? "\(comm.size) \(kind) ranks on hosts \(hosts)"
                 : comm.size > cores ? "\(comm.size) \(kind) ranks oversubscribing \(cores) core(s)" : "\(comm.size) \(kind) rank(s) on separate cores of \(hosts)"
-            let summary = study.summary(outcomes, setting: "\(base.name), \(sharing), \(base.train.epochs) epochs")
+            let summary = study.summary(outcomes, setting: "\(base.name), \(sharing), \(base.train.epochs) epochs" + (scaleLR ? ", lr \(base.optimizer.learningRate) × global batch / \(base.train.globalBatch)" : ""))
             let out = (root as NSString).appendingPathComponent("study")
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             try writeAtomically(Array(summary.markdown.utf8), to: (out as NSString).appendingPathComponent("summary.md"))

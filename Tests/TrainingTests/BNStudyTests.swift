@@ -44,6 +44,20 @@ final class BNStudyTests: XCTestCase {
         XCTAssertEqual(chunks, [4, 4, 2, 2, 16, 16])   // gcd(4, 16), gcd(6, 16), 16 divides 32
     }
 
+    func testScaledLearningRateFollowsTheGlobalBatch() throws {
+        let configPath = try CLI().writeConfig(smallCNNConfig(extra: ""))
+        let base = try TrainingConfig.load(path: configPath)
+        var study = try BNStudy(variants: ["sync"], perRankBatches: [2, 8], seeds: [0], groups: 2, root: makeTempDir())
+        let plain = try study.runs.map { try study.config(for: $0, base: base, ranks: 4, overrides: [], path: configPath).optimizer.learningRate }
+        XCTAssertEqual(plain, [base.optimizer.learningRate, base.optimizer.learningRate])
+        study.scaleLearningRate = true
+        let scaled = try study.runs.map { try study.config(for: $0, base: base, ranks: 4, overrides: [], path: configPath).optimizer.learningRate }
+        // Global batches 8 and 32 against the config's own: the ratio is exact in binary only
+        // up to one rounding of the product and one of the YAML round trip, hence 1e-12.
+        XCTAssertEqual(scaled[0], base.optimizer.learningRate * 8 / Double(base.train.globalBatch), accuracy: 1e-12)
+        XCTAssertEqual(scaled[1], base.optimizer.learningRate * 32 / Double(base.train.globalBatch), accuracy: 1e-12)
+    }
+
     func testATinyGridWritesItsSummaryAndResumes() throws {
         let data = try writeIDXDirectory(), root = makeTempDir("lockstep-study")
         let configPath = try CLI().writeConfig(smallCNNConfig(dataPath: data))
