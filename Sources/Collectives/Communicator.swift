@@ -23,6 +23,13 @@ public protocol Communicator: AnyObject {
     /// implementation cannot overlap (threads, one process) it completes before returning.
     func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective
     func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws -> PendingCollective
+    /// Sharding (ZeRO-1): `buffer` is cut into consecutive blocks of `counts` (one per rank,
+    /// adding up to buffer.count). Afterwards block `rank` holds the sum over ranks; the other
+    /// blocks hold unspecified values. Integer sums are exact.
+    func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws
+    func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Int64>, counts: [Int]) throws
+    /// Each rank's block of `buffer` (blocks as in reduceScatter) is copied into every other rank's.
+    func allGather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws
     /// Copies `root`'s bytes into every other rank's buffer (all buffers have the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
@@ -79,6 +86,25 @@ extension Communicator {
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws -> PendingCollective {
         try allReduce(buffer, op: op)
         return CompletedCollective()
+    }
+
+    /// The fallback of reduceScatter: the whole buffer all-reduced (same sums, more traffic).
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        precondition(counts.count == size && counts.reduce(0, +) == buffer.count, "reduceScatter: counts must split the buffer over the ranks")
+        try allReduce(buffer, op: .sum)
+    }
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Int64>, counts: [Int]) throws {
+        precondition(counts.count == size && counts.reduce(0, +) == buffer.count, "reduceScatter: counts must split the buffer over the ranks")
+        try allReduce(buffer, op: .sum)
+    }
+    /// The fallback of allGather: each rank broadcasts its block in turn.
+    public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        precondition(counts.count == size && counts.reduce(0, +) == buffer.count, "allGather: counts must split the buffer over the ranks")
+        var offset = 0
+        for (r, n) in counts.enumerated() {
+            if n > 0 { try broadcast(UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[offset..<(offset + n)])), root: r) }
+            offset += n
+        }
     }
 
     public func allReduce(_ values: inout [Double], op: ReduceOp = .sum) throws {

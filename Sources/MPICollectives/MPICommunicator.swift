@@ -87,6 +87,62 @@ public final class MPICommunicator: Communicator {
         try complete(&request, what)
     }
 
+    /// Sharding (ZeRO-1): MPI_Reduce_scatter into a block of this rank's size, copied into place.
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        try reduceScatter(UnsafeMutableRawPointer(buffer.baseAddress), counts, elementSize: 4, lockstep_type_float(), "float")
+    }
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Int64>, counts: [Int]) throws {
+        try reduceScatter(UnsafeMutableRawPointer(buffer.baseAddress), counts, elementSize: 8, lockstep_type_int64(), "int64")
+    }
+    private func reduceScatter(_ data: UnsafeMutableRawPointer?, _ counts: [Int], elementSize: Int, _ type: MPI_Datatype, _ typeName: String) throws {
+        precondition(counts.count == size, "reduceScatter: one count per rank")
+        let total = counts.reduce(0, +)
+        guard total > 0, let data else { return }
+        let mine = counts[rank], offset = counts[..<rank].reduce(0, +)
+        let block = UnsafeMutableRawPointer.allocate(byteCount: max(mine * elementSize, 1), alignment: 64)
+        defer { block.deallocate() }
+        var counts32 = counts.map { Int32($0) }
+        try counts32.withUnsafeMutableBufferPointer { c in   // stays valid until the request completes
+            try collective(total, { "MPI_Reduce_scatter of \(total) \(typeName) values" },
+                           blocking: { MPI_Reduce_scatter(data, block, c.baseAddress, type, lockstep_op_sum(), comm) },
+                           start: { MPI_Ireduce_scatter(data, block, c.baseAddress, type, lockstep_op_sum(), comm, &$0) })
+        }
+        (data + offset * elementSize).copyMemory(from: block, byteCount: mine * elementSize)
+    }
+
+    /// MPI_Allgatherv in place.
+    public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        precondition(counts.count == size, "allGather: one count per rank")
+        guard buffer.count > 0 else { return }
+        var counts32 = counts.map { Int32($0) }
+        var displacements = [Int32](repeating: 0, count: size)
+        for r in 1..<max(size, 1) { displacements[r] = displacements[r - 1] + counts32[r - 1] }
+        let data = buffer.baseAddress
+        try counts32.withUnsafeMutableBufferPointer { c in
+            try displacements.withUnsafeMutableBufferPointer { d in
+                try collective(buffer.count, { "MPI_Allgatherv of \(buffer.count) float values" },
+                               blocking: { MPI_Allgatherv(lockstep_in_place(), 0, lockstep_type_float(), data, c.baseAddress, d.baseAddress, lockstep_type_float(), comm) },
+                               start: { MPI_Iallgatherv(lockstep_in_place(), 0, lockstep_type_float(), data, c.baseAddress, d.baseAddress, lockstep_type_float(), comm, &$0) })
+            }
+        }
+    }
+
+    /// A collective of `count` elements: large ones (gradients, parameters) wait for every rank
+    /// with a polled barrier and then run blocking (faster in MPI than the non-blocking ones);
+    /// small ones run non-blocking and are polled against the deadline.
+    private func collective(_ count: Int, _ what: () -> String, blocking: () -> Int32, start: (inout MPI_Request?) -> Int32) throws {
+        if count >= Self.largeCount {
+            var arrival = lockstep_request_null()
+            try check(MPI_Ibarrier(comm, &arrival), "MPI_Ibarrier")
+            try complete(&arrival, what)
+            try check(blocking(), what())
+            return
+        }
+        var request = lockstep_request_null()
+        try check(start(&request), what())
+        try complete(&request, what)
+    }
+
     /// Overlap: MPI_Iallreduce, advanced by MPI_Test between layers and completed by polling
     /// against the deadline like every other collective.
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective {

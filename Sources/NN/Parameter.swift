@@ -67,8 +67,9 @@ public final class Arena {
     public let values: UnsafeMutableBufferPointer<Float>
     public let grads: UnsafeMutableBufferPointer<Float>?
 
-    /// Floats after the gradients that travel with them (`gradsWithSpare`): what the owner puts
-    /// there is its own business (the trainer's fast path sends its stop flag in one).
+    /// Floats after the gradients (`gradsWithSpare`) and after the values (`valuesWithSpare`)
+    /// that travel with them: what the owner puts there is its own business (the trainer's fast
+    /// path sends its stop flag in one).
     public let spareCount: Int
 
     public init(_ entries: [Parameter], withGradients: Bool, spareGradientFloats: Int = 0) {
@@ -80,7 +81,7 @@ public final class Arena {
             offset += p.count
         }
         count = offset
-        values = .allocate(capacity: max(count, 1))
+        values = .allocate(capacity: max(count + spareGradientFloats, 1))
         values.initialize(repeating: 0)
         if withGradients {
             let g = UnsafeMutableBufferPointer<Float>.allocate(capacity: count + spareGradientFloats)
@@ -138,6 +139,8 @@ public final class Arena {
     /// The arena as one buffer of exactly `count` floats.
     public var flatValues: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: values[0..<count]) }
     public var flatGrads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: grads![0..<count]) }
+    /// The values plus the spare floats after them.
+    public var valuesWithSpare: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: values[0..<(count + spareCount)]) }
     /// The gradients plus the spare floats after them.
     public var gradsWithSpare: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: grads![0..<(count + spareCount)]) }
 

@@ -24,10 +24,10 @@ public final class AdaGrad: Optimizer {
 
     public var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] { [("adagrad_sum", sum)] }
 
-    public func step(rate: Float) {
+    public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, s = sum.baseAddress!
         let eps = epsilon
-        for (range, lambda) in ranges {
+        for (range, lambda) in clamped(ranges, to: within) {
             for i in range {
                 let grad = g[i] + lambda * w[i]
                 s[i] += grad * grad
@@ -73,10 +73,10 @@ public final class RMSProp: Optimizer {
             + (momentum > 0 ? [("rmsprop_momentum", buffer)] : [])
     }
 
-    public func step(rate: Float) {
+    public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = square.baseAddress!
         let a = alpha, eps = epsilon, mu = momentum
-        for (range, lambda) in ranges {
+        for (range, lambda) in clamped(ranges, to: within) {
             for i in range {
                 let grad = g[i] + lambda * w[i]
                 v[i] = a * v[i] + (1 - a) * grad * grad

@@ -3,12 +3,27 @@ import NN
 import TensorCore
 
 public protocol Optimizer: AnyObject {
-    /// Applies one update with learning rate `rate` using the gradients in the arena.
-    func step(rate: Float)
+    /// Applies one update with learning rate `rate` to the arena elements `within` (every
+    /// element's update depends only on its own gradient and state, so a sharded step, where
+    /// each rank updates its share, has the bits of the whole step).
+    func step(rate: Float, within: Range<Int>)
     /// Named state tensors (momentum, Adam moments), in the parameter arena's layout.
     var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] { get }
     /// Steps taken so far (Adam's bias correction depends on it).
     var stepCount: Int { get set }
+}
+
+extension Optimizer {
+    /// Updates the whole arena.
+    public func step(rate: Float) { step(rate: rate, within: 0..<Int.max) }
+}
+
+/// `ranges` cut to `within`, dropping the empty ones.
+func clamped(_ ranges: [(range: Range<Int>, decay: Float)], to within: Range<Int>) -> [(range: Range<Int>, decay: Float)] {
+    ranges.compactMap { r in
+        let c = r.range.clamped(to: within)
+        return c.isEmpty ? nil : (c, r.decay)
+    }
 }
 
 func allocateState(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
@@ -50,10 +65,10 @@ public final class SGD: Optimizer {
         momentum == 0 ? [] : [("momentum", velocity)]
     }
 
-    public func step(rate: Float) {
+    public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = velocity.baseAddress!
         let mu = momentum
-        for (range, lambda) in ranges {
+        for (range, lambda) in clamped(ranges, to: within) {
             if mu == 0 {
                 for i in range { w[i] -= rate * (g[i] + lambda * w[i]) }
             } else {
@@ -97,7 +112,7 @@ public final class Adam: Optimizer {
         [("adam_m", m), ("adam_v", v)]
     }
 
-    public func step(rate: Float) {
+    public func step(rate: Float, within: Range<Int>) {
         stepCount += 1
         let t = Float(stepCount)
         let c1 = 1 - powf(beta1, t), c2 = 1 - powf(beta2, t)
@@ -106,7 +121,7 @@ public final class Adam: Optimizer {
         let b1 = beta1, b2 = beta2, eps = epsilon
         let stepSize = rate / c1
         let invC2 = 1 / c2
-        for (range, lambda) in ranges {
+        for (range, lambda) in clamped(ranges, to: within) {
             // Decoupled (AdamW): shrink the weights directly; otherwise fold λw into the gradient.
             let l2: Float = decoupled ? 0 : lambda
             let shrink: Float = decoupled ? 1 - rate * lambda : 1

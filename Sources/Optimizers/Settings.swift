@@ -33,6 +33,11 @@ public struct OptimizerSettings: Sendable {
     /// Global gradient-norm clipping (after the all-reduce), or nil.
     public var clipNorm: Double? = nil
 
+    /// ZeRO stage 1: on several ranks, gradients are reduce-scattered, each rank updates its
+    /// share of the parameters (with its share of the optimizer state) and the parameters are
+    /// all-gathered. Same bits as the unsharded step in exact mode.
+    public var shard = false
+
     public init() {}
 
     /// The optimizer these settings describe, over a model's parameter arena.

@@ -92,14 +92,19 @@ final class ExactGradientReducer {
     }
 
     /// After backward: reduces the tensors not yet sent (with the flags and `extras`, Int64 words
-    /// summed over ranks), waits for every bucket and decodes all gradients.
-    func finish(stop: Bool, extras: inout [Int64]) throws -> Outcome {
+    /// summed over ranks), waits for every bucket and decodes all gradients. With `shards` (no
+    /// buckets) the sums are reduce-scattered instead: each rank decodes its block only, and the
+    /// words reach rank 0 alone (zeros elsewhere).
+    func finish(stop: Bool, extras: inout [Int64], shards: ShardLayout? = nil) throws -> Outcome {
         guard let communicator else { preconditionFailure("ExactGradientReducer.finish without begin") }
         precondition(extras.count == words)
         try startSum(ofLastBucket: communicator)
         let rest = 0..<unsentTensor
         var maxima = [Float](repeating: 0, count: rest.count + 2)
-        maxima[rest.count] = maxima.withUnsafeMutableBufferPointer { localMaxima(rest, into: $0) } ? 1 : 0
+        // A non-finite loss (its words' overflow counter) poisons the step like a gradient does,
+        // so every rank learns of it even when only rank 0 receives the summed words.
+        let lossNonFinite = words >= ExactSum.width && extras[ExactSum.limbs] != 0
+        maxima[rest.count] = maxima.withUnsafeMutableBufferPointer { localMaxima(rest, into: $0) } || lossNonFinite ? 1 : 0
         maxima[rest.count + 1] = stop ? 1 : 0
         try communicator.allReduce(&maxima, op: .max)
         let outcome = Outcome(stop: maxima[rest.count + 1] > 0, nonFinite: nonFinite || maxima[rest.count] > 0)
@@ -110,18 +115,32 @@ final class ExactGradientReducer {
         }
         for (i, e) in extras.enumerated() { sums[i] = e }
         maxima.withUnsafeBufferPointer { quantize(rest, maxima: $0) }
-        try communicator.allReduce(UnsafeMutableBufferPointer(rebasing: sums[0..<(words + span(rest).upperBound)]), op: .sum)
-        for i in extras.indices { extras[i] = sums[i] }
+        let mine: Range<Int>
+        if let shards {
+            precondition(buckets.isEmpty && rest.count == arena.entries.count, "a sharded step has no buckets")
+            var counts = shards.counts
+            counts[0] += words
+            try communicator.reduceScatter(UnsafeMutableBufferPointer(rebasing: sums[0..<(words + arena.count)]), counts: counts)
+            mine = shards.ranges[communicator.rank]
+            for i in extras.indices { extras[i] = communicator.rank == 0 ? sums[i] : 0 }
+        } else {
+            try communicator.allReduce(UnsafeMutableBufferPointer(rebasing: sums[0..<(words + span(rest).upperBound)]), op: .sum)
+            mine = 0..<arena.count
+            for i in extras.indices { extras[i] = sums[i] }
+        }
         for (t, p) in arena.entries.enumerated() {
-            FixedPoint.decode(sums.baseAddress! + words + p.offset, p.count, exponent: exponents[t], into: p.grad)
+            let r = (p.offset..<(p.offset + p.count)).clamped(to: mine)
+            if r.isEmpty { continue }
+            FixedPoint.decode(sums.baseAddress! + words + r.lowerBound, r.count, exponent: exponents[t], into: p.grad + (r.lowerBound - p.offset))
         }
         return outcome
     }
 
     /// The one-shot reduction (no buckets): begin, then finish.
-    func reduce(slotCount: Int, totalChunks: Int, stop: Bool, extras: inout [Int64], communicator: Communicator) throws -> Outcome {
+    func reduce(slotCount: Int, totalChunks: Int, stop: Bool, extras: inout [Int64], communicator: Communicator,
+                shards: ShardLayout? = nil) throws -> Outcome {
         begin(slotCount: slotCount, totalChunks: totalChunks, words: extras.count, bucketBytes: 0, communicator: communicator)
-        return try finish(stop: stop, extras: &extras)
+        return try finish(stop: stop, extras: &extras, shards: shards)
     }
 
     /// Waits for the newest bucket's maxima, quantizes it and starts its integer sum (a poisoned

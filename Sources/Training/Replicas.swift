@@ -54,6 +54,8 @@ extension Trainer {
             try buckets.finish()
             gradientAllReduceSeconds += monotonicSeconds() - t0   // the part backward did not hide
             stopAgreed = model.parameters.gradsWithSpare.last! > 0
+        } else if let shards {
+            try reduceScatterInFloat(shards)   // the stop flag is agreed in shardedUpdate
         } else if worldSize > 1 {
             try reduceInFloat()
         } else {
@@ -91,7 +93,7 @@ extension Trainer {
         let t0 = monotonicSeconds(), c0 = communicator.seconds
         let outcome = begun ? try exactReducer.finish(stop: localStopRequest, extras: &exactSums)
             : try exactReducer.reduce(slotCount: plan.localChunks, totalChunks: plan.totalChunks, stop: localStopRequest,
-                                      extras: &exactSums, communicator: communicator)
+                                      extras: &exactSums, communicator: communicator, shards: shards)
         // Its two collectives count as the gradient all-reduce; the rest is arithmetic.
         let collective = communicator.seconds - c0
         gradientAllReduceSeconds += collective

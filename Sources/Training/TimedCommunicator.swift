@@ -61,6 +61,20 @@ public final class TimedCommunicator: Communicator {
         return TimedPending(request, owner: self)
     }
 
+    /// Reduce-scatters and all-gathers count with the all-reduces (calls and payload bytes).
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        counted(buffer.count * 4)
+        try timed { try inner.reduceScatter(buffer, counts: counts) }
+    }
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Int64>, counts: [Int]) throws {
+        counted(buffer.count * 8)
+        try timed { try inner.reduceScatter(buffer, counts: counts) }
+    }
+    public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        counted(buffer.count * 4)
+        try timed { try inner.allGather(buffer, counts: counts) }
+    }
+
     fileprivate func add(_ seconds: Double) { self.seconds += seconds }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {

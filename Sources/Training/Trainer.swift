@@ -38,6 +38,8 @@ public final class Trainer {
     /// Bench measurements inside steps (nil in training).
     public var probe: StepProbe?
     lazy var exactReducer = ExactGradientReducer(arena: model.parameters)
+    /// optimizer.shard on several ranks: each rank's block of the arena (Sharding.swift).
+    let shards: ShardLayout?
     /// The epoch's train sums restored from a checkpoint, which the next `run` continues.
     var resumedSums: [Double]?
     /// The best epoch's score for best.safetensors (higher is better; see checkpointAfterEpoch).
@@ -83,6 +85,7 @@ public final class Trainer {
         }
         model.initialize(seed: seed)
         optimizer = config.optimizer.make(arena: model.parameters)
+        shards = config.optimizer.shard && communicator.size > 1 ? ShardLayout(count: model.parameters.count, ranks: communicator.size) : nil
         (trainIndices, validationIndices) = GlobalBatchSampler.holdout(count: data.train.count, fraction: config.data.validationSplit, seed: seed)
         sampler = GlobalBatchSampler(datasetSize: trainIndices.count, globalBatch: config.train.globalBatch,
                                      seed: seed, shuffle: true, dropLast: config.data.dropLast)
@@ -163,7 +166,7 @@ public final class Trainer {
         // Positions in the training part of the split → dataset indices (the identity without a split).
         let global = validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
         let plan = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
-        measured(.optimizer) { zeroGradients(plan) }
+        measured(.zeroing) { zeroGradients(plan) }
         var local = LossResult(lossSum: 0, correct: 0, count: 0)
         var exactSums = [Int64](repeating: 0, count: ExactSum.width + 2)   // exact mode: loss, correct, count
         let (overlap, hook) = beginOverlap(plan, words: exactSums.count)
@@ -182,8 +185,10 @@ public final class Trainer {
             if config.train.exact { addExactly(r, into: &exactSums) }
         }
         let total = try synchronizeGradients(plan, local: local, exactSums: &exactSums, overlap: overlap)
+        let rate = Float(schedule.rate(at: step))
+        if let shards { try shardedUpdate(shards, rate: rate); return total }
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
-        measured(.optimizer) { optimizer.step(rate: Float(schedule.rate(at: step))) }
+        measured(.optimizer) { optimizer.step(rate: rate) }
         return total
     }
 

@@ -1,0 +1,81 @@
+// The sharded optimizer step (ZeRO stage 1, optimizer.shard): which share of the parameter arena
+// each rank updates, the fast path's reduce-scatter, the all-gather of the updated parameters,
+// and gathering the optimizer state for a checkpoint.
+//
+// A step: gradients are reduce-scattered (each rank receives the sum of its block only: half
+// the bytes of an all-reduce), each rank clips (with the global norm) and updates its block with
+// its block of the optimizer state, and the blocks of parameters are all-gathered. Every
+// element's update depends only on its own gradient and state, and the global norm is summed in
+// tiles that shards never cut (Optimizers/Clipping.swift), so in exact mode the parameters have
+// the bits of the unsharded step on any number of ranks. The state outside a rank's block goes
+// stale; checkpoints all-gather it first, so files do not depend on the number of ranks.
+import Collectives
+import NN
+import Optimizers
+import TensorCore
+
+/// Consecutive blocks of whole norm tiles, one per rank, as equal as whole tiles allow.
+public struct ShardLayout: Sendable, Equatable {
+    public let ranges: [Range<Int>]
+
+    public init(count: Int, ranks: Int) {
+        let tiles = (count + normTile - 1) / normTile
+        ranges = (0..<ranks).map { r in
+            min(tiles * r / ranks * normTile, count)..<min(tiles * (r + 1) / ranks * normTile, count)
+        }
+    }
+
+    public var counts: [Int] { ranges.map(\.count) }
+}
+
+extension Trainer {
+    /// The arena elements this rank updates: its block when sharded, else all of them.
+    var ownedParameters: Range<Int> { shards?.ranges[rank] ?? 0..<model.parameters.count }
+
+    /// The fast path, sharded: a float reduce-scatter of the gradients; the stop flag rides in
+    /// the spare float, whose sum lands on the last rank and returns in the all-gather.
+    func reduceScatterInFloat(_ shards: ShardLayout) throws {
+        let spare = model.parameters.gradsWithSpare
+        spare[spare.count - 1] = localStopRequest ? 1 : 0
+        var counts = shards.counts
+        counts[worldSize - 1] += spare.count - model.parameters.count
+        let t0 = monotonicSeconds()
+        try communicator.reduceScatter(spare, counts: counts)
+        gradientAllReduceSeconds += monotonicSeconds() - t0
+    }
+
+    /// Clips this rank's gradients by the global norm, updates its parameters, and all-gathers
+    /// the parameters (with the fast path's stop flag).
+    func shardedUpdate(_ shards: ShardLayout, rate: Float) throws {
+        let mine = shards.ranges[rank]
+        if let maxNorm = config.optimizer.clipNorm {
+            try clipGradientNorm(model.parameters, maxNorm: Float(maxNorm), within: mine) { words in
+                var sum = words
+                try communicator.allReduce(&sum)
+                return sum
+            }
+        }
+        measured(.optimizer) { optimizer.step(rate: rate, within: mine) }
+        let t0 = monotonicSeconds()
+        if config.train.exact {
+            try communicator.allGather(model.parameters.flatValues, counts: shards.counts)
+        } else {
+            let arena = model.parameters, values = arena.valuesWithSpare
+            values[values.count - 1] = rank == worldSize - 1 ? arena.gradsWithSpare[arena.count] : 0
+            var counts = shards.counts
+            counts[worldSize - 1] += values.count - arena.count
+            try communicator.allGather(values, counts: counts)
+            stopAgreed = values[values.count - 1] > 0
+        }
+        gradientAllReduceSeconds += monotonicSeconds() - t0
+    }
+
+    /// Before a checkpoint (every rank): each rank's block of the optimizer state to every rank,
+    /// so that rank 0 writes the whole state.
+    func gatherOptimizerState() throws {
+        guard let shards else { return }
+        for (_, buffer) in optimizer.state {
+            try communicator.allGather(buffer, counts: shards.counts)
+        }
+    }
+}
