@@ -16,6 +16,8 @@ public struct BenchmarkResult {
     public var collectiveSeconds: Double // every collective, SyncBN's included, per step
     public var stepSeconds: Double
     public var dataSeconds: Double, lossSeconds: Double, optimizerSeconds: Double   // per step
+    /// Clearing the gradients (and exact mode's chunk slots) before a step, per step.
+    public var zeroingSeconds = 0.0
     /// Median gradient all-reduce in training, and median of a bare all-reduce of the same size
     /// on the underlying communicator (MPI_Allreduce under MPI), both in seconds.
     public var gradientAllReduceMedian: Double
@@ -77,6 +79,7 @@ extension Trainer {
                                      optimizerSeconds: probe.optimizerSeconds * per,
                                      gradientAllReduceMedian: 0, bareAllReduceMedian: 0,
                                      gradientBytes: model.parameters.count * 4, skewWaitSeconds: 0)
+        result.zeroingSeconds = probe.zeroingSeconds * per
         result.allReducesPerStep = Double(allReduces) * per
         result.allReduceBytesPerStep = Double(allReduceBytes) * per
         // A last run for the all-reduce comparison (it adds barriers and bare all-reduces).
@@ -89,8 +92,19 @@ extension Trainer {
         result.skewWaitSeconds = probe.skewWaitSeconds * per
         result.roofline = Roofline.measure().table(layers: model.layers, forward: result.forwardSeconds, backward: result.backwardSeconds,
                                                    samplesPerStep: Double(config.train.globalBatch) / Double(worldSize),
-                                                   stepSeconds: result.stepSeconds)
+                                                   stepSeconds: result.stepSeconds, passes: memoryPasses(result))
         return result
+    }
+
+    /// The memory-bound passes outside the layers, with the bytes each moves per step: zeroing
+    /// (4 bytes per gradient float, per chunk slot in exact mode) and the optimizer step (reads
+    /// of weights, gradients and state, writes of weights and state over this rank's elements).
+    func memoryPasses(_ r: BenchmarkResult) -> [(name: String, seconds: Double, bytes: Double)] {
+        let n = Double(model.parameters.count)
+        let slots = config.train.exact ? Double(max(model.parameters.slotCount, 1)) : 1
+        let states = Double(optimizer.state.count)
+        return [("zeroing gradients", r.zeroingSeconds, 4 * n * slots),
+                ("optimizer step", r.optimizerSeconds, 4 * (3 + 2 * states) * Double(ownedParameters.count))]
     }
 }
 
@@ -116,9 +130,9 @@ extension BenchmarkResult {
             let name = layerNames[i].padding(toLength: 20, withPad: " ", startingAt: 0)
             lines.append(name + String(format: " %11.3f %12.3f %6.1f%%", 1000 * forwardSeconds[i], 1000 * backwardSeconds[i], 100 * share))
         }
-        let other = stepSeconds - layerTotal - dataSeconds - lossSeconds - optimizerSeconds - gradientAllReduceSeconds - exactSumSeconds
-        for (name, t) in [("data (batch + augmentation)", dataSeconds), ("loss", lossSeconds),
-                          ("optimizer (+ zeroing grads)", optimizerSeconds), ("gradient all-reduce", gradientAllReduceSeconds),
+        let other = stepSeconds - layerTotal - dataSeconds - lossSeconds - zeroingSeconds - optimizerSeconds - gradientAllReduceSeconds - exactSumSeconds
+        for (name, t) in [("data (batch + augmentation)", dataSeconds), ("loss", lossSeconds), ("zeroing gradients", zeroingSeconds),
+                          ("optimizer step", optimizerSeconds), ("gradient all-reduce", gradientAllReduceSeconds),
                           ("exact sums (scales, quantise)", exactSumSeconds), ("other", other)] {
             lines.append(name.padding(toLength: 33, withPad: " ", startingAt: 0) + String(format: " %11.3f ms      %6.1f%%", 1000 * t, 100 * t / stepSeconds))
         }

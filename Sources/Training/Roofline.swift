@@ -58,7 +58,8 @@ public struct Roofline: Sendable {
     }
 
     /// One line per layer: achieved rate forward and backward and its fraction of the roof.
-    public func table(layers: [Layer], forward: [Double], backward: [Double], samplesPerStep: Double, stepSeconds: Double) -> [String] {
+    public func table(layers: [Layer], forward: [Double], backward: [Double], samplesPerStep: Double, stepSeconds: Double,
+                      passes: [(name: String, seconds: Double, bytes: Double)] = []) -> [String] {
         var lines = [String(format: "roofline: sgemm peak %.1f GFLOP/s (1024³, %d BLAS thread(s)), copy bandwidth %.1f GB/s (256 MB, main memory; tensors that fit in cache can beat it)", peakGFLOPs, blasThreadCount(), bandwidthGBs),
                      "layer                  bound     forward          backward         share"]
         // The first trainable layer computes no input gradient: its backward is the weight
@@ -79,6 +80,11 @@ public struct Roofline: Sendable {
             guard w.flops > 0 || w.bytes > 0 else { lines.append(name + " view      (no data movement)"); continue }
             lines.append(name + (gemmBound ? " gemm     " : " memory   ") + rate(forward[i], 1) + "  " + rate(backward[i], backwardFactor)
                          + String(format: "  %5.1f%%", 100 * (forward[i] + backward[i]) / stepSeconds))
+        }
+        for p in passes where p.seconds > 0 {
+            let r = p.bytes / 1e9 / p.seconds
+            lines.append(p.name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                         + String(format: " memory   %7.1f GB/s %3.0f%%                    %5.1f%%", r, 100 * r / bandwidthGBs, 100 * p.seconds / stepSeconds))
         }
         return lines
     }

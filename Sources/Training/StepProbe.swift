@@ -5,9 +5,9 @@ import Collectives
 import TensorCore
 
 public final class StepProbe {
-    public enum Phase { case data, loss, optimizer }
+    public enum Phase { case data, loss, zeroing, optimizer }
     /// Seconds per phase since the last reset.
-    public private(set) var dataSeconds = 0.0, lossSeconds = 0.0, optimizerSeconds = 0.0
+    public private(set) var dataSeconds = 0.0, lossSeconds = 0.0, zeroingSeconds = 0.0, optimizerSeconds = 0.0
     /// Exact mode: seconds spent finding scales, quantising chunk slots and decoding the sums.
     public var exactSumSeconds = 0.0
     /// When set, each fast-path gradient all-reduce is timed and followed by a bare all-reduce of
@@ -22,7 +22,7 @@ public final class StepProbe {
     public init() {}
 
     public func reset() {
-        dataSeconds = 0; lossSeconds = 0; optimizerSeconds = 0; exactSumSeconds = 0
+        dataSeconds = 0; lossSeconds = 0; zeroingSeconds = 0; optimizerSeconds = 0; exactSumSeconds = 0
         allReduceTimes = []; bareAllReduceTimes = []; skewWaitSeconds = 0
     }
 
@@ -30,6 +30,7 @@ public final class StepProbe {
         switch phase {
         case .data: dataSeconds += seconds
         case .loss: lossSeconds += seconds
+        case .zeroing: zeroingSeconds += seconds
         case .optimizer: optimizerSeconds += seconds
         }
     }
