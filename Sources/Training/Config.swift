@@ -157,7 +157,7 @@ public struct TrainingConfig {
         config.optimizer.alpha = try o.double("alpha", default: config.optimizer.alpha, range: 0...0.99999)
         config.optimizer.centered = try o.bool("centered", default: config.optimizer.centered)
         config.optimizer.clipNorm = try o.optionalDouble("clip_norm")
-        config.optimizer.shard = try o.bool("shard", default: config.optimizer.shard)
+        config.optimizer.shard = try o.choice("shard", default: config.optimizer.shard)
         try o.finish()
 
         let s = try root.section("schedule")
@@ -211,7 +211,7 @@ public struct TrainingConfig {
         if config.train.earlyStopping.patience > 0 && config.data.validationSplit == 0 {
             throw ConfigError("\(file): 'train.early_stopping' needs 'data.validation_split' > 0 (stopping on the test set would choose the model with it)")
         }
-        if config.optimizer.shard && config.train.bucketMB > 0 {
+        if config.optimizer.shard == .on && config.train.bucketMB > 0 {
             throw ConfigError("\(file): 'optimizer.shard: true' and 'train.bucket_mb' > 0 cannot be combined (a sharded step reduce-scatters all gradients at once); set one of them off")
         }
         if config.train.globalBatch % config.train.accumulateSteps != 0 {

@@ -29,6 +29,19 @@ public struct ShardLayout: Sendable, Equatable {
 }
 
 extension Trainer {
+    /// optimizer.shard: true, false, or auto (on several hosts, and never with overlap buckets).
+    /// Every rank decides alike (auto gathers the hostnames: a collective).
+    static func shouldShard(_ config: TrainingConfig, _ communicator: Communicator) throws -> Bool {
+        guard communicator.size > 1 else { return false }
+        switch config.optimizer.shard {
+        case .on: return true
+        case .off: return false
+        case .auto:
+            let hosts = Set(try hostNames(communicator))
+            return config.train.bucketMB == 0 && hosts.count > 1
+        }
+    }
+
     /// The arena elements this rank updates: its block when sharded, else all of them.
     var ownedParameters: Range<Int> { shards?.ranges[rank] ?? 0..<model.parameters.count }
 

@@ -85,7 +85,7 @@ public final class Trainer {
         }
         model.initialize(seed: seed)
         optimizer = config.optimizer.make(arena: model.parameters)
-        shards = config.optimizer.shard && communicator.size > 1 ? ShardLayout(count: model.parameters.count, ranks: communicator.size) : nil
+        shards = try Self.shouldShard(config, communicator) ? ShardLayout(count: model.parameters.count, ranks: communicator.size) : nil
         (trainIndices, validationIndices) = GlobalBatchSampler.holdout(count: data.train.count, fraction: config.data.validationSplit, seed: seed)
         sampler = GlobalBatchSampler(datasetSize: trainIndices.count, globalBatch: config.train.globalBatch,
                                      seed: seed, shuffle: true, dropLast: config.data.dropLast)
@@ -109,7 +109,7 @@ public final class Trainer {
     @discardableResult
     public func run(directory run: RunDirectory? = nil) throws -> [EpochMetrics] {
         let steps = sampler.stepsPerEpoch
-        console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters" + (config.train.exact ? ", exact mode" : "") + (step > 0 ? ", resuming at step \(step)" : ""))
+        console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters" + (config.train.exact ? ", exact mode" : "") + (shards != nil ? ", optimizer sharded over \(worldSize) ranks" : "") + (step > 0 ? ", resuming at step \(step)" : ""))
         // Restored sums are global: rank 0 carries them so that summing over ranks is exact.
         var pendingSums = resumedSums.map { rank == 0 ? $0 : [0, 0, 0] }
         resumedSums = nil

@@ -52,22 +52,6 @@ struct CommBench: ParsableCommand {
     }
 }
 
-/// Every rank's hostname, in rank order (a collective: every rank takes part).
-func hostNames(_ comm: Communicator) throws -> [String] {
-    var name = [UInt8](repeating: 0, count: 64)
-    let mine = Array(hostName().utf8.prefix(63))
-    name.replaceSubrange(0..<mine.count, with: mine)
-    var all = [Double](repeating: 0, count: 64 * comm.size)
-    for (i, b) in name.enumerated() { all[comm.rank * 64 + i] = Double(b) }
-    try comm.allReduce(&all, op: .sum)
-    var names = [String]()
-    for r in 0..<comm.size {
-        let bytes: [UInt8] = all[(r * 64)..<(r * 64 + 64)].map { UInt8($0) }
-        names.append(String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self))
-    }
-    return names
-}
-
 /// Hostnames for a log line: "node0, node1", or "vm ×2" when every rank runs on one host.
 func describeHosts(_ names: [String]) -> String {
     Set(names).count == 1 ? "\(names[0]) ×\(names.count)" : names.joined(separator: ", ")

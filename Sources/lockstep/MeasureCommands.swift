@@ -1,5 +1,6 @@
 // `lockstep bench`, `lockstep ranks` and `lockstep report`: measuring and looking at runs.
 import ArgumentParser
+import Collectives
 import Foundation
 import TensorCore
 import Training
@@ -50,12 +51,6 @@ struct Ranks: ParsableCommand {
 }
 
 /// This host's name as gethostname(2) reports it (no DNS lookup, unlike ProcessInfo.hostName).
-func hostName() -> String {
-    var buffer = [CChar](repeating: 0, count: 256)
-    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "?" }
-    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}
-
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "report", abstract: "Plots and a table for finished or running runs, from their metrics.jsonl.")
     @Argument(help: "Run directories.") var runs: [String]

@@ -122,6 +122,20 @@ final class ShardingTests: XCTestCase {
         XCTAssertEqual(sharded[0].map(\.bitPattern), plain[0].map(\.bitPattern))
     }
 
+    func testAutoShardsOnlyAcrossHostsAndABadValueNamesTheKey() throws {
+        let config = try TrainingConfig.parse(yaml: smallMLPConfig(), file: "shard.yaml", overrides: [])
+        XCTAssertEqual(config.optimizer.shard, .auto)
+        // Thread ranks share this host: auto does not shard; true does.
+        let decisions = try ThreadCommunicator.run(size: 2) { comm in
+            [try Trainer.shouldShard(config, comm),
+             try Trainer.shouldShard(try TrainingConfig.parse(yaml: smallMLPConfig(), file: "shard.yaml", overrides: ["optimizer.shard=true"]), comm)]
+        }
+        XCTAssertEqual(decisions[0], [false, true])
+        XCTAssertThrowsError(try TrainingConfig.parse(yaml: smallMLPConfig(), file: "shard.yaml", overrides: ["optimizer.shard=maybe"])) { error in
+            XCTAssertTrue("\(error)".contains("optimizer.shard") && "\(error)".contains("auto"), "\(error)")
+        }
+    }
+
     func testShardAndBucketsTogetherAreAnError() {
         XCTAssertThrowsError(try TrainingConfig.parse(yaml: smallMLPConfig(), file: "shard.yaml",
                                                       overrides: ["optimizer.shard=true", "train.bucket_mb=1"])) { error in

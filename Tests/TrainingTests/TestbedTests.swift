@@ -44,6 +44,8 @@ final class TestbedTests: XCTestCase {
             XCTAssertEqual(r.status, 0, r.output)
             guard r.status == 0 else { continue }
             XCTAssertTrue(r.output.contains("\(hosts) host(s)"), r.output)
+            // optimizer.shard: auto shards on several hosts; the bits stay the one process's.
+            XCTAssertTrue(r.output.contains("optimizer sharded over \(hosts) ranks"), r.output)
             let got = try checkpointBits(dir)
             XCTAssertEqual(Set(got.keys), Set(reference.keys))
             for (key, bits) in reference where got[key] != bits { XCTFail("\(hosts) hosts: \(key) differs from the one-process run") }
