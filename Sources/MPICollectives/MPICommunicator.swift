@@ -45,6 +45,8 @@ public final class MPICommunicator: Communicator {
         control = dup
     }
 
+    deinit { scratch?.deallocate() }
+
     public func finalize() {
         var finalized: Int32 = 0
         MPI_Finalized(&finalized)
@@ -87,6 +89,9 @@ public final class MPICommunicator: Communicator {
         try complete(&request, what)
     }
 
+    private var scratch: UnsafeMutableRawPointer?
+    private var scratchBytes = 0
+
     /// Sharding (ZeRO-1): MPI_Reduce_scatter into a block of this rank's size, copied into place.
     public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
         try reduceScatter(UnsafeMutableRawPointer(buffer.baseAddress), counts, elementSize: 4, lockstep_type_float(), "float")
@@ -99,8 +104,13 @@ public final class MPICommunicator: Communicator {
         let total = counts.reduce(0, +)
         guard total > 0, let data else { return }
         let mine = counts[rank], offset = counts[..<rank].reduce(0, +)
-        let block = UnsafeMutableRawPointer.allocate(byteCount: max(mine * elementSize, 1), alignment: 64)
-        defer { block.deallocate() }
+        // A block-sized receive buffer kept between calls (a fresh one every step would page-fault).
+        if scratchBytes < mine * elementSize {
+            scratch?.deallocate()
+            scratchBytes = mine * elementSize
+            scratch = UnsafeMutableRawPointer.allocate(byteCount: max(scratchBytes, 1), alignment: 64)
+        }
+        let block = scratch!
         var counts32 = counts.map { Int32($0) }
         try counts32.withUnsafeMutableBufferPointer { c in   // stays valid until the request completes
             try collective(total, { "MPI_Reduce_scatter of \(total) \(typeName) values" },
