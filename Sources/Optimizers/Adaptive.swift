@@ -10,13 +10,15 @@ public final class AdaGrad: Optimizer {
     public let epsilon: Float, weightDecay: Float
     let sum: UnsafeMutableBufferPointer<Float>
     let ranges: [(range: Range<Int>, decay: Float)]
+    public let owned: Range<Int>
     public var stepCount = 0
 
-    public init(arena: Arena, epsilon: Float = 1e-10, weightDecay: Float = 0, decayWeightsOnly: Bool = false) {
+    public init(arena: Arena, epsilon: Float = 1e-10, weightDecay: Float = 0, decayWeightsOnly: Bool = false, owned: Range<Int>? = nil) {
         self.arena = arena
+        self.owned = ownedRange(owned, arena)
         self.epsilon = epsilon
         self.weightDecay = weightDecay
-        sum = allocateState(arena.count)
+        sum = allocateState(self.owned.count)
         ranges = decayRanges(arena, weightDecay: weightDecay, weightsOnly: decayWeightsOnly)
     }
 
@@ -25,13 +27,14 @@ public final class AdaGrad: Optimizer {
     public var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] { [("adagrad_sum", sum)] }
 
     public func step(rate: Float, within: Range<Int>) {
-        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, s = sum.baseAddress!
-        let eps = epsilon
-        for (range, lambda) in clamped(ranges, to: within) {
-            for i in range {
+        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!
+        let eps = epsilon, base = owned.lowerBound
+        for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
+            let s = sum.baseAddress! + (range.lowerBound - base)   // s[j]: element range.lowerBound + j
+            for (j, i) in range.enumerated() {
                 let grad = g[i] + lambda * w[i]
-                s[i] += grad * grad
-                w[i] -= rate * grad / (s[i].squareRoot() + eps)
+                s[j] += grad * grad
+                w[i] -= rate * grad / (s[j].squareRoot() + eps)
             }
         }
         stepCount += 1
@@ -48,19 +51,21 @@ public final class RMSProp: Optimizer {
     let average: UnsafeMutableBufferPointer<Float>   // ḡ (centered only)
     let buffer: UnsafeMutableBufferPointer<Float>    // b (momentum only)
     let ranges: [(range: Range<Int>, decay: Float)]
+    public let owned: Range<Int>
     public var stepCount = 0
 
     public init(arena: Arena, alpha: Float = 0.99, epsilon: Float = 1e-8, momentum: Float = 0, centered: Bool = false,
-                weightDecay: Float = 0, decayWeightsOnly: Bool = false) {
+                weightDecay: Float = 0, decayWeightsOnly: Bool = false, owned: Range<Int>? = nil) {
         self.arena = arena
+        self.owned = ownedRange(owned, arena)
         self.alpha = alpha
         self.epsilon = epsilon
         self.momentum = momentum
         self.centered = centered
         self.weightDecay = weightDecay
-        square = allocateState(arena.count)
-        average = allocateState(centered ? arena.count : 0)
-        buffer = allocateState(momentum > 0 ? arena.count : 0)
+        square = allocateState(self.owned.count)
+        average = allocateState(centered ? self.owned.count : 0)
+        buffer = allocateState(momentum > 0 ? self.owned.count : 0)
         ranges = decayRanges(arena, weightDecay: weightDecay, weightsOnly: decayWeightsOnly)
     }
 
@@ -75,20 +80,21 @@ public final class RMSProp: Optimizer {
 
     public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = square.baseAddress!
-        let a = alpha, eps = epsilon, mu = momentum
-        for (range, lambda) in clamped(ranges, to: within) {
+        let a = alpha, eps = epsilon, mu = momentum, base = owned.lowerBound
+        for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
             for i in range {
+                let j = i - base   // the element's index in the state
                 let grad = g[i] + lambda * w[i]
-                v[i] = a * v[i] + (1 - a) * grad * grad
-                var denominator = v[i]
+                v[j] = a * v[j] + (1 - a) * grad * grad
+                var denominator = v[j]
                 if centered {
-                    average[i] = a * average[i] + (1 - a) * grad
-                    denominator -= average[i] * average[i]
+                    average[j] = a * average[j] + (1 - a) * grad
+                    denominator -= average[j] * average[j]
                 }
                 let scaled = grad / (denominator.squareRoot() + eps)
                 if mu > 0 {
-                    buffer[i] = mu * buffer[i] + scaled
-                    w[i] -= rate * buffer[i]
+                    buffer[j] = mu * buffer[j] + scaled
+                    w[i] -= rate * buffer[j]
                 } else {
                     w[i] -= rate * scaled
                 }

@@ -7,8 +7,12 @@ public protocol Optimizer: AnyObject {
     /// element's update depends only on its own gradient and state, so a sharded step, where
     /// each rank updates its share, has the bits of the whole step).
     func step(rate: Float, within: Range<Int>)
-    /// Named state tensors (momentum, Adam moments), in the parameter arena's layout.
+    /// Named state tensors (momentum, Adam moments) over the arena elements `owned`, in the
+    /// arena's layout: element i of the arena is element i − owned.lowerBound of each.
     var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] { get }
+    /// The arena elements this optimizer keeps state for and may update: the whole arena, or a
+    /// rank's block when the step is sharded (ZeRO-1), so each rank holds 1/p of the state.
+    var owned: Range<Int> { get }
     /// Steps taken so far (Adam's bias correction depends on it).
     var stepCount: Int { get set }
 }
@@ -16,6 +20,13 @@ public protocol Optimizer: AnyObject {
 extension Optimizer {
     /// Updates the whole arena.
     public func step(rate: Float) { step(rate: rate, within: 0..<Int.max) }
+}
+
+/// The range an optimizer owns: `owned`, or the whole arena.
+func ownedRange(_ owned: Range<Int>?, _ arena: Arena) -> Range<Int> {
+    let r = owned ?? 0..<arena.count
+    precondition(r.lowerBound >= 0 && r.upperBound <= arena.count, "an optimizer's range must lie within the arena")
+    return r
 }
 
 /// `ranges` cut to `within`, dropping the empty ones.
@@ -47,15 +58,17 @@ public final class SGD: Optimizer {
     public let momentum: Float, weightDecay: Float, nesterov: Bool
     let velocity: UnsafeMutableBufferPointer<Float>
     let ranges: [(range: Range<Int>, decay: Float)]
+    public let owned: Range<Int>
     public var stepCount = 0
 
     public init(arena: Arena, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false,
-                decayWeightsOnly: Bool = false) {
+                decayWeightsOnly: Bool = false, owned: Range<Int>? = nil) {
         self.arena = arena
+        self.owned = ownedRange(owned, arena)
         self.momentum = momentum
         self.weightDecay = weightDecay
         self.nesterov = nesterov
-        velocity = allocateState(arena.count)
+        velocity = allocateState(self.owned.count)
         ranges = decayRanges(arena, weightDecay: weightDecay, weightsOnly: decayWeightsOnly)
     }
 
@@ -67,13 +80,13 @@ public final class SGD: Optimizer {
 
     public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = velocity.baseAddress!
-        let mu = momentum
-        for (range, lambda) in clamped(ranges, to: within) {
+        let mu = momentum, base = owned.lowerBound
+        for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
             if mu == 0 {
                 for i in range { w[i] -= rate * (g[i] + lambda * w[i]) }
             } else {
                 let o = range.lowerBound
-                Vector.sgdMomentumStep(w: w + o, g: g + o, v: v + o, n: range.count, rate: rate, momentum: mu,
+                Vector.sgdMomentumStep(w: w + o, g: g + o, v: v + (o - base), n: range.count, rate: rate, momentum: mu,
                                        decay: lambda, nesterov: nesterov)
             }
         }
@@ -89,18 +102,20 @@ public final class Adam: Optimizer {
     let m: UnsafeMutableBufferPointer<Float>
     let v: UnsafeMutableBufferPointer<Float>
     let ranges: [(range: Range<Int>, decay: Float)]
+    public let owned: Range<Int>
     public var stepCount = 0
 
     public init(arena: Arena, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
-                weightDecay: Float = 0, decoupled: Bool = false, decayWeightsOnly: Bool = false) {
+                weightDecay: Float = 0, decoupled: Bool = false, decayWeightsOnly: Bool = false, owned: Range<Int>? = nil) {
         self.arena = arena
+        self.owned = ownedRange(owned, arena)
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
         self.weightDecay = weightDecay
         self.decoupled = decoupled
-        m = allocateState(arena.count)
-        v = allocateState(arena.count)
+        m = allocateState(self.owned.count)
+        v = allocateState(self.owned.count)
         ranges = decayRanges(arena, weightDecay: weightDecay, weightsOnly: decayWeightsOnly)
     }
 
@@ -120,13 +135,13 @@ public final class Adam: Optimizer {
         let mp = m.baseAddress!, vp = v.baseAddress!
         let b1 = beta1, b2 = beta2, eps = epsilon
         let stepSize = rate / c1
-        let invC2 = 1 / c2
-        for (range, lambda) in clamped(ranges, to: within) {
+        let invC2 = 1 / c2, base = owned.lowerBound
+        for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
             // Decoupled (AdamW): shrink the weights directly; otherwise fold λw into the gradient.
             let l2: Float = decoupled ? 0 : lambda
             let shrink: Float = decoupled ? 1 - rate * lambda : 1
             let o = range.lowerBound
-            Vector.adamStep(w: w + o, g: g + o, m: mp + o, v: vp + o, n: range.count, beta1: b1, beta2: b2, epsilon: eps,
+            Vector.adamStep(w: w + o, g: g + o, m: mp + (o - base), v: vp + (o - base), n: range.count, beta1: b1, beta2: b2, epsilon: eps,
                             l2: l2, shrink: shrink, stepSize: stepSize, invC2: invC2)
         }
     }

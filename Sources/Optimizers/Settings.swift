@@ -43,20 +43,21 @@ public struct OptimizerSettings: Sendable {
 
     public init() {}
 
-    /// The optimizer these settings describe, over a model's parameter arena.
-    public func make(arena: Arena) -> Optimizer {
+    /// The optimizer these settings describe, over a model's parameter arena; with `owned`, it
+    /// keeps state for (and updates) only those elements (a rank's block of a sharded step).
+    public func make(arena: Arena, owned: Range<Int>? = nil) -> Optimizer {
         switch kind {
         case .sgd:
             return SGD(arena: arena, momentum: Float(momentum), weightDecay: Float(weightDecay),
-                       nesterov: nesterov, decayWeightsOnly: decayWeightsOnly)
+                       nesterov: nesterov, decayWeightsOnly: decayWeightsOnly, owned: owned)
         case .rmsprop:
             return RMSProp(arena: arena, alpha: Float(alpha), epsilon: Float(epsilon), momentum: Float(momentum),
-                           centered: centered, weightDecay: Float(weightDecay), decayWeightsOnly: decayWeightsOnly)
+                           centered: centered, weightDecay: Float(weightDecay), decayWeightsOnly: decayWeightsOnly, owned: owned)
         case .adagrad:
-            return AdaGrad(arena: arena, epsilon: Float(epsilon), weightDecay: Float(weightDecay), decayWeightsOnly: decayWeightsOnly)
+            return AdaGrad(arena: arena, epsilon: Float(epsilon), weightDecay: Float(weightDecay), decayWeightsOnly: decayWeightsOnly, owned: owned)
         case .adam, .adamw:
             return Adam(arena: arena, beta1: Float(beta1), beta2: Float(beta2), epsilon: Float(epsilon),
-                        weightDecay: Float(weightDecay), decoupled: kind == .adamw, decayWeightsOnly: decayWeightsOnly)
+                        weightDecay: Float(weightDecay), decoupled: kind == .adamw, decayWeightsOnly: decayWeightsOnly, owned: owned)
         }
     }
 }

@@ -56,14 +56,6 @@ extension Trainer {
     /// Serialises the full training state with `metricsJSON` (the latest metrics record) in its
     /// metadata. Call on every rank (it is cheap); only rank 0 writes.
     public func checkpointBytes(epochSums: [Double], metricsJSON: String) throws -> [UInt8] {
-        var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
-        for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
-        for (stateName, buffer) in optimizer.state {
-            for p in model.parameters.entries {
-                tensors.append(("optimizer.\(stateName).\(p.name)", p.shape,
-                                UnsafeBufferPointer(rebasing: buffer[p.offset..<(p.offset + p.count)])))
-            }
-        }
         let meta: [String: String] = [
             "format": "lockstep",
             "format_version": Checkpointer.formatVersion,
@@ -80,7 +72,18 @@ extension Trainer {
             "config": config.resolvedYAML,
             "metrics": metricsJSON,
         ]
-        return try SafeTensorsFile.encode(tensors: tensors, metadata: meta.merging(deploymentMetadata) { $1 })
+        var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
+        for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
+        // The whole arena's state (a sharded step's blocks gathered from every rank).
+        return try withFullOptimizerState { state in
+            for (stateName, buffer) in state {
+                for p in model.parameters.entries {
+                    tensors.append(("optimizer.\(stateName).\(p.name)", p.shape,
+                                    UnsafeBufferPointer(rebasing: buffer[p.offset..<(p.offset + p.count)])))
+                }
+            }
+            return try SafeTensorsFile.encode(tensors: tensors, metadata: meta.merging(deploymentMetadata) { $1 })
+        }
     }
 
     /// Restores from a checkpoint file (rank 0 reads it and broadcasts its bytes): parameters,
@@ -124,7 +127,15 @@ extension Trainer {
         // Which tensors are missing, extra, or of another shape.
         var expected: [(name: String, shape: [Int], target: UnsafeMutablePointer<Float>)] = []
         for p in model.namedTensors { expected.append((p.name, p.shape, p.value)) }
-        for (stateName, buffer) in optimizer.state {
+        // A sharded optimizer holds its block only: read the whole state, then keep the block.
+        let owned = optimizer.owned, whole = owned == 0..<model.parameters.count
+        let state = whole ? optimizer.state : optimizer.state.map { s -> (name: String, values: UnsafeMutableBufferPointer<Float>) in
+            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: model.parameters.count)
+            b.initialize(repeating: 0)
+            return (s.name, b)
+        }
+        defer { if !whole { for s in state { s.values.deallocate() } } }
+        for (stateName, buffer) in state {
             for p in model.parameters.entries {
                 expected.append(("optimizer.\(stateName).\(p.name)", p.shape, buffer.baseAddress! + p.offset))
             }
@@ -153,6 +164,9 @@ extension Trainer {
             }
         }
         for e in expected { file.copy(present[e.name]!, into: e.target) }
+        if !whole {
+            for (block, full) in zip(optimizer.state, state) { _ = block.values.update(fromContentsOf: full.values[owned]) }
+        }
         optimizer.stepCount = optimizerSteps.flatMap { $0 } ?? savedStep
         step = savedStep
         let sums = stored.map { $0.map { $0! } } ?? [0, 0, 0]

@@ -71,7 +71,6 @@ extension Trainer {
     func epochCheckpointBytes(sums: [Double], metricsJSON: String) throws -> [UInt8] {
         var global = sums
         try communicator.allReduce(&global)
-        try gatherOptimizerState()
         // With local BN the file holds the running statistics that evaluation uses.
         return try withEvaluationBuffers { try checkpointBytes(epochSums: global, metricsJSON: metricsJSON) }
     }

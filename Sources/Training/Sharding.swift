@@ -4,11 +4,12 @@
 //
 // A step: gradients are reduce-scattered (each rank receives the sum of its block only: half
 // the bytes of an all-reduce), each rank clips (with the global norm) and updates its block with
-// its block of the optimizer state, and the blocks of parameters are all-gathered. Every
-// element's update depends only on its own gradient and state, and the global norm is summed in
-// tiles that shards never cut (Optimizers/Clipping.swift), so in exact mode the parameters have
-// the bits of the unsharded step on any number of ranks. The state outside a rank's block goes
-// stale; checkpoints all-gather it first, so files do not depend on the number of ranks.
+// its block of the optimizer state (the only state it holds: 1/p of it), and the blocks of
+// parameters are all-gathered. Every element's update depends only on its own gradient and
+// state, and the global norm is summed in tiles that shards never cut (Optimizers/Clipping.swift),
+// so in exact mode the parameters have the bits of the unsharded step on any number of ranks.
+// Checkpoints all-gather the state into whole-arena buffers for the file, and a restore keeps
+// each rank's block, so files do not depend on the number of ranks.
 import Collectives
 import NN
 import Optimizers
@@ -33,12 +34,13 @@ extension Trainer {
     /// Every rank decides alike (auto gathers the hostnames: a collective).
     static func shouldShard(_ config: TrainingConfig, _ communicator: Communicator) throws -> Bool {
         guard communicator.size > 1 else { return false }
+        // Gathered whatever the setting, so that every rank runs the same collectives even if
+        // their configs differ (which synchronizeStart then reports).
+        let hosts = Set(try hostNames(communicator))
         switch config.optimizer.shard {
         case .on: return true
         case .off: return false
-        case .auto:
-            let hosts = Set(try hostNames(communicator))
-            return config.train.bucketMB == 0 && hosts.count > 1
+        case .auto: return config.train.bucketMB == 0 && hosts.count > 1
         }
     }
 
@@ -83,12 +85,20 @@ extension Trainer {
         gradientAllReduceSeconds += monotonicSeconds() - t0
     }
 
-    /// Before a checkpoint (every rank): each rank's block of the optimizer state to every rank,
-    /// so that rank 0 writes the whole state.
-    func gatherOptimizerState() throws {
-        guard let shards else { return }
-        for (_, buffer) in optimizer.state {
+    /// The optimizer state over the whole arena, for a checkpoint (every rank calls it: when
+    /// sharded, each rank's block is all-gathered into temporary whole-arena buffers).
+    public func withFullOptimizerState<R>(_ body: ([(name: String, values: UnsafeMutableBufferPointer<Float>)]) throws -> R) throws -> R {
+        guard let shards else { return try body(optimizer.state) }
+        let n = model.parameters.count, mine = optimizer.owned
+        var full: [(name: String, values: UnsafeMutableBufferPointer<Float>)] = []
+        defer { for f in full { f.values.deallocate() } }
+        for (name, block) in optimizer.state {
+            let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+            buffer.initialize(repeating: 0)
+            full.append((name, buffer))
+            _ = UnsafeMutableBufferPointer(rebasing: buffer[mine]).update(fromContentsOf: block)
             try communicator.allGather(buffer, counts: shards.counts)
         }
+        return try body(full)
     }
 }

@@ -84,8 +84,8 @@ public final class Trainer {
             throw ShapeError("\(config.file): the model's output is \(model.outputShape) but the data has \(config.data.classes) classes; end the model with '- dense: {out: \(config.data.classes)}'")
         }
         model.initialize(seed: seed)
-        optimizer = config.optimizer.make(arena: model.parameters)
         shards = try Self.shouldShard(config, communicator) ? ShardLayout(count: model.parameters.count, ranks: communicator.size) : nil
+        optimizer = config.optimizer.make(arena: model.parameters, owned: shards?.ranges[communicator.rank])
         (trainIndices, validationIndices) = GlobalBatchSampler.holdout(count: data.train.count, fraction: config.data.validationSplit, seed: seed)
         sampler = GlobalBatchSampler(datasetSize: trainIndices.count, globalBatch: config.train.globalBatch,
                                      seed: seed, shuffle: true, dropLast: config.data.dropLast)

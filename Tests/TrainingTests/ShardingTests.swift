@@ -9,6 +9,14 @@ import TensorCore
 import XCTest
 @testable import Training
 
+/// stateBits with the optimizer state of the whole arena (gathered from every rank when sharded).
+func fullStateBits(_ trainer: Trainer) throws -> [UInt32] {
+    try trainer.withFullOptimizerState { state in
+        (Array(trainer.model.parameters.flatValues) + Array(trainer.model.buffers.flatValues)
+            + state.flatMap { Array($0.values) }).map(\.bitPattern)
+    }
+}
+
 final class ShardingTests: XCTestCase {
     func testLayoutCutsWholeTilesCoveringTheArena() {
         // 19 tiles of 256 and a partial one (5000 elements) over 3 ranks: 20·r/3 tiles → 0, 6, 13, 20.
@@ -45,8 +53,7 @@ final class ShardingTests: XCTestCase {
         let results = try ThreadCommunicator.run(size: ranks) { comm -> [UInt32] in
             let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
             try trainer.run()
-            try trainer.gatherOptimizerState()
-            return stateBits(trainer)
+            return try fullStateBits(trainer)
         }
         for r in results.dropFirst() {
             XCTAssertEqual(Array(r.prefix(results[0].count)), results[0], "replicas differ at \(ranks) ranks")
@@ -77,6 +84,20 @@ final class ShardingTests: XCTestCase {
         XCTAssertNotEqual(clipped, plain)
     }
 
+    func testEachRankHoldsOnlyItsBlockOfTheState() throws {
+        let config = try TrainingConfig.parse(yaml: smallMLPConfig(), file: "shard.yaml", overrides: ["optimizer.shard=true"])
+        let data = makeData()
+        let sizes = try ThreadCommunicator.run(size: 4) { comm -> [Int] in
+            let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+            XCTAssertEqual(trainer.optimizer.owned, ShardLayout(count: trainer.model.parameters.count, ranks: 4).ranges[comm.rank])
+            return trainer.optimizer.state.map(\.values.count) + [trainer.model.parameters.count]
+        }
+        // Adam's two moments, each of the rank's block only; the blocks add up to the arena.
+        XCTAssertEqual(sizes.map { $0.count }, [3, 3, 3, 3])
+        XCTAssertEqual(sizes.map { $0[0] }.reduce(0, +), sizes[0][2])
+        XCTAssertTrue(sizes.allSatisfy { $0[0] == $0[1] && $0[0] < $0[2] }, "\(sizes)")
+    }
+
     func testShardedResumeOnAnotherWorldSizeIsExact() throws {
         let data = makeData()
         let overrides = ["train.exact=true", "train.chunk=4", "optimizer.shard=true", "checkpoint.every_steps=7"]
@@ -95,8 +116,7 @@ final class ShardingTests: XCTestCase {
                 let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
                 try trainer.restore(from: ckpt)
                 try trainer.run()
-                try trainer.gatherOptimizerState()
-                return stateBits(trainer)
+                return try fullStateBits(trainer)
             }[0]
             XCTAssertTrue(resumed == full, "resumed from step 21 of 2 sharded ranks on \(ranks) ranks")
         }
