@@ -108,6 +108,9 @@ public class BatchNorm: Layer {
         }
         let count = Int(stats[2 * c])
         globalCount = count
+        // Local BN on a rank that holds no samples this step (the last batch of an epoch can
+        // have fewer chunks than ranks): nothing to normalise, no statistics to update.
+        if count == 0 && n == 0 { return y }
         guard count > 1 else {
             throw ShapeError("\(name): batch norm in training needs more than one value per channel, got \(count); use a larger batch")
         }
@@ -203,6 +206,7 @@ public class BatchNorm: Layer {
     public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
         precondition(mode == .training, "\(name): backward after an evaluation forward")
         let n = dOut.shape[0]
+        if globalCount == 0 { return reuse(&dInput, dOut.shape) }   // no samples here (see forward)
         let c = channels, s = spatial
         let xhat = normalized!
         var sums = [Double](repeating: 0, count: 2 * c)

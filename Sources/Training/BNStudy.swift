@@ -49,7 +49,10 @@ public struct BNStudy {
     /// The config of one run: the base config with its seed, global batch (per-rank × ranks),
     /// output directory, and either bn.mode or every batch-norm layer replaced by the variant.
     public func config(for run: Run, base: TrainingConfig, ranks: Int, overrides: [String], path: String) throws -> TrainingConfig {
-        var sets = overrides + ["train.seed=\(run.seed)", "train.global_batch=\(run.perRankBatch * ranks)", "output.dir=\(run.directory)"]
+        // Full batches only (drop_last): a partial last batch would leave some ranks fewer samples
+        // than the per-rank batch the run stands for (or none).
+        var sets = overrides + ["train.seed=\(run.seed)", "train.global_batch=\(run.perRankBatch * ranks)", "output.dir=\(run.directory)",
+                                "data.drop_last=true"]
         if run.variant == "sync" || run.variant == "local" { sets.append("bn.mode=\(run.variant)") }
         if scaleLearningRate {
             sets.append("optimizer.lr=\(base.optimizer.learningRate * Double(run.perRankBatch * ranks) / Double(base.train.globalBatch))")

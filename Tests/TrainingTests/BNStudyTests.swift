@@ -44,6 +44,24 @@ final class BNStudyTests: XCTestCase {
         XCTAssertEqual(chunks, [4, 4, 2, 2, 16, 16])   // gcd(4, 16), gcd(6, 16), 16 divides 32
     }
 
+    func testRunsUseFullBatchesAndLocalBNSurvivesARankWithoutSamples() throws {
+        let configPath = try CLI().writeConfig(smallMLPConfig())
+        let base = try TrainingConfig.load(path: configPath)
+        let study = try BNStudy(variants: ["local"], perRankBatches: [4], seeds: [0], groups: 2, root: makeTempDir())
+        XCTAssertTrue(try study.config(for: study.runs[0], base: base, ranks: 2, overrides: [], path: configPath).data.dropLast)
+        // A global batch of 8 in chunks of 4 on 3 ranks: rank 2 holds no samples in any step.
+        // Local BN there has nothing to normalise; it must not stop the job (it did: "got 0").
+        let config = try TrainingConfig.parse(yaml: smallMLPConfig(), file: "local.yaml",
+                                              overrides: ["bn.mode=local", "train.exact=true", "train.chunk=4", "train.global_batch=8", "train.max_steps=6"])
+        let data = makeData()
+        let steps = try ThreadCommunicator.run(size: 3) { comm -> Int in
+            let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
+            try trainer.run()
+            return trainer.step
+        }
+        XCTAssertEqual(steps, [6, 6, 6])
+    }
+
     func testScaledLearningRateFollowsTheGlobalBatch() throws {
         let configPath = try CLI().writeConfig(smallCNNConfig(extra: ""))
         let base = try TrainingConfig.load(path: configPath)
