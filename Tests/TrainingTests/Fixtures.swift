@@ -160,3 +160,11 @@ struct CLI {
     }
 
 }
+
+/// Every tensor of a run's step-50 checkpoint (parameters, buffers, optimizer state) as bits.
+func checkpointBits(_ runDir: String) throws -> [String: [UInt32]] {
+    let f = try SafeTensorsFile.read(path: runDir + "/ckpt-step00000050.safetensors")
+    var out: [String: [UInt32]] = [:]
+    for e in f.entries { out[e.name] = f.values(e).map(\.bitPattern) }
+    return out
+}

@@ -8,13 +8,6 @@ final class MPIIntegrationTests: XCTestCase {
     var lockstep: String { tests.lockstep }
 
     /// Every tensor of a run's step-50 checkpoint (parameters, buffers, optimizer state) as bits.
-    func checkpointBits(_ runDir: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: [UInt32]] {
-        let f = try SafeTensorsFile.read(path: runDir + "/ckpt-step00000050.safetensors")
-        var out: [String: [UInt32]] = [:]
-        for e in f.entries { out[e.name] = f.values(e).map(\.bitPattern) }
-        return out
-    }
-
     func testExactModeHasTheSameBitsUnderMPIAndWithTwoBLASThreads() throws {
         try tests.requireMPI()
         let dir = try writeIDXDirectory()

@@ -19,13 +19,6 @@ final class TestbedTests: XCTestCase {
         XCTAssertEqual(probe.status, 0, probe.output)
     }
 
-    func checkpointBits(_ runDir: String) throws -> [String: [UInt32]] {
-        let f = try SafeTensorsFile.read(path: runDir + "/ckpt-step00000050.safetensors")
-        var out: [String: [UInt32]] = [:]
-        for e in f.entries { out[e.name] = f.values(e).map(\.bitPattern) }
-        return out
-    }
-
     func testMLPOnTwoAndFourHostsHasTheBitsOfOneProcess() throws {
         try requireTestbed()
         let data = try writeIDXDirectory()
