@@ -59,12 +59,13 @@ extension BNStudy {
                 md.append("One seed per setting: no interval, so no statement on significance (use --seeds 3 or more).")
             }
             for b in perRankBatches {
-                let sync = MeanInterval(values("sync", b, { $0.communicationPerStep })).mean
-                let local = MeanInterval(values("local", b, { $0.communicationPerStep })).mean
+                // Paired by seed like the accuracies: the runs of one seed take the same steps.
+                let d = MeanInterval.pairedDifference(values("sync", b, { $0.communicationPerStep }), values("local", b, { $0.communicationPerStep }))
                 let step = MeanInterval(values("sync", b, { $0.secondsPerStep })).mean
-                if sync.isFinite, local.isFinite, step > 0 {
-                    md.append(String(format: "- per-rank batch %d: sync BN's extra collectives cost %.2f ms per step, %.1f%% of its step.", b,
-                                     1000 * (sync - local), 100 * (sync - local) / step))
+                if d.mean.isFinite, step > 0 {
+                    let interval = d.lower.map { String(format: " [95%% interval %+.2f, %+.2f]", 1000 * $0, 1000 * d.upper!) } ?? ""
+                    md.append(String(format: "- per-rank batch %d: sync BN's extra collectives cost %.2f ms per step%@, %.1f%% of its step.", b,
+                                     1000 * d.mean, interval as NSString, 100 * d.mean / step))
                 }
             }
         }

@@ -62,6 +62,18 @@ final class BNStudyTests: XCTestCase {
         XCTAssertEqual(steps, [6, 6, 6])
     }
 
+    func testSyncBNCostIsAPairedDifferenceWithItsInterval() throws {
+        let study = try BNStudy(variants: ["sync", "local"], perRankBatches: [4], seeds: [0, 1, 2], groups: 2, root: "/tmp")
+        // Collective ms per step by seed: sync 3.0/3.2/3.1, local 2.8/3.1/2.9 → differences
+        // 0.2/0.1/0.2: mean 0.1667, sd 0.0577, t(0.975, 2) = 4.303, half-width 0.1434 ms.
+        let comm: [String: [Double]] = ["sync": [3.0, 3.2, 3.1], "local": [2.8, 3.1, 2.9]]
+        let outcomes = study.runs.map { r in
+            BNStudy.Outcome(run: r, accuracy: 0.9, secondsPerStep: 0.030, communicationPerStep: comm[r.variant]![r.seed] / 1000)
+        }
+        let text = study.summary(outcomes, setting: "test").markdown
+        XCTAssertTrue(text.contains("per-rank batch 4: sync BN's extra collectives cost 0.17 ms per step [95% interval +0.02, +0.31], 0.6% of its step."), text)
+    }
+
     func testScaledLearningRateFollowsTheGlobalBatch() throws {
         let configPath = try CLI().writeConfig(smallCNNConfig(extra: ""))
         let base = try TrainingConfig.load(path: configPath)
