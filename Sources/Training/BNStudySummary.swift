@@ -79,8 +79,13 @@ extension BNStudy {
                 series.append(Series(name: "\(v) 95% interval (upper)", points: bands.map { ($0.0, 100 * $0.1.upper!) }, dotted: true, colour: i))
             }
         }
-        let chart = LineChart(title: "Test accuracy against per-rank batch (\(setting))", xLabel: "log2(per-rank batch)",
+        var chart = LineChart(title: "Test accuracy against per-rank batch (\(setting))", xLabel: "log2(per-rank batch)",
                               yLabel: "test accuracy (%)", series: series)
+        // A variant that collapses (local BN on 2 samples per rank) would squash the rest into a
+        // sliver: the axis starts 6 points below the lowest best-of-variants mean over the batch
+        // sizes, and a value below that is marked at the edge with its number.
+        let bestPerBatch = perRankBatches.map { b in variants.map { MeanInterval(values($0, b, { $0.accuracy })).mean }.filter(\.isFinite).max() ?? .nan }
+        if let lowestBest = bestPerBatch.filter(\.isFinite).min() { chart.yFloor = 100 * lowestBest - 6 }
         return Summary(markdown: md.joined(separator: "\n") + "\n", chart: chart)
     }
 }

@@ -25,6 +25,9 @@ public struct LineChart {
     public var yLabel: String
     public var series: [Series]
     public var width = 640.0, height = 360.0
+    /// Values below this are drawn at the bottom edge, hollow, with their value written beside
+    /// them, so that one collapsed run does not squash the differences among the rest.
+    public var yFloor: Double?
     static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
     public init(title: String, xLabel: String, yLabel: String, series: [Series]) {
@@ -60,33 +63,51 @@ public struct LineChart {
         return s
     }
 
+    /// `text` in lines of at most `characters`, broken at spaces.
+    static func wrap(_ text: String, characters: Int) -> [String] {
+        var lines: [String] = [], line = ""
+        for word in text.split(separator: " ") {
+            if !line.isEmpty && line.count + 1 + word.count > characters { lines.append(line); line = "" }
+            line += (line.isEmpty ? "" : " ") + word
+        }
+        return lines + (line.isEmpty && !lines.isEmpty ? [] : [line])
+    }
+
     static func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
     }
 
     public var svg: String {
-        let left = 64.0, right = 16.0, top = 36.0, bottom = 48.0
         // Wide enough for the longest legend label (about 6.6 px per character at 12 px).
         let legendWidth = 44 + 6.6 * Double(series.map { $0.name.count }.max() ?? 10)
         let width = self.width + max(0, legendWidth - 150)
+        // The title wrapped at spaces to the figure's width (about 7.8 px per bold 14 px character).
+        let titleLines = Self.wrap(title, characters: max(20, Int((width - 24) / 7.8)))
+        let left = 64.0, right = 16.0, top = 18.0 + 18.0 * Double(titleLines.count), bottom = 48.0
+        let height = self.height + 18.0 * Double(titleLines.count - 1)
         let plotW = width - left - right - legendWidth, plotH = height - top - bottom
         let all = series.flatMap { $0.points }.filter { $0.x.isFinite && $0.y.isFinite }
         var (x0, x1) = (all.map { $0.x }.min() ?? 0, all.map { $0.x }.max() ?? 1)
         var (y0, y1) = (all.map { $0.y }.min() ?? 0, all.map { $0.y }.max() ?? 1)
+        let clipped = yFloor.map { $0 > y0 && $0 < y1 } ?? false
+        if clipped { y0 = yFloor! }
         if x1 <= x0 { x0 -= 0.5; x1 += 0.5 }
         if y1 <= y0 { y0 -= abs(y0) * 0.05 + 0.01; y1 += abs(y1) * 0.05 + 0.01 }
         let pad = (y1 - y0) * 0.05
-        y0 -= pad; y1 += pad
+        if !clipped { y0 -= pad }
+        y1 += pad
         let xt = Self.ticks(x0, x1), yt = Self.ticks(y0, y1)
         func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * plotW }
         func py(_ y: Double) -> Double { top + (1 - (y - y0) / (y1 - y0)) * plotH }
         var s = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
         <rect x="0" y="0" width="\(Int(width))" height="\(Int(height))" fill="white"/>
-        <text x="\(left + plotW / 2)" y="20" text-anchor="middle" font-size="14" font-weight="bold">\(Self.escape(title))</text>
 
         """
+        for (k, line) in titleLines.enumerated() {
+            s += "<text x=\"\(width / 2)\" y=\"\(20 + 18 * Double(k))\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">\(Self.escape(line))</text>\n"
+        }
         for t in yt {
             let y = py(t)
             s += "<line x1=\"\(left)\" y1=\"\(y)\" x2=\"\(left + plotW)\" y2=\"\(y)\" stroke=\"#e5e5e5\"/>\n"
@@ -104,10 +125,15 @@ public struct LineChart {
             let colour = Self.palette[(series.colour ?? i) % Self.palette.count]
             let pts = series.points.filter { $0.x.isFinite && $0.y.isFinite }
             let dash = series.dotted ? " stroke-dasharray=\"2 3\"" : series.dashed ? " stroke-dasharray=\"6 4\"" : ""
-            let path = pts.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
+            let path = pts.map { String(format: "%.1f,%.1f", px($0.x), py(max($0.y, y0))) }.joined(separator: " ")
             s += "<polyline class=\"series\" data-name=\"\(Self.escape(series.name))\" data-points=\"\(pts.count)\" fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\"\(dash) points=\"\(path)\"/>\n"
             for p in pts {
-                s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%@\"/>\n", px(p.x), py(p.y), colour as NSString)
+                if p.y < y0 {   // below the floor: hollow, at the edge, with its value
+                    s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"white\" stroke=\"%@\" stroke-width=\"1.5\"/>\n", px(p.x), py(y0), colour as NSString)
+                    s += String(format: "<text x=\"%.1f\" y=\"%.1f\" fill=\"%@\" font-size=\"11\">%@ ↓</text>\n", px(p.x) + 6, py(y0) - 6 - 12 * Double(i % 3), colour as NSString, Self.label((p.y * 10).rounded() / 10) as NSString)
+                } else {
+                    s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%@\"/>\n", px(p.x), py(p.y), colour as NSString)
+                }
             }
             let ly = top + 12 + Double(i) * 18, lx = left + plotW + 14
             s += "<line x1=\"\(lx)\" y1=\"\(ly - 4)\" x2=\"\(lx + 22)\" y2=\"\(ly - 4)\" stroke=\"\(colour)\" stroke-width=\"2\"\(dash)/>\n"

@@ -118,4 +118,16 @@ final class ReportTests: XCTestCase {
         let t = LineChart.ticks(0.83, 0.94)
         XCTAssertTrue(t.first! >= 0.83 - 1e-9 && t.last! <= 0.94 + 1e-9 && t.count >= 3, "\(t)")
     }
+
+    func testChartWrapsALongTitleAndMarksValuesBelowItsFloor() {
+        var chart = LineChart(title: String(repeating: "word ", count: 40), xLabel: "x", yLabel: "y",
+                              series: [Series(name: "a", points: [(1, 91), (2, 62.94), (3, 90)])])
+        chart.yFloor = 85
+        let svg = chart.svg
+        // 40 words of 5 characters do not fit one line at 640-odd pixels: at least three lines.
+        XCTAssertGreaterThanOrEqual(svg.components(separatedBy: "font-weight=\"bold\">word").count - 1, 3, svg)
+        // The point at 62.94 is drawn at the floor, hollow, with its value; the others are not.
+        XCTAssertTrue(svg.contains(">62.9 ↓</text>"), svg)
+        XCTAssertEqual(svg.components(separatedBy: "fill=\"white\" stroke=").count - 1, 1, svg)
+    }
 }
