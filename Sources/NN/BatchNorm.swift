@@ -109,14 +109,13 @@ public class BatchNorm: Layer {
         let count = Int(stats[2 * c])
         globalCount = count
         // Local BN on a rank that holds no samples this step (the last batch of an epoch can
-        // have fewer chunks than ranks): nothing to normalise, no statistics to update.
-        if count == 0 && n == 0 { return y }
-        guard count > 1 else {
+        // have fewer chunks than ranks) has nothing to normalise and no statistics to update.
+        guard count > 1 || (count == 0 && n == 0) else {
             throw ShapeError("\(name): batch norm in training needs more than one value per channel, got \(count); use a larger batch")
         }
         let xhat = reuse(&normalized, x.shape)
         var means = [Float](repeating: 0, count: c)
-        for ch in 0..<c {
+        for ch in 0..<c where count > 0 {
             let mean = stats[ch] / Double(count)
             // Double arithmetic: the cancellation costs ~1e-16·(mean²/var) relative, harmless.
             let variance = max(stats[c + ch] / Double(count) - mean * mean, 0)
