@@ -104,7 +104,7 @@ extension Trainer {
         let slots = config.train.exact ? Double(max(model.parameters.slotCount, 1)) : 1
         let states = Double(optimizer.state.count)
         return [("zeroing gradients", r.zeroingSeconds, 4 * n * slots),
-                ("optimizer step", r.optimizerSeconds, 4 * (3 + 2 * states) * Double(ownedParameters.count))]
+                ("optimizer step", r.optimizerSeconds, 4 * (3 + 2 * states) * Double(optimizer.owned.count))]
     }
 }
 

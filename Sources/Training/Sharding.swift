@@ -44,9 +44,6 @@ extension Trainer {
         }
     }
 
-    /// The arena elements this rank updates: its block when sharded, else all of them.
-    var ownedParameters: Range<Int> { shards?.ranges[rank] ?? 0..<model.parameters.count }
-
     /// The fast path, sharded: a float reduce-scatter of the gradients; the stop flag rides in
     /// the spare float, whose sum lands on the last rank and returns in the all-gather.
     func reduceScatterInFloat(_ shards: ShardLayout) throws {
