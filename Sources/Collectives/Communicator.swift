@@ -88,18 +88,23 @@ extension Communicator {
         return CompletedCollective()
     }
 
+    /// reduceScatter's and allGather's blocks: one per rank, covering the buffer.
+    func checkBlocks(_ counts: [Int], _ total: Int) {
+        precondition(counts.count == size && counts.reduce(0, +) == total, "reduce-scatter/all-gather: counts must split the buffer over the ranks")
+    }
+
     /// The fallback of reduceScatter: the whole buffer all-reduced (same sums, more traffic).
     public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
-        precondition(counts.count == size && counts.reduce(0, +) == buffer.count, "reduceScatter: counts must split the buffer over the ranks")
+        checkBlocks(counts, buffer.count)
         try allReduce(buffer, op: .sum)
     }
     public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Int64>, counts: [Int]) throws {
-        precondition(counts.count == size && counts.reduce(0, +) == buffer.count, "reduceScatter: counts must split the buffer over the ranks")
+        checkBlocks(counts, buffer.count)
         try allReduce(buffer, op: .sum)
     }
     /// The fallback of allGather: each rank broadcasts its block in turn.
     public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
-        precondition(counts.count == size && counts.reduce(0, +) == buffer.count, "allGather: counts must split the buffer over the ranks")
+        checkBlocks(counts, buffer.count)
         var offset = 0
         for (r, n) in counts.enumerated() {
             if n > 0 { try broadcast(UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[offset..<(offset + n)])), root: r) }

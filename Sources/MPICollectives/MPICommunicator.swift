@@ -73,20 +73,10 @@ public final class MPICommunicator: Communicator {
 
     private func allReduce(_ data: UnsafeMutableRawPointer?, _ count: Int, _ type: MPI_Datatype, _ typeName: String, _ op: ReduceOp) throws {
         if count == 0 { return }
-        let what = { "MPI_Allreduce (\(op)) of \(count) \(typeName) values" }
-        if count >= Self.largeCount {
-            // Large (the gradients): MPI's blocking all-reduce is markedly faster than its
-            // non-blocking one (9% of an MLP step at 2 ranks here), so first check that every
-            // rank has arrived with a polled barrier, then run the blocking one.
-            var arrival = lockstep_request_null()
-            try check(MPI_Ibarrier(comm, &arrival), "MPI_Ibarrier")
-            try complete(&arrival, what)
-            try check(MPI_Allreduce(lockstep_in_place(), data, Int32(count), type, mpiOp(op), comm), "MPI_Allreduce")
-            return
-        }
-        var request = lockstep_request_null()
-        try check(MPI_Iallreduce(lockstep_in_place(), data, Int32(count), type, mpiOp(op), comm, &request), "MPI_Iallreduce")
-        try complete(&request, what)
+        let mpiOperation = mpiOp(op)
+        try collective(count, { "MPI_Allreduce (\(op)) of \(count) \(typeName) values" },
+                       blocking: { MPI_Allreduce(lockstep_in_place(), data, Int32(count), type, mpiOperation, comm) },
+                       start: { MPI_Iallreduce(lockstep_in_place(), data, Int32(count), type, mpiOperation, comm, &$0) })
     }
 
     private var scratch: UnsafeMutableRawPointer?
@@ -137,9 +127,10 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    /// A collective of `count` elements: large ones (gradients, parameters) wait for every rank
-    /// with a polled barrier and then run blocking (faster in MPI than the non-blocking ones);
-    /// small ones run non-blocking and are polled against the deadline.
+    /// A collective of `count` elements. Large ones (gradients, parameters): MPI's blocking
+    /// all-reduce is markedly faster than its non-blocking one (9% of an MLP step at 2 ranks
+    /// here), so first check that every rank has arrived with a polled barrier (which can time
+    /// out), then run the blocking one. Small ones run non-blocking, polled against the deadline.
     private func collective(_ count: Int, _ what: () -> String, blocking: () -> Int32, start: (inout MPI_Request?) -> Int32) throws {
         if count >= Self.largeCount {
             var arrival = lockstep_request_null()
