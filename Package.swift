@@ -25,7 +25,10 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
-        .target(name: "TensorCore", dependencies: ["CBLAS"], exclude: ["README.md"], swiftSettings: release),
+        // Elementwise loops Swift cannot vectorise (sqrt); no FMA contraction, so the same bits on any CPU.
+        .target(name: "CKernels", exclude: ["README.md"],
+                cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off", "-fno-math-errno"])]),
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Collectives", exclude: ["README.md"], swiftSettings: release),
         .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "NN", dependencies: ["TensorCore", "Collectives"], exclude: ["README.md"], swiftSettings: release),
@@ -54,7 +57,7 @@ let package = Package(
         .executableTarget(name: "fuzz-tabular", dependencies: ["Datasets", "FuzzSupport"], path: "fuzz/Sources/FuzzTabular"),
 
         .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"], path: "Tests/TestSupport"),
-        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CKernels", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),

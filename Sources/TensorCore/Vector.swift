@@ -2,6 +2,8 @@
 // additions, so reductions written as plain loops stay scalar; these use eight lanes and
 // several accumulators explicitly.
 
+import CKernels
+
 public typealias F8 = SIMD8<Float>
 
 @inline(__always) func load8(_ p: UnsafePointer<Float>) -> F8 {
@@ -143,27 +145,7 @@ extension Vector {
     public static func adamStep(w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
                                 v: UnsafeMutablePointer<Float>, n: Int, beta1 b1: Float, beta2 b2: Float, epsilon eps: Float,
                                 l2: Float, shrink: Float, stepSize: Float, invC2: Float) {
-        let b1v = F8(repeating: b1), c1v = F8(repeating: 1 - b1), b2v = F8(repeating: b2), c2v = F8(repeating: 1 - b2)
-        let l2v = F8(repeating: l2), shv = F8(repeating: shrink), ssv = F8(repeating: stepSize)
-        let icv = F8(repeating: invC2), epv = F8(repeating: eps)
-        var i = 0
-        while i + 8 <= n {
-            let wv = load8(w + i)
-            let grad = load8(g + i) + l2v * wv
-            let mv = b1v * load8(m + i) + c1v * grad
-            let vv = b2v * load8(v + i) + c2v * grad * grad
-            store8(mv, m + i)
-            store8(vv, v + i)
-            store8(wv * shv - ssv * mv / ((vv * icv).squareRoot() + epv), w + i)
-            i += 8
-        }
-        while i < n {
-            let grad = g[i] + l2 * w[i]
-            m[i] = b1 * m[i] + (1 - b1) * grad
-            v[i] = b2 * v[i] + (1 - b2) * grad * grad
-            w[i] = w[i] * shrink - stepSize * m[i] / ((v[i] * invC2).squareRoot() + eps)
-            i += 1
-        }
+        lockstep_adam_step(-1, w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2)
     }
 
     /// One SGD-with-momentum update over n elements: g' = g + λw; v = μv + g'; w −= η·(nesterov ? g' + μv : v).

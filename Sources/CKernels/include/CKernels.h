@@ -1,0 +1,22 @@
+// CKernels: elementwise loops that Swift cannot vectorise, written in C and compiled with
+// -ffp-contract=off (no fused multiply-add: every product and sum is rounded as written, so the
+// bits do not depend on the CPU) and -fno-math-errno (sqrtf becomes a vector instruction).
+// Each kernel is built for AVX-512, AVX2 and baseline x86-64; the widest the CPU runs is chosen
+// on first use. IEEE add, multiply, divide and square root round the same in every variant.
+#ifndef LOCKSTEP_CKERNELS_H
+#define LOCKSTEP_CKERNELS_H
+#include <stddef.h>
+
+/// Instruction-set levels of the kernels: 0 baseline, 1 AVX2, 2 AVX-512F.
+int lockstep_kernel_level(void);
+/// Whether this CPU runs level `level` (tests compare every level it runs).
+int lockstep_kernel_level_supported(int level);
+/// The name of a level, for logs and benchmarks.
+const char *lockstep_kernel_level_name(int level);
+
+/// One Adam update over n elements, at `level` (−1: the best this CPU runs):
+/// g' = g + l2·w; m = b1·m + (1−b1)·g'; v = b2·v + (1−b2)·g'²; w = w·shrink − stepSize·m / (√(v·invC2) + eps).
+void lockstep_adam_step(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
+                        size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2);
+
+#endif

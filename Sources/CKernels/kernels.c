@@ -1,0 +1,66 @@
+// CKernels: the C elementwise loops declared in include/CKernels.h (see there for why C), one
+// body per kernel compiled at each instruction-set level, and the choice of level.
+#include "CKernels.h"
+#include <math.h>
+
+#if defined(__x86_64__) && defined(__clang__)
+#define LOCKSTEP_X86 1
+#define AT_AVX512 __attribute__((target("avx512f")))
+#define AT_AVX2 __attribute__((target("avx2")))
+#else
+#define LOCKSTEP_X86 0
+#endif
+
+int lockstep_kernel_level_supported(int level) {
+    if (level == 0) return 1;
+#if LOCKSTEP_X86
+    __builtin_cpu_init();
+    if (level == 1) return __builtin_cpu_supports("avx2");
+    if (level == 2) return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+int lockstep_kernel_level(void) {
+    static int cached = -1;   // shared by thread ranks: an atomic int, computed at most a few times
+    int level = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (level < 0) {
+        level = lockstep_kernel_level_supported(2) ? 2 : lockstep_kernel_level_supported(1) ? 1 : 0;
+        __atomic_store_n(&cached, level, __ATOMIC_RELAXED);
+    }
+    return level;
+}
+
+const char *lockstep_kernel_level_name(int level) {
+    return level == 2 ? "avx512f" : level == 1 ? "avx2" : "baseline";
+}
+
+// The Adam body, inlined into each level's function.
+#define ADAM_BODY                                                                  \
+    const float c1 = 1 - b1, c2 = 1 - b2;                                          \
+    for (size_t i = 0; i < n; i++) {                                               \
+        const float wi = w[i];                                                     \
+        const float grad = g[i] + l2 * wi;                                         \
+        const float mi = b1 * m[i] + c1 * grad;                                    \
+        const float vi = b2 * v[i] + c2 * grad * grad;                             \
+        m[i] = mi;                                                                 \
+        v[i] = vi;                                                                 \
+        w[i] = wi * shrink - stepSize * mi / (sqrtf(vi * invC2) + eps);            \
+    }
+#define ADAM_ARGS float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n, \
+    float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2
+
+static void adam_baseline(ADAM_ARGS) { ADAM_BODY }
+#if LOCKSTEP_X86
+AT_AVX2 static void adam_avx2(ADAM_ARGS) { ADAM_BODY }
+AT_AVX512 static void adam_avx512(ADAM_ARGS) { ADAM_BODY }
+#endif
+
+void lockstep_adam_step(int level, ADAM_ARGS) {
+    if (level < 0) level = lockstep_kernel_level();
+#if LOCKSTEP_X86
+    if (level == 2) { adam_avx512(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2); return; }
+    if (level == 1) { adam_avx2(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2); return; }
+#endif
+    adam_baseline(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2);
+}
