@@ -35,6 +35,23 @@ const char *lockstep_kernel_level_name(int level) {
     return level == 2 ? "avx512f" : level == 1 ? "avx2" : "baseline";
 }
 
+#if LOCKSTEP_X86
+__attribute__((target("avx"))) static void zero_upper(void) { __builtin_ia32_vzeroupper(); }
+#endif
+
+void lockstep_clear_upper_state(void) {
+#if LOCKSTEP_X86
+    static int avx = -1;   // an atomic int, as in lockstep_kernel_level
+    int has = __atomic_load_n(&avx, __ATOMIC_RELAXED);
+    if (has < 0) {
+        __builtin_cpu_init();
+        has = __builtin_cpu_supports("avx") ? 1 : 0;
+        __atomic_store_n(&avx, has, __ATOMIC_RELAXED);
+    }
+    if (has) zero_upper();
+#endif
+}
+
 // The Adam body, inlined into each level's function.
 #define ADAM_BODY                                                                  \
     const float c1 = 1 - b1, c2 = 1 - b2;                                          \

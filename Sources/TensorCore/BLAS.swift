@@ -1,5 +1,6 @@
 // Matrix products through OpenBLAS's cblas_sgemm (row-major).
 import CBLAS
+import CKernels
 
 /// C[M×N] = alpha · op(A) · op(B) + beta · C, all row-major with leading dimensions given.
 @inline(__always)
@@ -21,6 +22,7 @@ public func gemm(transA: Bool = false, transB: Bool = false,
                 transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha,
                 a, Int32(max(lda, 1)), b, Int32(max(ldb, 1)), beta, c, Int32(max(ldc, 1)))
+    lockstep_clear_upper_state()   // AVX-512 kernels return with the upper state dirty (CKernels.h)
 }
 
 /// The number of threads OpenBLAS uses (set with OPENBLAS_NUM_THREADS).
