@@ -72,7 +72,8 @@ final class KernelTests: XCTestCase {
             var cols = [Float](repeating: 0, count: colCount)
             var back = [Float](repeating: 0, count: xCount)
             x.withUnsafeBufferPointer { xp in cols.withUnsafeMutableBufferPointer { im2col(xp.baseAddress!, batch: n, geometry: g, into: $0.baseAddress!) } }
-            c.withUnsafeBufferPointer { cp in back.withUnsafeMutableBufferPointer { col2im(cp.baseAddress!, batch: n, geometry: g, into: $0.baseAddress!) } }
+            var scratch = c   // col2im zeroes the entries of taps outside the image
+            scratch.withUnsafeMutableBufferPointer { cp in back.withUnsafeMutableBufferPointer { col2im(cp.baseAddress!, batch: n, geometry: g, into: $0.baseAddress!) } }
             let lhs = zip(cols, c).reduce(0.0) { $0 + Double($1.0 * $1.1) }
             let rhs = zip(x, back).reduce(0.0) { $0 + Double($1.0 * $1.1) }
             XCTAssertEqual(lhs, rhs, accuracy: 1e-4, "stride \(stride) padding \(padding) kernel \(kernel)")
@@ -82,6 +83,39 @@ final class KernelTests: XCTestCase {
             let expected: Float = (ih >= 0 && ih < 7 && iw >= 0 && iw < 6) ? x[((1 * 2 + 1) * 7 + ih) * 6 + iw] : 0
             let row = (1 * kernel + kh) * kernel + kw
             XCTAssertEqual(cols[row * n * g.outHeight * g.outWidth + g.outHeight * g.outWidth], expected)
+        }
+    }
+
+    /// im2col and col2im against the definitions written out per element, bit for bit, over
+    /// geometries that take the stride-1 "same" fast path (K = 2P + 1, including P wider than
+    /// the image) and ones that do not.
+    func testIm2ColAndCol2ImMatchDefinitionBitForBit() {
+        let cases: [(h: Int, w: Int, k: Int, s: Int, p: Int)] = [
+            (7, 6, 3, 1, 1), (5, 5, 5, 1, 2), (4, 9, 1, 1, 0), (3, 3, 7, 1, 3), (2, 1, 3, 1, 1),
+            (6, 6, 3, 2, 1), (7, 5, 2, 1, 0), (6, 7, 3, 1, 0)]
+        for (t, q) in cases.enumerated() {
+            let channels = 3, n = 2
+            let g = ConvGeometry(channels: channels, height: q.h, width: q.w, kernelH: q.k, kernelW: q.k, stride: q.s, padding: q.p)
+            let ho = g.outHeight, wo = g.outWidth, plane = ho * wo, rowLength = n * plane
+            let rng = Philox(seed: 21).stream(.test, t, 0)
+            let x = (0..<(n * channels * q.h * q.w)).map { rng.normal($0) }
+            let c = (0..<(g.patchSize * rowLength)).map { rng.normal(100_000 + $0) }
+            var expectedCols = [Float](repeating: 0, count: c.count)
+            var expectedBack = [Float](repeating: 0, count: x.count)
+            for ch in 0..<channels { for kh in 0..<q.k { for kw in 0..<q.k { for s in 0..<n { for oh in 0..<ho { for ow in 0..<wo {
+                let ih = oh * q.s - q.p + kh, iw = ow * q.s - q.p + kw
+                guard ih >= 0, ih < q.h, iw >= 0, iw < q.w else { continue }
+                let at = ((ch * q.k + kh) * q.k + kw) * rowLength + s * plane + oh * wo + ow
+                let xi = ((s * channels + ch) * q.h + ih) * q.w + iw
+                expectedCols[at] = x[xi]
+                expectedBack[xi] += c[at]
+            } } } } } }
+            var cols = [Float](repeating: .nan, count: c.count), back = [Float](repeating: .nan, count: x.count)
+            var scratch = c
+            x.withUnsafeBufferPointer { xp in cols.withUnsafeMutableBufferPointer { im2col(xp.baseAddress!, batch: n, geometry: g, into: $0.baseAddress!) } }
+            scratch.withUnsafeMutableBufferPointer { cp in back.withUnsafeMutableBufferPointer { col2im(cp.baseAddress!, batch: n, geometry: g, into: $0.baseAddress!) } }
+            XCTAssertEqual(cols.map { $0.bitPattern }, expectedCols.map { $0.bitPattern }, "im2col, case \(q)")
+            XCTAssertEqual(back.map { $0.bitPattern }, expectedBack.map { $0.bitPattern }, "col2im, case \(q)")
         }
     }
 
