@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Collectives", exclude: ["README.md"], swiftSettings: release),
         .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
-        .target(name: "NN", dependencies: ["TensorCore", "Collectives"], exclude: ["README.md"], swiftSettings: release),
+        .target(name: "NN", dependencies: ["TensorCore", "Collectives", "CKernels"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Optimizers", dependencies: ["TensorCore", "NN"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Training",

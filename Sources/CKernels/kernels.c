@@ -81,3 +81,37 @@ void lockstep_adam_step(int level, ADAM_ARGS) {
 #endif
     adam_baseline(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2);
 }
+
+#define POOL_ARGS const float *restrict src, size_t w, size_t ho, size_t wo, float *restrict dst, int *restrict idx
+#define POOL_BODY                                                                  \
+    for (size_t oh = 0; oh < ho; oh++) {                                           \
+        const float *r0 = src + 2 * oh * w, *r1 = r0 + w;                          \
+        const int base = (int)(2 * oh * w);                                        \
+        float *out = dst + oh * wo;                                                \
+        int *at = idx + oh * wo;                                                   \
+        for (size_t ow = 0; ow < wo; ow++) {                                       \
+            const int i = base + 2 * (int)ow;                                      \
+            float best = r0[2 * ow];                                               \
+            int bi = i;                                                            \
+            const float b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];    \
+            bi = b > best ? i + 1 : bi; best = b > best ? b : best;                \
+            bi = c > best ? i + (int)w : bi; best = c > best ? c : best;           \
+            bi = d > best ? i + (int)w + 1 : bi; best = d > best ? d : best;       \
+            out[ow] = best;                                                        \
+            at[ow] = bi;                                                           \
+        }                                                                          \
+    }
+static void pool_baseline(POOL_ARGS) { POOL_BODY }
+#if LOCKSTEP_X86
+AT_AVX2 static void pool_avx2(POOL_ARGS) { POOL_BODY }
+AT_AVX512 static void pool_avx512(POOL_ARGS) { POOL_BODY }
+#endif
+
+void lockstep_maxpool2x2(int level, POOL_ARGS) {
+    if (level < 0) level = lockstep_kernel_level();
+#if LOCKSTEP_X86
+    if (level == 2) { pool_avx512(src, w, ho, wo, dst, idx); return; }
+    if (level == 1) { pool_avx2(src, w, ho, wo, dst, idx); return; }
+#endif
+    pool_baseline(src, w, ho, wo, dst, idx);
+}

@@ -1,4 +1,5 @@
 // Pooling over NCHW: max, average, and global average.
+import CKernels
 import TensorCore
 
 func pooledSize(_ name: String, _ inputShape: [Int], size: Int, stride: Int, padding: Int = 0) throws -> [Int] {
@@ -41,19 +42,7 @@ public final class MaxPool2D: Layer {
                 let dst = y.data + plane * ho * wo
                 let idx = am.baseAddress! + plane * ho * wo
                 if size == 2 && stride == 2 {
-                    // The common case, unrolled: four candidates, first maximum wins.
-                    for oh in 0..<ho {
-                        let r0 = 2 * oh * w, r1 = r0 + w
-                        for ow in 0..<wo {
-                            let c0 = r0 + 2 * ow
-                            var bi = c0, bv = src[c0]
-                            if src[c0 + 1] > bv { bv = src[c0 + 1]; bi = c0 + 1 }
-                            if src[r1 + 2 * ow] > bv { bv = src[r1 + 2 * ow]; bi = r1 + 2 * ow }
-                            if src[r1 + 2 * ow + 1] > bv { bv = src[r1 + 2 * ow + 1]; bi = r1 + 2 * ow + 1 }
-                            dst[oh * wo + ow] = bv
-                            idx[oh * wo + ow] = Int32(bi)
-                        }
-                    }
+                    lockstep_maxpool2x2(-1, src, w, ho, wo, dst, idx)   // CKernels: vectorised there
                     continue
                 }
                 for oh in 0..<ho {

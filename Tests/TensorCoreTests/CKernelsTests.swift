@@ -48,4 +48,29 @@ final class CKernelsTests: XCTestCase {
             }
         }
     }
+
+    /// 2×2 max pooling at every level against the definition (first strictly greatest of the
+    /// window in reading order), values and indices, on widths with vector tails, ties and a NaN.
+    func testMaxPoolMatchesDefinitionAtEveryLevel() {
+        for (h, w) in [(2, 2), (6, 10), (28, 28), (14, 14), (5, 35)] {
+            let ho = h / 2, wo = w / 2
+            let s = Philox(seed: 4).stream(.test, h, w)
+            var x = (0..<(h * w)).map { (s.normal($0) * 2).rounded() / 2 }
+            x[min(3, x.count - 1)] = .nan
+            var expected = [Float](repeating: 0, count: ho * wo), expectedAt = [Int32](repeating: 0, count: ho * wo)
+            for oh in 0..<ho { for ow in 0..<wo {
+                var best = 2 * oh * w + 2 * ow
+                for i in [best + 1, best + w, best + w + 1] where x[i] > x[best] { best = i }
+                expected[oh * wo + ow] = x[best]; expectedAt[oh * wo + ow] = Int32(best)
+            } }
+            for level in levels {
+                var y = [Float](repeating: -1, count: ho * wo), at = [Int32](repeating: -1, count: ho * wo)
+                x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in at.withUnsafeMutableBufferPointer { ap in
+                    lockstep_maxpool2x2(level, xp.baseAddress, w, ho, wo, yp.baseAddress, ap.baseAddress)
+                } } }
+                XCTAssertEqual(y.map { $0.bitPattern }, expected.map { $0.bitPattern }, "values \(h)x\(w) level \(level)")
+                XCTAssertEqual(at, expectedAt, "indices \(h)x\(w) level \(level)")
+            }
+        }
+    }
 }

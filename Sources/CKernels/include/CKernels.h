@@ -25,4 +25,9 @@ void lockstep_clear_upper_state(void);
 void lockstep_adam_step(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
                         size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2);
 
+/// 2×2 max pooling with stride 2 over one plane of width w: dst (ho×wo) gets each window's first
+/// strictly greatest value in the order (0,0), (0,1), (1,0), (1,1), idx its index in the plane.
+void lockstep_maxpool2x2(int level, const float *restrict src, size_t w, size_t ho, size_t wo,
+                         float *restrict dst, int *restrict idx);
+
 #endif
