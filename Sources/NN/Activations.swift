@@ -8,10 +8,14 @@ public final class ReLU: Layer {
     public var outputShape: [Int] { inputShape }
     var output: Tensor?   // (N, ...)
     var dInput: Tensor?   // (N, ...)
+    /// Set by `fuseBatchNormReLU`: the batch norm before this layer applies the ReLU in its own
+    /// passes, so this layer passes its input and its output gradient through unchanged.
+    public internal(set) var isFused = false
 
     public init(name: String, inputShape: [Int]) { self.name = name; self.inputShape = inputShape }
 
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
+        if isFused { return x }
         let y = reuse(&output, x.shape)
         Vector.relu(x.data, y.data, x.count)
         return y
@@ -19,6 +23,7 @@ public final class ReLU: Layer {
 
     public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
         guard needInputGradient else { return nil }
+        if isFused { return dOut }
         let dx = reuse(&dInput, dOut.shape)
         Vector.reluBackward(output!.data, dOut.data, dx.data, dOut.count)
         return dx
@@ -161,3 +166,18 @@ public final class OutputDerivedActivation<F: OutputDerivedFunction>: Layer {
 
 public typealias Sigmoid = OutputDerivedActivation<SigmoidFunction>
 public typealias Tanh = OutputDerivedActivation<TanhFunction>
+
+/// Fuses each batch norm directly followed by a ReLU in `layers` (BatchNorm.appliesReLU): the
+/// ReLU's passes over memory (one each way) disappear into the batch norm's, with the same bits.
+/// Returns the names of the fused pairs.
+@discardableResult
+public func fuseBatchNormReLU(_ layers: [Layer]) -> [String] {
+    var fused = [String]()
+    for (a, b) in zip(layers, layers.dropFirst()) {
+        guard let norm = a as? BatchNorm, let relu = b as? ReLU, !norm.appliesReLU, !relu.isFused else { continue }
+        norm.appliesReLU = true
+        relu.isFused = true
+        fused.append("\(norm.name)+\(relu.name)")
+    }
+    return fused
+}

@@ -29,6 +29,9 @@ public class BatchNorm: Layer {
     var stats: [Double]                  // (2C + 1): packed sums for one reduction
     var mode: Mode = .training
     var chunking = Chunking.whole
+    /// Set by `fuseBatchNormReLU` when a ReLU follows: the output is relu(γx̂ + β) and backward
+    /// takes the ReLU's output gradient (the ReLU layer passes both directions through).
+    public internal(set) var appliesReLU = false
 
     public init(name: String, inputShape: [Int], momentum: Float = 0.1, epsilon: Float = 1e-5) throws {
         guard inputShape.count == 1 || inputShape.count == 3 else {
@@ -81,6 +84,7 @@ public class BatchNorm: Layer {
                     Vector.affine(x.data + base, y.data + base, s, scale: scale[ch], shift: shift[ch])
                 }
             }
+            if appliesReLU { Vector.relu(y.data, y.data, y.count) }
             return y
         }
         // Per-channel Σx and Σx² (as squared deviations about the local mean + (Σx)²/n, Double).
@@ -133,7 +137,8 @@ public class BatchNorm: Layer {
                 for ch in 0..<c {
                     let v = (src[ch] - means[ch]) * invStd[ch]
                     xh[ch] = v
-                    dst[ch] = g[ch] * v + b[ch]
+                    let o = g[ch] * v + b[ch]
+                    dst[ch] = appliesReLU && o < 0 ? 0 : o
                 }
             }
             return y
@@ -141,8 +146,13 @@ public class BatchNorm: Layer {
         for i in 0..<n {
             for ch in 0..<c {
                 let base = (i * c + ch) * s
-                Vector.normalize(x.data + base, xhat.data + base, y.data + base, s,
-                                 mean: means[ch], inv: invStd[ch], gamma: gamma.value[ch], beta: beta.value[ch])
+                if appliesReLU {
+                    Vector.normalizeReLU(x.data + base, xhat.data + base, y.data + base, s,
+                                         mean: means[ch], inv: invStd[ch], gamma: gamma.value[ch], beta: beta.value[ch])
+                } else {
+                    Vector.normalize(x.data + base, xhat.data + base, y.data + base, s,
+                                     mean: means[ch], inv: invStd[ch], gamma: gamma.value[ch], beta: beta.value[ch])
+                }
             }
         }
         return y
@@ -186,14 +196,19 @@ public class BatchNorm: Layer {
         for v in 0..<(2 * c) { st[v] = 0 }
         st.withUnsafeMutableBufferPointer { st in
             let a = st.baseAddress!, b = st.baseAddress! + c
+            let y = appliesReLU ? output!.data : nil
             for i in rows {
                 if s == 1 {
                     let g = dOut.data + i * c, xh = xhat.data + i * c
-                    for ch in 0..<c { a[ch] += Double(g[ch]); b[ch] += Double(g[ch] * xh[ch]) }
+                    for ch in 0..<c {
+                        let gi: Float = y == nil || y![i * c + ch] > 0 ? g[ch] : 0
+                        a[ch] += Double(gi); b[ch] += Double(gi * xh[ch])
+                    }
                 } else {
                     for ch in 0..<c {
                         let base = (i * c + ch) * s
-                        let (u, v) = Vector.sumAndDot(dOut.data + base, xhat.data + base, s)
+                        let (u, v) = y.map { Vector.sumAndDotMasked(dOut.data + base, xhat.data + base, mask: $0 + base, s) }
+                            ?? Vector.sumAndDot(dOut.data + base, xhat.data + base, s)
                         a[ch] += Double(u)
                         b[ch] += Double(v)
                     }
@@ -243,18 +258,27 @@ public class BatchNorm: Layer {
         let meanDy = (0..<c).map { Float(sums[$0] / total) }
         let meanDyXhat = (0..<c).map { Float(sums[c + $0] / total) }
         let k = (0..<c).map { gamma.value[$0] * invStd[$0] }
+        let y = appliesReLU ? output!.data : nil
         if s == 1 {
             for i in 0..<n {
                 let g = dOut.data + i * c, xh = xhat.data + i * c, d = dx.data + i * c
-                for ch in 0..<c { d[ch] = k[ch] * (g[ch] - meanDy[ch] - xh[ch] * meanDyXhat[ch]) }
+                for ch in 0..<c {
+                    let gi: Float = y == nil || y![i * c + ch] > 0 ? g[ch] : 0
+                    d[ch] = k[ch] * (gi - meanDy[ch] - xh[ch] * meanDyXhat[ch])
+                }
             }
             return dx
         }
         for i in 0..<n {
             for ch in 0..<c {
                 let base = (i * c + ch) * s
-                Vector.batchNormInputGradient(dOut.data + base, xhat.data + base, dx.data + base, s,
-                                              k: k[ch], a: meanDy[ch], b: meanDyXhat[ch])
+                if let y {
+                    Vector.batchNormInputGradientMasked(dOut.data + base, xhat.data + base, mask: y + base, dx.data + base, s,
+                                                        k: k[ch], a: meanDy[ch], b: meanDyXhat[ch])
+                } else {
+                    Vector.batchNormInputGradient(dOut.data + base, xhat.data + base, dx.data + base, s,
+                                                  k: k[ch], a: meanDy[ch], b: meanDyXhat[ch])
+                }
             }
         }
         return dx

@@ -22,6 +22,7 @@ public final class Model {
     /// `spareGradientFloats` floats follow the gradients in memory (Arena.gradsWithSpare).
     public init(layers: [Layer], inputShape: [Int], spareGradientFloats: Int = 0) {
         self.layers = layers
+        fuseBatchNormReLU(layers)   // same bits, two fewer passes over memory per pair
         self.inputShape = inputShape
         self.outputShape = layers.last?.outputShape ?? inputShape
         parameters = Arena(layers.flatMap { $0.parameters }, withGradients: true, spareGradientFloats: spareGradientFloats)

@@ -32,6 +32,8 @@ public final class Residual: Layer {
         self.inputShape = inputShape
         self.outputShape = last.outputShape
         self.inner = inner
+        fuseBatchNormReLU(inner)
+        fuseBatchNormReLU(shortcut)
         self.shortcut = shortcut
     }
 

@@ -78,6 +78,7 @@ public struct Roofline: Sendable {
             }
             let name = layer.name.padding(toLength: 22, withPad: " ", startingAt: 0)
             guard w.flops > 0 || w.bytes > 0 else { lines.append(name + " view      (no data movement)"); continue }
+            if (layer as? ReLU)?.isFused == true { lines.append(name + " fused     (into the batch norm before it)"); continue }
             lines.append(name + (gemmBound ? " gemm     " : " memory   ") + rate(forward[i], 1) + "  " + rate(backward[i], backwardFactor)
                          + String(format: "  %5.1f%%", 100 * (forward[i] + backward[i]) / stepSeconds))
         }

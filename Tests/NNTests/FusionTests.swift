@@ -1,0 +1,68 @@
+// Batch norm fused with the ReLU after it (fuseBatchNormReLU) against the two layers run apart:
+// outputs, input gradients and parameter gradients bit for bit, in training (whole batch and
+// exact chunks) and evaluation, for (N, C, H, W) and (N, F) input.
+@testable import NN
+import TensorCore
+import TestSupport
+import XCTest
+
+final class FusionTests: XCTestCase {
+    /// conv → BN → ReLU → flatten → dense → BN → ReLU → dense: both pairs fuse in Model.init.
+    func makeModel() throws -> Model {
+        let conv = try Conv2D(name: "conv", inputShape: [2, 5, 5], outChannels: 3, kernel: 3, padding: 1)
+        let bn1 = try BatchNorm(name: "bn1", inputShape: [3, 5, 5])
+        let relu1 = ReLU(name: "relu1", inputShape: [3, 5, 5])
+        let flat = Flatten(name: "flat", inputShape: [3, 5, 5])
+        let dense = try Dense(name: "dense", inputShape: [75], outFeatures: 13)
+        let bn2 = try BatchNorm(name: "bn2", inputShape: [13])
+        let relu2 = ReLU(name: "relu2", inputShape: [13])
+        let out = try Dense(name: "out", inputShape: [13], outFeatures: 4)
+        let model = Model(layers: [conv, bn1, relu1, flat, dense, bn2, relu2, out], inputShape: [2, 5, 5])
+        randomizeParameters(model, seed: 8)
+        return model
+    }
+
+    func setFused(_ model: Model, _ on: Bool) {
+        for layer in model.layers {
+            (layer as? BatchNorm)?.appliesReLU = on
+            (layer as? ReLU)?.isFused = on
+        }
+    }
+
+    /// Forward, backward with input gradient, and every gradient slot, as bit patterns.
+    func run(_ model: Model, _ x: Tensor, _ upstream: Tensor, chunking: Chunking) throws -> [[UInt32]] {
+        let n = x.shape[0]
+        model.buffers.initialize(seed: 0)   // the same running statistics before each run
+        if let size = chunking.size { model.parameters.useChunkSlots((n + size - 1) / size) }
+        model.zeroGrads()
+        if let slots = model.parameters.slots { slots.update(repeating: 0) }
+        let context = ForwardContext(mode: .training, seed: 1, sampleIndices: Array(0..<n), chunking: chunking)
+        let y = try model.forward(x, context: context).array
+        let dx = try backwardWithInputGradient(model, upstream).array
+        let grads = chunking.size == nil ? Array(model.parameters.grads!) : Array(model.parameters.slots!)
+        let eval = try model.forward(x, context: ForwardContext(mode: .evaluation)).array
+        return [y, dx, grads, eval].map { $0.map { $0.bitPattern } }
+    }
+
+    func testFusedBatchNormReLUHasTheBitsOfSeparateLayers() throws {
+        let model = try makeModel()
+        let names = model.layers.compactMap { ($0 as? BatchNorm)?.appliesReLU == true ? $0.name : nil }
+        XCTAssertEqual(names, ["bn1", "bn2"], "Model.init fuses each batch norm followed by a ReLU")
+        let n = 12
+        let x = randomTensor([n, 2, 5, 5], seed: 3)
+        let upstream = randomTensor([n, 4], seed: 4)
+        for chunking in [Chunking.whole, Chunking(size: 4)] {
+            setFused(model, true)
+            let fused = try run(model, x, upstream, chunking: chunking)
+            // Guards the comparison: the ReLU zeroes a good share of the first batch norm's output.
+            let bn1 = try XCTUnwrap(model.layers[1] as? BatchNorm)
+            let zeros = try XCTUnwrap(bn1.output).array.filter { $0 == 0 }.count
+            XCTAssertGreaterThan(zeros, 12 * 75 / 5, "chunks \(String(describing: chunking.size))")
+            setFused(model, false)
+            let apart = try run(model, x, upstream, chunking: chunking)
+            for (k, what) in ["output", "input gradient", "parameter gradients", "evaluation output"].enumerated() {
+                XCTAssertEqual(fused[k], apart[k], "\(what), chunks \(String(describing: chunking.size))")
+            }
+        }
+    }
+}
