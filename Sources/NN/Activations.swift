@@ -167,14 +167,15 @@ public final class OutputDerivedActivation<F: OutputDerivedFunction>: Layer {
 public typealias Sigmoid = OutputDerivedActivation<SigmoidFunction>
 public typealias Tanh = OutputDerivedActivation<TanhFunction>
 
-/// Fuses each batch norm directly followed by a ReLU in `layers` (BatchNorm.appliesReLU): the
+/// Fuses each batch norm over channels directly followed by a ReLU in `layers` (BatchNorm.appliesReLU): the
 /// ReLU's passes over memory (one each way) disappear into the batch norm's, with the same bits.
 /// Returns the names of the fused pairs.
 @discardableResult
 public func fuseBatchNormReLU(_ layers: [Layer]) -> [String] {
     var fused = [String]()
     for (a, b) in zip(layers, layers.dropFirst()) {
-        guard let norm = a as? BatchNorm, let relu = b as? ReLU, !norm.appliesReLU, !relu.isFused else { continue }
+        guard let norm = a as? BatchNorm, norm.inputShape.count == 3, let relu = b as? ReLU,
+              !norm.appliesReLU, !relu.isFused else { continue }
         norm.appliesReLU = true
         relu.isFused = true
         fused.append("\(norm.name)+\(relu.name)")
