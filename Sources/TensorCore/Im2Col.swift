@@ -26,10 +26,11 @@ public func im2col(_ x: UnsafePointer<Float>, batch n: Int, geometry g: ConvGeom
             for kw in 0..<g.kernelW {
                 let row = (c * g.kernelH + kh) * g.kernelW + kw
                 let dst0 = col + row * rowLength
+                let same = SameSpan(g, kh: kh, kw: kw)   // depends on the tap only
                 for s in 0..<n {
                     let src = x + (s * g.channels + c) * g.height * g.width
                     let dst = dst0 + s * plane
-                    if let span = SameSpan(g, kh: kh, kw: kw) {
+                    if let span = same {
                         span.copy(from: src, to: dst)
                         continue
                     }
@@ -75,10 +76,11 @@ public func col2im(_ col: UnsafeMutablePointer<Float>, batch n: Int, geometry g:
             for kw in 0..<g.kernelW {
                 let row = (c * g.kernelH + kh) * g.kernelW + kw
                 let src0 = col + row * rowLength
+                let same = SameSpan(g, kh: kh, kw: kw)   // depends on the tap only
                 for s in 0..<n {
                     let dst = dx + (s * g.channels + c) * g.height * g.width
                     let src = src0 + s * plane
-                    if let span = SameSpan(g, kh: kh, kw: kw) {
+                    if let span = same {
                         span.accumulate(from: src, into: dst)
                         continue
                     }
