@@ -36,6 +36,9 @@ public protocol Communicator: AnyObject {
     /// Seconds a collective waits for the other ranks before it gives up with a CollectiveError
     /// naming the ranks that did not arrive (where the implementation can tell).
     var collectiveTimeout: Double { get set }
+    /// Where the job stands ("step 57", "evaluation after step 60"), named in the message of a
+    /// collective that times out.
+    var context: String { get set }
     /// Ends the whole job: prints nothing itself (the caller has printed `rank R: message`).
     /// Under MPI this calls MPI_Abort; with threads it wakes every rank waiting in a collective.
     func abort(_ message: String)
@@ -56,15 +59,30 @@ public final class CompletedCollective: PendingCollective {
     public func wait() throws {}
 }
 
-/// What a timed-out collective says.
+/// How long a collective waits, and what it says when it gives up.
 public enum CollectiveTimeout {
-    /// Long enough for a slow checkpoint write or data load on another rank.
+    /// The base deadline: long enough for a slow first step, checkpoint write or data load on
+    /// another rank.
     public static let defaultSeconds = 300.0
+    /// The slowest link a deadline allows for, in bytes per second (100 Mbit/s Ethernet carries
+    /// 12.5 MB/s): a collective that moves B bytes gets B / slowestLink seconds on top of the base.
+    public static let slowestLink = 10e6
 
-    public static func message(_ what: String, seconds: Double, missing: [Int]) -> String {
+    /// The deadline of a collective with `payload` bytes per rank: the base plus the time to move
+    /// twice the payload (a ring all-reduce sends and receives about 2·(p−1)/p of it) over the
+    /// slowest link. The MLP's 2.7 MB gradients add 0.54 s; 1 GB of parameters add 200 s.
+    public static func seconds(base: Double, payload: Int) -> Double {
+        base + 2 * Double(payload) / slowestLink
+    }
+
+    /// "WHAT at CONTEXT timed out after S s: rank 1 (node1) did not arrive (...)"; `hosts` are
+    /// the ranks' hostnames in rank order, when known.
+    public static func message(_ what: String, context: String = "", seconds: Double, missing: [Int], hosts: [String] = []) -> String {
+        let named = missing.map { r in r < hosts.count ? "\(r) (\(hosts[r]))" : "\(r)" }
         let who = missing.isEmpty ? "some rank did not arrive"
-            : "rank\(missing.count == 1 ? "" : "s") \(missing.map(String.init).joined(separator: ", ")) did not arrive"
-        return "\(what) timed out after \(String(format: "%g", seconds)) s: \(who) (stopped, hung, or cut off); set check.collective_timeout to wait longer"
+            : "rank\(missing.count == 1 ? "" : "s") \(named.joined(separator: ", ")) did not arrive"
+        let at = context.isEmpty ? "" : " at \(context)"
+        return "\(what)\(at) timed out after \(String(format: "%.3g", seconds)) s: \(who) (stopped, hung, or cut off); set check.collective_timeout to wait longer"
     }
 }
 
@@ -175,6 +193,7 @@ public final class SingleProcessCommunicator: Communicator {
     public var size: Int { 1 }
     public var kind: String { "single" }
     public var collectiveTimeout = CollectiveTimeout.defaultSeconds
+    public var context = ""
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {}
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {}
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {}

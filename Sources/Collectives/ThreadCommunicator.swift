@@ -43,7 +43,7 @@ final class ThreadGroup: @unchecked Sendable {
 
     /// Blocks until all ranks arrive; throws if any rank aborted, or when the others do not all
     /// arrive within `timeout` seconds (naming those that did not).
-    func wait(rank: Int, _ what: @autoclosure () -> String) throws {
+    func wait(rank: Int, context: String, _ what: @autoclosure () -> String) throws {
         condition.lock()
         defer { condition.unlock() }
         if let f = failure { throw f }
@@ -61,7 +61,7 @@ final class ThreadGroup: @unchecked Sendable {
         while generation == myGeneration && failure == nil {
             if !condition.wait(until: deadline) && generation == myGeneration && failure == nil {
                 let missing = (0..<size).filter { !present[$0] }
-                failure = CollectiveError(failedRank: rank, message: CollectiveTimeout.message(what(), seconds: timeout, missing: missing))
+                failure = CollectiveError(failedRank: rank, message: CollectiveTimeout.message(what(), context: context, seconds: timeout, missing: missing))
                 condition.broadcast()
             }
         }
@@ -123,13 +123,14 @@ public final class ThreadCommunicator: Communicator {
     }
 
     public func abort(_ message: String) { group.fail(rank: rank, message: message) }
+    public var context = ""
 
     public var collectiveTimeout: Double {
         get { group.timeout }
         set { group.timeout = newValue }
     }
 
-    public func barrier() throws { try group.wait(rank: rank, "barrier") }
+    public func barrier() throws { try group.wait(rank: rank, context: context, "barrier") }
 
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
         try reduce(buffer, op: op)
@@ -149,7 +150,7 @@ public final class ThreadCommunicator: Communicator {
         // Phase 1: publish our buffer.
         group.slots[rank] = UnsafeMutableRawPointer(buffer.baseAddress)
         if rank == 0 { group.reserveScratch(n * MemoryLayout<T>.stride) }
-        try group.wait(rank: rank, what())
+        try group.wait(rank: rank, context: context, what())
         // Phase 2: each rank reduces its chunk of elements, reading every rank in rank order.
         let lo = n * rank / size, hi = n * (rank + 1) / size
         do {
@@ -168,22 +169,22 @@ public final class ThreadCommunicator: Communicator {
                 out[i] = acc
             }
         }
-        try group.wait(rank: rank, what())
+        try group.wait(rank: rank, context: context, what())
         // Phase 3: copy the result out, then wait so that no rank reuses scratch too early.
         let src = group.scratch.assumingMemoryBound(to: T.self)
         for i in 0..<n { buffer[i] = src[i] }
-        try group.wait(rank: rank, what())
+        try group.wait(rank: rank, context: context, what())
     }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         if size == 1 || buffer.count == 0 { return }
         let what = { "broadcast of \(buffer.count) bytes from rank \(root)" }
         group.slots[rank] = buffer.baseAddress
-        try group.wait(rank: rank, what())
+        try group.wait(rank: rank, context: context, what())
         if rank != root, buffer.count > 0 {
             buffer.baseAddress!.copyMemory(from: group.slots[root]!, byteCount: buffer.count)
         }
-        try group.wait(rank: rank, what())
+        try group.wait(rank: rank, context: context, what())
     }
 }
 

@@ -1,10 +1,13 @@
 // MPICommunicator: the only code in Lockstep that talks to MPI.
 //
-// Collectives are MPI's non-blocking ones (MPI_Iallreduce, MPI_Ibcast, MPI_Ibarrier) completed
-// by polling against a deadline, so that a stopped, hung or unreachable rank cannot hang the
-// job: after `collectiveTimeout` seconds the rank holds a roll call on a private duplicate of
-// the communicator (every rank polling a collective answers it) and throws an error naming the
-// ranks that did not answer.
+// Every collective has a deadline: `collectiveTimeout` plus the time its bytes take over the
+// slowest link allowed (CollectiveTimeout.seconds). Small collectives are MPI's non-blocking ones
+// (MPI_Iallreduce, MPI_Ibcast, MPI_Ibarrier) completed by polling against it: when it passes,
+// the rank holds a roll call on a private duplicate of the communicator (every rank polling a
+// collective answers it) and throws an error naming the ranks, and their hosts, that did not
+// answer. Large ones first meet at a polled barrier, then run MPI's faster blocking call under
+// a watchdog: a transfer that stalls after every rank arrived (a cut link: TCP retransmits for
+// many minutes) ends the job from the watchdog's thread with a message and MPI_Abort.
 import CMPI
 import Collectives
 import Foundation
@@ -18,6 +21,14 @@ public final class MPICommunicator: Communicator {
     /// A duplicate of the world communicator for roll calls, apart from the collectives' traffic.
     private var control: MPI_Comm?
     public var collectiveTimeout = CollectiveTimeout.defaultSeconds
+    public var context = ""
+    /// Every rank's hostname, in rank order (gathered at start-up), for messages.
+    public private(set) var hosts: [String] = []
+    /// Ends the job when a blocking transfer outlives its deadline (see the top of this file).
+    private lazy var watchdog = Watchdog { [unowned self] text in
+        fputs("rank \(rank): \(text)\n", stderr)
+        abort(text)
+    }
     private static let rollCallTag: Int32 = 1, answerTag: Int32 = 2
     /// All-reduces of at least this many values take the barrier-then-blocking path.
     private static let largeCount = 1 << 16
@@ -43,6 +54,7 @@ public final class MPICommunicator: Communicator {
         var dup: MPI_Comm? = comm
         MPI_Comm_dup(comm, &dup)
         control = dup
+        hosts = (try? hostNames(self)) ?? []
     }
 
     deinit { scratch?.deallocate() }
@@ -74,7 +86,7 @@ public final class MPICommunicator: Communicator {
     private func allReduce(_ data: UnsafeMutableRawPointer?, _ count: Int, _ type: MPI_Datatype, _ typeName: String, _ op: ReduceOp) throws {
         if count == 0 { return }
         let mpiOperation = mpiOp(op)
-        try collective(count, { "MPI_Allreduce (\(op)) of \(count) \(typeName) values" },
+        try collective(count, bytes: count * MemoryLayout<Int64>.size, { "MPI_Allreduce (\(op)) of \(count) \(typeName) values" },
                        blocking: { MPI_Allreduce(lockstep_in_place(), data, Int32(count), type, mpiOperation, comm) },
                        start: { MPI_Iallreduce(lockstep_in_place(), data, Int32(count), type, mpiOperation, comm, &$0) })
     }
@@ -103,7 +115,7 @@ public final class MPICommunicator: Communicator {
         let block = scratch!
         var counts32 = counts.map { Int32($0) }
         try counts32.withUnsafeMutableBufferPointer { c in   // stays valid until the request completes
-            try collective(total, { "MPI_Reduce_scatter of \(total) \(typeName) values" },
+            try collective(total, bytes: total * elementSize, { "MPI_Reduce_scatter of \(total) \(typeName) values" },
                            blocking: { MPI_Reduce_scatter(data, block, c.baseAddress, type, lockstep_op_sum(), comm) },
                            start: { MPI_Ireduce_scatter(data, block, c.baseAddress, type, lockstep_op_sum(), comm, &$0) })
         }
@@ -120,7 +132,7 @@ public final class MPICommunicator: Communicator {
         let data = buffer.baseAddress
         try counts32.withUnsafeMutableBufferPointer { c in
             try displacements.withUnsafeMutableBufferPointer { d in
-                try collective(buffer.count, { "MPI_Allgatherv of \(buffer.count) float values" },
+                try collective(buffer.count, bytes: buffer.count * 4, { "MPI_Allgatherv of \(buffer.count) float values" },
                                blocking: { MPI_Allgatherv(lockstep_in_place(), 0, lockstep_type_float(), data, c.baseAddress, d.baseAddress, lockstep_type_float(), comm) },
                                start: { MPI_Iallgatherv(lockstep_in_place(), 0, lockstep_type_float(), data, c.baseAddress, d.baseAddress, lockstep_type_float(), comm, &$0) })
             }
@@ -131,17 +143,29 @@ public final class MPICommunicator: Communicator {
     /// all-reduce is markedly faster than its non-blocking one (9% of an MLP step at 2 ranks
     /// here), so first check that every rank has arrived with a polled barrier (which can time
     /// out), then run the blocking one. Small ones run non-blocking, polled against the deadline.
-    private func collective(_ count: Int, _ what: () -> String, blocking: () -> Int32, start: (inout MPI_Request?) -> Int32) throws {
+    /// `bytes` (per rank) scales the deadline.
+    private func collective(_ count: Int, bytes: Int, _ what: @escaping () -> String, blocking: () -> Int32, start: (inout MPI_Request?) -> Int32) throws {
+        let seconds = CollectiveTimeout.seconds(base: collectiveTimeout, payload: bytes)
         if count >= Self.largeCount {
             var arrival = lockstep_request_null()
             try check(MPI_Ibarrier(comm, &arrival), "MPI_Ibarrier")
-            try complete(&arrival, what)
-            try check(blocking(), what())
+            try complete(&arrival, seconds: collectiveTimeout, what)
+            let context = self.context, peers = describePeers()
+            let code = watchdog.guarding(seconds: seconds, {
+                "\(what()) at \(context) timed out after \(String(format: "%.3g", seconds)) s: every rank had arrived, then the transfer stalled (a link between \(peers) is cut or far slower than \(Int(CollectiveTimeout.slowestLink / 1e6)) MB/s); set check.collective_timeout to wait longer"
+            }, blocking)
+            try check(code, what())
             return
         }
         var request = lockstep_request_null()
         try check(start(&request), what())
-        try complete(&request, what)
+        try complete(&request, seconds: seconds, what)
+    }
+
+    /// "hosts node0, node1" (or "ranks 0-3" when the hostnames are unknown or all one).
+    private func describePeers() -> String {
+        let names = Array(Set(hosts)).sorted()
+        return names.count > 1 ? "hosts " + names.joined(separator: ", ") : "ranks 0-\(size - 1)" + (names.count == 1 ? " on \(names[0])" : "")
     }
 
     /// Overlap: MPI_Iallreduce, advanced by MPI_Test between layers and completed by polling
@@ -154,7 +178,8 @@ public final class MPICommunicator: Communicator {
     }
     private func startAllReduce(_ data: UnsafeMutableRawPointer?, _ count: Int, _ type: MPI_Datatype, _ typeName: String, _ op: ReduceOp) throws -> PendingCollective {
         guard count > 0 else { return CompletedCollective() }
-        let pending = MPIPending(owner: self, what: "MPI_Iallreduce (\(op)) of \(count) \(typeName) values")
+        let pending = MPIPending(owner: self, what: "MPI_Iallreduce (\(op)) of \(count) \(typeName) values",
+                                 seconds: CollectiveTimeout.seconds(base: collectiveTimeout, payload: count * MemoryLayout<Int64>.size))
         try check(MPI_Iallreduce(lockstep_in_place(), data, Int32(count), type, mpiOp(op), comm, &pending.request), "MPI_Iallreduce")
         return pending
     }
@@ -164,7 +189,8 @@ public final class MPICommunicator: Communicator {
         var request = lockstep_request_null()
         var done = false
         let what: String
-        init(owner: MPICommunicator, what: String) { (self.owner, self.what) = (owner, what) }
+        let seconds: Double
+        init(owner: MPICommunicator, what: String, seconds: Double) { (self.owner, self.what, self.seconds) = (owner, what, seconds) }
         func test() throws -> Bool {
             if done { return true }
             var flag: Int32 = 0
@@ -174,15 +200,15 @@ public final class MPICommunicator: Communicator {
         }
         func wait() throws {
             if done { return }
-            try owner.complete(&request) { self.what }
+            try owner.complete(&request, seconds: seconds) { self.what }
             done = true
         }
     }
 
     /// Polls `request` until it completes, answering roll calls meanwhile; after the timeout,
     /// holds a roll call and throws naming the ranks that did not answer.
-    fileprivate func complete(_ request: inout MPI_Request?, _ what: () -> String) throws {
-        let deadline = monotonicSeconds() + collectiveTimeout
+    fileprivate func complete(_ request: inout MPI_Request?, seconds: Double, _ what: () -> String) throws {
+        let deadline = monotonicSeconds() + seconds
         var polls = 0
         while true {
             var done: Int32 = 0
@@ -193,7 +219,8 @@ public final class MPICommunicator: Communicator {
             if polls & 1023 == 0 {
                 answerRollCalls()
                 if monotonicSeconds() > deadline {
-                    throw CollectiveError(failedRank: rank, message: CollectiveTimeout.message(what(), seconds: collectiveTimeout, missing: rollCall()))
+                    throw CollectiveError(failedRank: rank, message: CollectiveTimeout.message(what(), context: context, seconds: seconds,
+                                                                                               missing: rollCall(), hosts: hosts))
                 }
                 if polls > 100_000 { usleep(100) }
             }
@@ -250,7 +277,7 @@ public final class MPICommunicator: Communicator {
             let n = min(chunk, buffer.count - offset)
             var request = lockstep_request_null()
             try check(MPI_Ibcast(buffer.baseAddress! + offset, Int32(n), lockstep_type_byte(), Int32(root), comm, &request), "MPI_Ibcast")
-            try complete(&request) { "MPI_Bcast of \(buffer.count) bytes from rank \(root)" }
+            try complete(&request, seconds: CollectiveTimeout.seconds(base: collectiveTimeout, payload: n)) { "MPI_Bcast of \(buffer.count) bytes from rank \(root)" }
             offset += n
         }
     }
@@ -258,12 +285,25 @@ public final class MPICommunicator: Communicator {
     public func barrier() throws {
         var request = lockstep_request_null()
         try check(MPI_Ibarrier(comm, &request), "MPI_Ibarrier")
-        try complete(&request) { "MPI_Barrier" }
+        try complete(&request, seconds: collectiveTimeout) { "MPI_Barrier" }
     }
 
+    /// MPI_Abort, after leaving the message where the launcher looks (LOCKSTEP_ABORT_NOTE, set by
+    /// launch/train): mpirun cannot finish an abort while a host is unreachable, so launch/train
+    /// ends it when this note appears and mpirun is still running seconds later. If MPI_Abort
+    /// itself cannot return (it talks to the local daemon), SIGALRM ends the process.
     public func abort(_ message: String) {
         fflush(stdout)
         fflush(stderr)
+        if let path = ProcessInfo.processInfo.environment["LOCKSTEP_ABORT_NOTE"], !path.isEmpty {
+            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            if fd >= 0 {
+                let line = Array("rank \(rank): \(message)\n".utf8)
+                _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                close(fd)
+            }
+        }
+        alarm(10)
         MPI_Abort(comm, 1)
     }
 

@@ -10,7 +10,10 @@ public final class TimedCommunicator: Communicator {
     public private(set) var allReduces = 0
     public private(set) var allReduceBytes = 0
 
-    public init(_ inner: Communicator) { self.inner = inner }
+    public init(_ inner: Communicator) {
+        self.inner = inner
+        if inner.context.isEmpty { inner.context = "start-up" }
+    }
 
     public var rank: Int { inner.rank }
     public var size: Int { inner.size }
@@ -18,16 +21,15 @@ public final class TimedCommunicator: Communicator {
 
     public func reset() { seconds = 0; calls = 0; allReduces = 0; allReduceBytes = 0 }
 
-    /// Where training stands ("step 57"), added to a timed-out collective's message.
-    public var context = "start-up"
+    /// Where training stands ("step 57"), named by a timed-out collective's message.
+    public var context: String {
+        get { inner.context }
+        set { inner.context = newValue }
+    }
 
     @inline(__always) private func timed(_ body: () throws -> Void) throws {
         let t0 = monotonicSeconds()
-        do {
-            try body()
-        } catch let e as CollectiveError where e.message.contains(" timed out after ") && !e.message.contains(" at \(context)") {
-            throw CollectiveError(failedRank: e.failedRank, message: e.message.replacingOccurrences(of: " timed out after ", with: " at \(context) timed out after "))
-        }
+        try body()
         seconds += monotonicSeconds() - t0
         calls += 1
     }

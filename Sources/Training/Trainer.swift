@@ -224,6 +224,7 @@ public final class Trainer {
     /// The end of an epoch: global train sums, the replica check, evaluation, the metrics record.
     func finishEpoch(_ epoch: Int, sums: [Double], steps: Int, trainSeconds: Double) throws -> EpochMetrics {
         let commSeconds = communicator.seconds, gradientSeconds = gradientAllReduceSeconds
+        communicator.context = "evaluation after step \(step)"
         var global = sums
         try communicator.allReduce(&global)
         try checkReplicas()
