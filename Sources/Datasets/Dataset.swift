@@ -22,6 +22,13 @@ public final class ImageDataset: @unchecked Sendable {
     public private(set) var mean: Float?
     public private(set) var std: Float?
     public var sampleSize: Int { sampleShape.reduce(1, *) }
+    /// Bytes held for the pixels and labels.
+    public var storageBytes: Int {
+        switch storage {
+        case .bytes(let b, _, _): return b.count + 4 * count
+        case .floats(let f): return 4 * f.count + 4 * count
+        }
+    }
 
     /// A dataset of already normalised float pixels, (count, C, H, W).
     public init(name: String, sampleShape: [Int], classes: Int, pixels: [Float], labels: [Int32]) {

@@ -73,9 +73,14 @@ public struct ModelBuilder {
     /// does; ELU, GELU, SiLU and Softplus count as that family) and Xavier normal before
     /// sigmoid or tanh.
     public func build(_ specs: [LayerSpec], inputShape: [Int], spareGradientFloats: Int = 0) throws -> Model {
+        Model(layers: try layers(specs, inputShape: inputShape), inputShape: inputShape, spareGradientFloats: spareGradientFloats)
+    }
+
+    /// The layers alone, with every shape inferred and nothing allocated (parameters get their
+    /// memory when a Model is made of them), so that a run's memory can be estimated first.
+    public func layers(_ specs: [LayerSpec], inputShape: [Int]) throws -> [Layer] {
         var dropouts = 0
-        let layers = try buildLayers(specs, inputShape: inputShape, prefix: "", dropouts: &dropouts)
-        return Model(layers: layers, inputShape: inputShape, spareGradientFloats: spareGradientFloats)
+        return try buildLayers(specs, inputShape: inputShape, prefix: "", dropouts: &dropouts)
     }
 
     /// Layers named `<prefix><kind><k>`; `dropouts` numbers dropout layers across blocks, so each

@@ -69,7 +69,7 @@ extension Trainer {
     /// The checkpoint of the current state. `sums` is this rank's share of the epoch's train sums;
     /// they are all-reduced so the file holds the global sums. Call on every rank.
     func epochCheckpointBytes(sums: [Double], metricsJSON: String) throws -> [UInt8] {
-        communicator.context = "checkpoint at step \(step)"
+        enter("checkpoint at step \(step)")
         var global = sums
         try communicator.allReduce(&global)
         // With local BN the file holds the running statistics that evaluation uses.

@@ -54,6 +54,10 @@ public final class Trainer {
     /// Fault injection for tests of the failure path: LOCKSTEP_FAULT_RANK=r LOCKSTEP_FAULT_STEP=s
     /// makes rank r throw at step s.
     let injectedFaultStep: Int?
+    /// LOCKSTEP_FAULT_RANK=r LOCKSTEP_FAULT_PAUSE=CONTEXT: rank r, on entering CONTEXT ("step 13",
+    /// "checkpoint at step 10", "evaluation after step 10"), creates LOCKSTEP_FAULT_PAUSE_FILE and
+    /// sleeps 4 s, so that a test can cut a link exactly there.
+    let injectedPause: (context: String, file: String)?
 
     public var rank: Int { communicator.rank }
     public var worldSize: Int { communicator.size }
@@ -68,18 +72,23 @@ public final class Trainer {
         seed = UInt64(config.train.seed)
         normalization = data.normalization
         let env = ProcessInfo.processInfo.environment
-        if let r = env["LOCKSTEP_FAULT_RANK"].flatMap(Int.init), r == communicator.rank {
+        if let r = env["LOCKSTEP_FAULT_RANK"].flatMap(Int.init), r == communicator.rank, env["LOCKSTEP_FAULT_PAUSE"] == nil || env["LOCKSTEP_FAULT_STEP"] != nil {
             injectedFaultStep = env["LOCKSTEP_FAULT_STEP"].flatMap(Int.init) ?? 0
         } else {
             injectedFaultStep = nil
         }
+        injectedPause = env["LOCKSTEP_FAULT_RANK"].flatMap(Int.init) == communicator.rank
+            ? env["LOCKSTEP_FAULT_PAUSE"].map { ($0, env["LOCKSTEP_FAULT_PAUSE_FILE"] ?? "") } : nil
         let builder = ModelBuilder(batchNormMode: config.bn.mode, communicator: self.communicator)
+        let layers: [Layer]
         do {
-            // One spare float after the gradients carries the fast path's stop flag.
-            model = try builder.build(config.model, inputShape: data.train.sampleShape, spareGradientFloats: 1)
+            layers = try builder.layers(config.model, inputShape: data.train.sampleShape)
         } catch let e as ShapeError {
             throw ShapeError("\(config.file): model: \(e.message)")
         }
+        try Self.checkMemory(config, layers: layers, data: data, communicator: self.communicator)
+        // One spare float after the gradients carries the fast path's stop flag.
+        model = Model(layers: layers, inputShape: data.train.sampleShape, spareGradientFloats: 1)
         guard model.outputShape == [config.data.classes] else {
             throw ShapeError("\(config.file): the model's output is \(model.outputShape) but the data has \(config.data.classes) classes; end the model with '- dense: {out: \(config.data.classes)}'")
         }
@@ -161,7 +170,7 @@ public final class Trainer {
         if let fault = injectedFaultStep, fault == step {
             throw ConfigError("injected fault at step \(step) (LOCKSTEP_FAULT_RANK/LOCKSTEP_FAULT_STEP)")
         }
-        communicator.context = "step \(step + 1)"
+        enter("step \(step + 1)")
         let positions = sampler.globalBatch(step: stepInEpoch, order: order)
         // Positions in the training part of the split → dataset indices (the identity without a split).
         let global = validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
@@ -190,6 +199,15 @@ public final class Trainer {
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
         measured(.optimizer) { optimizer.step(rate: rate) }
         return total
+    }
+
+    /// Names where training stands for a timed-out collective's message (and the pause hook).
+    func enter(_ context: String) {
+        communicator.context = context
+        if let pause = injectedPause, pause.context == context {
+            FileManager.default.createFile(atPath: pause.file, contents: Data(context.utf8))
+            sleep(4)
+        }
     }
 
     /// Clears the gradients, and in exact mode gives each of this rank's chunks its own slot.
@@ -224,7 +242,7 @@ public final class Trainer {
     /// The end of an epoch: global train sums, the replica check, evaluation, the metrics record.
     func finishEpoch(_ epoch: Int, sums: [Double], steps: Int, trainSeconds: Double) throws -> EpochMetrics {
         let commSeconds = communicator.seconds, gradientSeconds = gradientAllReduceSeconds
-        communicator.context = "evaluation after step \(step)"
+        enter("evaluation after step \(step)")
         var global = sums
         try communicator.allReduce(&global)
         try checkReplicas()

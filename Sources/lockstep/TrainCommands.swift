@@ -24,7 +24,13 @@ struct Train: ParsableCommand {
 
     func run() throws {
         if printConfig {
-            print(try options.loadConfig().resolvedYAML, terminator: "")
+            let config = try options.loadConfig()
+            print(config.resolvedYAML, terminator: "")
+            // The memory estimate, as YAML comments (the data is read for its sizes).
+            let ranks = options.simulateRanks ?? 1
+            let estimate = try MemoryEstimate(config: config, data: try TrainingData.load(config), worldSize: ranks)
+            print("# memory estimate for \(ranks) rank(s) (--simulate-ranks N for more):")
+            print(estimate.table.split(separator: "\n").map { "#" + $0 }.joined(separator: "\n"))
             return
         }
         let shared = SharedData()

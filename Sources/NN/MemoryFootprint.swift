@@ -1,0 +1,37 @@
+// How many floats a layer keeps for a batch: its output, what backward reads (cached inputs,
+// normalised values, masks), its input gradient and its workspaces (im2col columns). The
+// trainer's memory estimate (Training/MemoryPlan.swift) adds these up before any allocation;
+// layers allocate these buffers lazily, once per batch shape (`reuse`).
+extension Layer {
+    /// Floats this layer holds after a training step on `n` samples (forward and backward).
+    public func activationFloats(batch n: Int) -> Int {
+        let inputs = n * inputShape.reduce(1, *), outputs = n * outputShape.reduce(1, *)
+        switch self {
+        case let block as Residual:
+            return (block.inner + block.shortcut).reduce(2 * outputs + inputs) { $0 + $1.activationFloats(batch: n) }
+        case let conv as Conv2D:
+            // Columns and their gradient (patch × sub·plane), the product and its gradient.
+            let plane = conv.geometry.outHeight * conv.geometry.outWidth
+            let sub = min(conv.chunkSize, max(n, 1))
+            return outputs + inputs + 2 * sub * plane * (conv.geometry.patchSize + conv.outChannels)
+        case is BatchNorm, is GroupNorm, is Dropout:
+            return 2 * outputs + inputs   // normalised values or the mask
+        default:
+            return outputs + inputs
+        }
+    }
+
+    /// Floats of a forward pass in evaluation on `n` samples (outputs and workspaces only).
+    public func evaluationFloats(batch n: Int) -> Int {
+        let outputs = n * outputShape.reduce(1, *)
+        switch self {
+        case let block as Residual:
+            return (block.inner + block.shortcut).reduce(outputs) { $0 + $1.evaluationFloats(batch: n) }
+        case let conv as Conv2D:
+            let plane = conv.geometry.outHeight * conv.geometry.outWidth
+            return outputs + min(conv.chunkSize, max(n, 1)) * plane * (conv.geometry.patchSize + conv.outChannels)
+        default:
+            return outputs
+        }
+    }
+}
