@@ -14,6 +14,10 @@ extension Layer {
             let plane = conv.geometry.outHeight * conv.geometry.outWidth
             let sub = min(conv.chunkSize, max(n, 1))
             return outputs + inputs + 2 * sub * plane * (conv.geometry.patchSize + conv.outChannels)
+        case let relu as ReLU where relu.isFused:
+            return 0   // the batch norm before it applies it (fuseBatchNormReLU)
+        case is Flatten:
+            return 0   // a reshaped view
         case is BatchNorm, is GroupNorm, is Dropout:
             return 2 * outputs + inputs   // normalised values or the mask
         default:
@@ -21,17 +25,17 @@ extension Layer {
         }
     }
 
-    /// Floats of a forward pass in evaluation on `n` samples (outputs and workspaces only).
-    public func evaluationFloats(batch n: Int) -> Int {
-        let outputs = n * outputShape.reduce(1, *)
+    /// Floats an evaluation batch of `n` adds to a trained layer's buffers (a layer reallocates
+    /// its output for a larger batch; workspaces keep their size, backward buffers stay).
+    public func evaluationExtraFloats(batch n: Int, trainingBatch t: Int) -> Int {
         switch self {
         case let block as Residual:
-            return (block.inner + block.shortcut).reduce(outputs) { $0 + $1.evaluationFloats(batch: n) }
-        case let conv as Conv2D:
-            let plane = conv.geometry.outHeight * conv.geometry.outWidth
-            return outputs + min(conv.chunkSize, max(n, 1)) * plane * (conv.geometry.patchSize + conv.outChannels)
-        default:
-            return outputs
+            return (block.inner + block.shortcut).reduce(max(0, n - t) * outputShape.reduce(1, *)) {
+                $0 + $1.evaluationExtraFloats(batch: n, trainingBatch: t)
+            }
+        case let relu as ReLU where relu.isFused: return 0
+        case is Flatten: return 0
+        default: return max(0, n - t) * outputShape.reduce(1, *)
         }
     }
 }

@@ -41,14 +41,17 @@ public struct MemoryEstimate: Sendable {
             let chunks = (config.train.globalBatch + config.train.chunk - 1) / config.train.chunk
             slots = (chunks + ranks - 1) / ranks
         }
-        let training = layers.reduce(0) { $0 + $1.activationFloats(batch: local) }
-        let evaluation = layers.reduce(0) { $0 + $1.evaluationFloats(batch: config.data.evalBatch) }
+        fuseBatchNormReLU(layers)   // as Model does (it skips pairs already fused)
+        // The first layer computes no input gradient (a flatten has none to skip).
+        let firstInput = layers.first.map { $0 is Flatten ? 0 : local * $0.inputShape.reduce(1, *) } ?? 0
+        let training = layers.reduce(0) { $0 + $1.activationFloats(batch: local) } - firstInput
+        let evaluation = layers.reduce(0) { $0 + $1.evaluationExtraFloats(batch: config.data.evalBatch, trainingBatch: local) }
         parts = [
             ("parameters and gradients (\(parameters) floats)", 8 * parameters + 4 * buffers),
             ("optimizer state", 4 * stateTensors * owned),
             ("exact-mode chunk gradients and sums", config.train.exact ? 4 * slots * parameters + 8 * parameters : 0),
             ("activations, training batch of \(local)", 4 * training),
-            ("activations, evaluation batch of \(config.data.evalBatch)", 4 * evaluation),
+            ("activations, evaluation batch of \(config.data.evalBatch) (beyond training's)", 4 * evaluation),
         ]
         perRank = parts.reduce(0) { $0 + $1.1 }
         shared = data.train.storageBytes + data.test.storageBytes + Self.runtimeBytes
