@@ -26,7 +26,10 @@ extension Trainer {
             console.line("lockstep: resumed from \(checkpoint) at step \(step)")
         }
         let start: RunDirectory.Start = resume != nil ? .resume : (overwrite ? .overwrite : .fresh)
-        let directory = try RunDirectory(path: plan.directory, isEnabled: rank == 0, resolvedConfig: config.resolvedYAML, start: start)
+        // A resumed run's logs are cut back to the restored step (step 0 without a checkpoint).
+        let record = start == .resume ? ResumeRecord(step: step, worldSize: worldSize) : nil
+        let directory = try RunDirectory(path: plan.directory, isEnabled: rank == 0, resolvedConfig: config.resolvedYAML, start: start, resume: record)
+        for note in directory.notes { console.line("lockstep: \(note)") }
         console.line(model.summary)
         console.line("run directory: \(plan.directory)")
         return (plan, try run(directory: directory))
