@@ -1,5 +1,5 @@
-// The metrics schema: one type per kind of metrics.jsonl line, encoded by the trainer and decoded
-// by reports with the same Codable types, so the two cannot drift apart.
+// The metrics schema: one type per kind of metrics.jsonl line ("epoch", "train", "resume"), encoded
+// by the trainer and decoded by reports with the same Codable types, so the two cannot drift apart.
 import Foundation
 
 /// One line per epoch (`"kind": "epoch"`).
@@ -59,6 +59,28 @@ public struct TrainProgress: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case kind, step, epoch
         case learningRate = "lr", trainLoss = "train_loss", trainAccuracy = "train_accuracy"
+    }
+}
+
+/// One line where a run was resumed (`"kind": "resume"`): the records before it are those an
+/// uninterrupted run would have written up to `step` (later ones were cut away, RunHistory.swift).
+public struct ResumeRecord: Codable, Equatable, Sendable {
+    public var kind = "resume"
+    /// The restored checkpoint's step (0 when `--resume auto` found no checkpoint).
+    public var step: Int
+    public var worldSize: Int
+    /// Unix seconds.
+    public var wallTime: Double
+
+    public init(step: Int, worldSize: Int, wallTime: Double = Date().timeIntervalSince1970) {
+        self.step = step
+        self.worldSize = worldSize
+        self.wallTime = wallTime
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case kind, step
+        case worldSize = "world_size", wallTime = "wall_time"
     }
 }
 

@@ -35,7 +35,8 @@ public final class RunDirectory {
         case overwrite
     }
 
-    /// The files of an earlier run in `path` (those a run writes), sorted.
+    /// The files of an earlier run in `path` (those a run writes), sorted. Not `.lockstep.lock`:
+    /// that is the lock of whoever writes now (RunLock.swift), taken before this is asked.
     public static func runFiles(in path: String) -> [String] {
         let items = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
         return items.filter { name in
@@ -52,15 +53,17 @@ public final class RunDirectory {
         return "\(path) already holds a run (\(shown)); continue it with --resume auto, replace it with --overwrite, or choose another output.dir"
     }
 
+    /// Notes for the user from opening the directory (what a cut-back dropped from damaged logs).
+    public private(set) var notes: [String] = []
+
     /// Creates (rank 0) the directory, writes `config.yaml`, and opens the logs for appending.
-    public init(path: String, isEnabled: Bool, resolvedConfig: String, start: Start = .fresh) throws {
+    /// With `resume` (a resumed run), first cuts the logs back to its step and appends it to
+    /// metrics.jsonl (RunHistory.swift). The caller holds the directory's RunLock.
+    public init(path: String, isEnabled: Bool, resolvedConfig: String, start: Start = .fresh, resume: ResumeRecord? = nil) throws {
         self.path = path
         self.isEnabled = isEnabled
         guard isEnabled else { return }
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw RunDirectoryError("\(path): exists and is not a directory; choose another output.dir")
-        }
+        try Self.create(path)
         switch start {
         case .fresh:
             if let conflict = Self.conflict(at: path) { throw RunDirectoryError(conflict) }
@@ -68,6 +71,32 @@ public final class RunDirectory {
             break
         case .overwrite:
             for name in Self.runFiles(in: path) { try? FileManager.default.removeItem(atPath: (path as NSString).appendingPathComponent(name)) }
+        }
+        // Temporary files of a save that was killed midway are never under a checkpoint's name;
+        // clear them away.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+            try? FileManager.default.removeItem(atPath: file(name))
+        }
+        if start == .resume, let resume { notes = try Self.cutBack(path, to: resume) }
+        try writeAtomically(Array(resolvedConfig.utf8), to: file("config.yaml"))
+        let metricsPath = file("metrics.jsonl")
+        if !FileManager.default.fileExists(atPath: metricsPath) {
+            _ = FileManager.default.createFile(atPath: metricsPath, contents: nil)
+        }
+        guard let h = FileHandle(forWritingAtPath: metricsPath) else {
+            throw RunDirectoryError("\(metricsPath): cannot open for appending")
+        }
+        h.seekToEndOfFile()
+        metrics = h
+        tensorBoard = try TensorBoardWriter(directory: path)
+    }
+
+    /// Creates the directory `path` (and its parents) unless it exists; an error names the cause.
+    public static func create(_ path: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw RunDirectoryError("\(path): exists and is not a directory; choose another output.dir") }
+            return
         }
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -84,22 +113,6 @@ public final class RunDirectory {
             }
             throw RunDirectoryError("\(path): cannot create the run directory (no permission, or the disk is full or read-only)")
         }
-        // Temporary files of a save that was killed midway are never under a checkpoint's name;
-        // clear them away.
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
-            try? FileManager.default.removeItem(atPath: file(name))
-        }
-        try writeAtomically(Array(resolvedConfig.utf8), to: file("config.yaml"))
-        let metricsPath = file("metrics.jsonl")
-        if !FileManager.default.fileExists(atPath: metricsPath) {
-            _ = FileManager.default.createFile(atPath: metricsPath, contents: nil)
-        }
-        guard let h = FileHandle(forWritingAtPath: metricsPath) else {
-            throw RunDirectoryError("\(metricsPath): cannot open for appending")
-        }
-        h.seekToEndOfFile()
-        metrics = h
-        tensorBoard = try TensorBoardWriter(directory: path)
     }
 
     public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }

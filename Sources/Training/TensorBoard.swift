@@ -47,7 +47,13 @@ public final class TensorBoardWriter {
 
     public init(directory: String) throws {
         let host = ProcessInfo.processInfo.hostName
-        path = (directory as NSString).appendingPathComponent("events.out.tfevents.\(Int(Date().timeIntervalSince1970)).\(host).\(getpid())")
+        let base = (directory as NSString).appendingPathComponent("events.out.tfevents.\(Int(Date().timeIntervalSince1970)).\(host).\(getpid())")
+        // A second run in the same process and second (a resume in tests) must not truncate the
+        // first's file: a suffix keeps the names distinct and sorts after it, as TensorBoard reads.
+        var name = base
+        var n = 0
+        while FileManager.default.fileExists(atPath: name) { n += 1; name = "\(base).\(n)" }
+        path = name
         guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
             throw SafeTensorsError("\(path): cannot create the TensorBoard event file")
         }
