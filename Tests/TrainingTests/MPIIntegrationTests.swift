@@ -1,4 +1,5 @@
 // End-to-end runs of the lockstep binary under mpirun.
+import Collectives
 import Foundation
 import Training
 import XCTest
@@ -105,7 +106,7 @@ final class MPIIntegrationTests: XCTestCase {
         // The timeout (3 s), a roll call (up to 2 s), then MPI_Abort: within the timeout + 5 s.
         XCTAssertLessThan(Date().timeIntervalSince(stopped), 3 + 5, output)
         XCTAssertNotEqual(p.terminationStatus, 0)
-        XCTAssertTrue(output.contains("rank 1 did not arrive"), output)
+        XCTAssertTrue(output.contains("rank 1 (\(hostName())) did not arrive"), output)   // named with its host
         XCTAssertTrue(output.contains("timed out after 3 s"), output)
     }
 }
