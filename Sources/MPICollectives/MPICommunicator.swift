@@ -55,6 +55,8 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_dup(comm, &dup)
         control = dup
         hosts = (try? hostNames(self)) ?? []
+        let names = Array(Set(hosts)).sorted()
+        peers = names.count > 1 ? "hosts " + names.joined(separator: ", ") : "ranks 0-\(size - 1)" + (names.count == 1 ? " on \(names[0])" : "")
     }
 
     deinit { scratch?.deallocate() }
@@ -150,7 +152,7 @@ public final class MPICommunicator: Communicator {
             var arrival = lockstep_request_null()
             try check(MPI_Ibarrier(comm, &arrival), "MPI_Ibarrier")
             try complete(&arrival, seconds: collectiveTimeout, what)
-            let context = self.context, peers = describePeers()
+            let context = self.context, peers = self.peers
             let code = watchdog.guarding(seconds: seconds, {
                 "\(what()) at \(context) timed out after \(String(format: "%.3g", seconds)) s: every rank had arrived, then the transfer stalled (a link between \(peers) is cut or far slower than \(Int(CollectiveTimeout.slowestLink / 1e6)) MB/s); set check.collective_timeout to wait longer"
             }, blocking)
@@ -162,11 +164,8 @@ public final class MPICommunicator: Communicator {
         try complete(&request, seconds: seconds, what)
     }
 
-    /// "hosts node0, node1" (or "ranks 0-3" when the hostnames are unknown or all one).
-    private func describePeers() -> String {
-        let names = Array(Set(hosts)).sorted()
-        return names.count > 1 ? "hosts " + names.joined(separator: ", ") : "ranks 0-\(size - 1)" + (names.count == 1 ? " on \(names[0])" : "")
-    }
+    /// "hosts node0, node1" (or "ranks 0-3 on HOST" when all share one), for the watchdog's message.
+    private var peers = ""
 
     /// Overlap: MPI_Iallreduce, advanced by MPI_Test between layers and completed by polling
     /// against the deadline like every other collective.
