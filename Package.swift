@@ -8,6 +8,8 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "lockstep", targets: ["lockstep"]),
+        // `import Lockstep`: the library a Swift program trains with (examples/spirals).
+        .library(name: "Lockstep", targets: ["Lockstep"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -44,6 +46,8 @@ let package = Package(
         .target(name: "Deploy", dependencies: ["NN", "Training", "ONNXProto", "CPNG", "Datasets", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["README.md"], swiftSettings: release),
         .target(name: "Launch", dependencies: ["Training", "MPICollectives", "Collectives", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
+        .target(name: "Lockstep", dependencies: ["Collectives", "Datasets", "Deploy", "Launch", "NN", "Optimizers", "TensorCore", "Training"],
+                swiftSettings: release),
         .executableTarget(name: "lockstep",
                           dependencies: ["Training", "Launch", "MPICollectives", "Deploy", "Datasets", "Collectives",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -48,6 +48,11 @@ public final class Trainer {
     public var temperature: Float = 1
     /// Behaves as if a stop signal arrived right after this step (tests of preemption).
     public var stopAtStep: Int?
+    /// Called on every rank after each optimizer step, with that step's numbers (this rank's
+    /// share of the samples: sum over ranks for the global figures).
+    public var onStep: ((StepEnd) -> Void)?
+    /// Called on every rank after each epoch's evaluation, with the epoch's metrics (global).
+    public var onEpoch: ((EpochMetrics) -> Void)?
     /// True on every rank when any rank asked to stop during the last step.
     var stopAgreed = false
     let startTime = monotonicSeconds()
@@ -140,6 +145,7 @@ public final class Trainer {
                 for (i, v) in [r.lossSum, Double(r.correct), Double(r.count)].enumerated() { sums[i] += v; logSums[i] += v }
                 step += 1
                 stepsThisEpoch += 1
+                onStep?(StepEnd(step: step, epoch: epoch + 1, learningRate: schedule.rate(at: step - 1), lossSum: r.lossSum, correct: r.correct, samples: r.count))
                 if config.check.replicasEvery > 0 && step % config.check.replicasEvery == 0 { try checkReplicas() }
                 if config.train.logEvery > 0 && step % config.train.logEvery == 0 {
                     try logProgress(&logSums, run)
@@ -156,6 +162,7 @@ public final class Trainer {
             let trainSeconds = monotonicSeconds() - epochStart
             let m = try finishEpoch(epoch, sums: sums, steps: stepsThisEpoch, trainSeconds: trainSeconds)
             history.append(m)
+            onEpoch?(m)
             console.line(m.consoleLine(epochs: (totalSteps + steps - 1) / steps))
             run?.log(m, kind: "epoch", step: step)
             try checkpointAfterEpoch(run, metrics: m)
@@ -205,7 +212,7 @@ public final class Trainer {
     func enter(_ context: String) {
         communicator.context = context
         if let pause = injectedPause, pause.context == context {
-            FileManager.default.createFile(atPath: pause.file, contents: Data(context.utf8))
+            _ = FileManager.default.createFile(atPath: pause.file, contents: Data(context.utf8))
             sleep(4)
         }
     }
@@ -273,4 +280,13 @@ extension EpochMetrics {
                      testLoss, 100 * testAccuracy, expectedCalibrationError, learningRate, samplesPerSecond)
             + comm + String(format: "  %.1fs", elapsedSeconds)
     }
+}
+
+/// What `Trainer.onStep` receives after an optimizer step.
+public struct StepEnd: Sendable {
+    /// Steps taken so far (1 after the first) and the epoch they belong to (from 1).
+    public var step: Int, epoch: Int
+    public var learningRate: Double
+    /// Over this rank's samples of the step: summed loss, correct predictions, samples.
+    public var lossSum: Double, correct: Int, samples: Int
 }

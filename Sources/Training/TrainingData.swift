@@ -18,6 +18,15 @@ public struct TrainingData: @unchecked Sendable {
         self.normalization = normalization
     }
 
+    /// A program's own splits (`Dataset`, read once into memory); features are used as given.
+    public init(train: some Dataset, test: some Dataset) throws {
+        let train = try ImageDataset(train, name: "train"), test = try ImageDataset(test, name: "test")
+        guard train.sampleShape == test.sampleShape, train.classes == test.classes else {
+            throw DatasetError(message: "the test split's samples are \(test.sampleShape) in \(test.classes) classes but the training split's \(train.sampleShape) in \(train.classes)")
+        }
+        self.init(train: train, test: test, padValue: 0)
+    }
+
     public static func load(_ config: TrainingConfig) throws -> TrainingData {
         switch config.data.format {
         case .idx: return try loadIDX(config)
