@@ -18,13 +18,17 @@ public struct IDXArray {
 }
 
 /// Reads a whole file, decompressing it when it is gzip (zlib reads plain files unchanged).
-public func readPossiblyCompressed(_ path: String) throws -> [UInt8] {
+/// `declaredSize`, given the bytes read so far, returns the size the data's own header
+/// declares once it can tell: reading stops one byte past it, so a small compressed file cannot
+/// expand into gigabytes (a gzip bomb) before its header is checked.
+public func readPossiblyCompressed(_ path: String, declaredSize: (([UInt8]) -> Int?)? = nil) throws -> [UInt8] {
     guard FileManager.default.fileExists(atPath: path) else {
         throw DataError("\(path): file not found")
     }
     guard let file = gzopen(path, "rb") else { throw DataError("\(path): cannot open (\(String(cString: strerror(errno))))") }
     defer { gzclose(file) }
     var out = [UInt8]()
+    var limit: Int?
     var chunk = [UInt8](repeating: 0, count: 1 << 20)
     while true {
         let n = chunk.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32($0.count)) }
@@ -35,6 +39,11 @@ public func readPossiblyCompressed(_ path: String) throws -> [UInt8] {
         }
         if n == 0 { break }
         out.append(contentsOf: chunk[0..<Int(n)])
+        if limit == nil { limit = declaredSize?(out) }
+        if let limit, out.count > limit {
+            out.removeLast(out.count - limit - 1)   // one byte over: the parser reports "too long"
+            return out
+        }
     }
     // zlib stops quietly at a truncated gzip stream; gzerror reports it.
     var code: Int32 = 0
@@ -47,7 +56,24 @@ public func readPossiblyCompressed(_ path: String) throws -> [UInt8] {
 
 /// Reads, parses and validates an IDX file of unsigned bytes with the expected rank.
 public func readIDX(_ path: String, expectedRank: Int) throws -> IDXArray {
-    try parseIDX(try readPossiblyCompressed(path), path: path, expectedRank: expectedRank)
+    try parseIDX(try readPossiblyCompressed(path, declaredSize: idxDeclaredSize), path: path, expectedRank: expectedRank)
+}
+
+/// The size an IDX header declares (header and data), once the header has been read; nil
+/// before that, or when the header is not an IDX one (the parser then names what is wrong).
+func idxDeclaredSize(_ data: [UInt8]) -> Int? {
+    guard data.count >= 4, data[0] == 0, data[1] == 0 else { return nil }
+    let rank = Int(data[3]), header = 4 + 4 * rank
+    guard data.count >= header else { return nil }
+    var size = 1
+    for d in 0..<rank {
+        let o = 4 + 4 * d
+        let (product, overflow) = size.multipliedReportingOverflow(by: Int(data[o]) << 24 | Int(data[o + 1]) << 16 | Int(data[o + 2]) << 8 | Int(data[o + 3]))
+        guard !overflow else { return nil }
+        size = product
+    }
+    let (total, overflow) = size.addingReportingOverflow(header)
+    return overflow ? nil : total
 }
 
 /// Parses and validates IDX bytes (unsigned bytes, the expected rank); `path` names them in errors.

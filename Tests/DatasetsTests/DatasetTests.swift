@@ -177,6 +177,15 @@ final class IDXTests: XCTestCase {
         assertDataError(try readIDX(compressed, expectedRank: 3), mentions: [compressed])
     }
 
+    func testACompressedFileIsNotExpandedBeyondWhatItsHeaderDeclares() throws {
+        // A header declaring 2×2×2 bytes, then 20 MB of zeros: about 20 KB compressed. Reading
+        // stops one byte past the declared size, so the error counts 9 bytes, not 20 million.
+        let raw = directory.file("bomb-images-idx3-ubyte")
+        try writeFile(idxBytes(dimensions: [2, 2, 2], data: [UInt8](repeating: 0, count: 20_000_000)), to: raw)
+        let compressed = try gzipFile(raw)
+        assertDataError(try readIDX(compressed, expectedRank: 3), mentions: [compressed, "too long", "9 bytes after the header, expected 8"])
+    }
+
     func testGzipWithTrailingCutOfChecksum() throws {
         // Only the 8-byte trailer (CRC32 and length) is missing: still a truncated stream.
         let raw = directory.file("trailer-images-idx3-ubyte")
