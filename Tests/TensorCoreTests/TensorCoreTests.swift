@@ -29,6 +29,9 @@ final class RandomTests: XCTestCase {
         let normals = (0..<n).map { Double(a.normal($0)) }
         let m = normals.reduce(0, +) / Double(n)
         let v = normals.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(n)
+        // Standard errors over n = 20,000: the mean's is 1/√n ≈ 0.0071, the variance's √(2/n) ≈
+        // 0.010; the bounds are about 5.6 and 5 of them (a false failure once in ~10⁶ runs,
+        // and these draws are fixed anyway), while a wrong scale (σ = 1.1 gives v ≈ 1.21) fails.
         XCTAssertEqual(m, 0, accuracy: 0.04)
         XCTAssertEqual(v, 1, accuracy: 0.05)
         // below(bound) stays in range and hits every value.
@@ -54,6 +57,9 @@ final class KernelTests: XCTestCase {
                 for j in 0..<n {
                     var s: Float = 0
                     for p in 0..<k { s += a[i * k + p] * b[p * n + j] }
+                    // k = 3 products of values in [−0.5, 0.5): |s| ≤ 0.75, so float rounding (any
+                    // order or FMA) stays below 3·2⁻²⁴·0.75·2 ≈ 3e-7; 1e-5 leaves room, a wrong
+                    // transpose or alpha/beta is off by ≥ 1e-2.
                     XCTAssertEqual(c[i * n + j], 2 * s + 0.5, accuracy: 1e-5, "ta \(ta) tb \(tb) at \(i),\(j)")
                 }
             }
@@ -76,6 +82,9 @@ final class KernelTests: XCTestCase {
             scratch.withUnsafeMutableBufferPointer { cp in back.withUnsafeMutableBufferPointer { col2im(cp.baseAddress!, batch: n, geometry: g, into: $0.baseAddress!) } }
             let lhs = zip(cols, c).reduce(0.0) { $0 + Double($1.0 * $1.1) }
             let rhs = zip(x, back).reduce(0.0) { $0 + Double($1.0 * $1.1) }
+            // Both sides are Double sums of ~10³ float products of size ≤ 0.25 (|sum| ≲ 5): each
+            // product is exact in Double, so the sides differ by Double rounding only (≲ 1e-12);
+            // 1e-4 is loose but a misplaced tap changes the sum by ~1e-2.
             XCTAssertEqual(lhs, rhs, accuracy: 1e-4, "stride \(stride) padding \(padding) kernel \(kernel)")
             // And im2col picks the right pixel: patch row (c=1, kh, kw) of output (0, 0) of sample 1.
             let kh = kernel - 1, kw = 0
