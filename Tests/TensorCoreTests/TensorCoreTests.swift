@@ -82,9 +82,9 @@ final class KernelTests: XCTestCase {
             scratch.withUnsafeMutableBufferPointer { cp in back.withUnsafeMutableBufferPointer { col2im(cp.baseAddress!, batch: n, geometry: g, into: $0.baseAddress!) } }
             let lhs = zip(cols, c).reduce(0.0) { $0 + Double($1.0 * $1.1) }
             let rhs = zip(x, back).reduce(0.0) { $0 + Double($1.0 * $1.1) }
-            // Both sides are Double sums of ~10³ float products of size ≤ 0.25 (|sum| ≲ 5): each
-            // product is exact in Double, so the sides differ by Double rounding only (≲ 1e-12);
-            // 1e-4 is loose but a misplaced tap changes the sum by ~1e-2.
+            // Both sides add ~10³ products of values in [−0.5, 0.5), each rounded in float (error
+            // ≤ 2⁻²⁴·0.25 ≈ 1.5e-8) and summed in Double: they differ by ≲ 1.5e-5 at worst; a
+            // misplaced or missing tap changes the sum by ~1e-2.
             XCTAssertEqual(lhs, rhs, accuracy: 1e-4, "stride \(stride) padding \(padding) kernel \(kernel)")
             // And im2col picks the right pixel: patch row (c=1, kh, kw) of output (0, 0) of sample 1.
             let kh = kernel - 1, kw = 0
