@@ -26,6 +26,8 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg",
+                       providers: [.apt(["libturbojpeg0-dev"])]),
 
         // Elementwise loops Swift cannot vectorise (sqrt); no FMA contraction, so the same bits on any CPU.
         .target(name: "CKernels", exclude: ["README.md"],
@@ -35,7 +37,7 @@ let package = Package(
         .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "NN", dependencies: ["TensorCore", "Collectives", "CKernels"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Optimizers", dependencies: ["TensorCore", "NN"], exclude: ["README.md"], swiftSettings: release),
-        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], exclude: ["README.md"], swiftSettings: release),
+        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib", "CPNG", "CTurboJPEG"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Training",
                 dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives", "CZlib",
                                .product(name: "Yams", package: "Yams")],
@@ -43,7 +45,7 @@ let package = Package(
         // Generated from onnx.proto (see its README); the ONNX exporter builds on it.
         .target(name: "ONNXProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["README.md"]),
-        .target(name: "Deploy", dependencies: ["NN", "Training", "ONNXProto", "CPNG", "Datasets", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+        .target(name: "Deploy", dependencies: ["NN", "Training", "ONNXProto", "Datasets", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["README.md"], swiftSettings: release),
         .target(name: "Launch", dependencies: ["Training", "MPICollectives", "Collectives", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Lockstep", dependencies: ["Collectives", "Datasets", "Deploy", "Launch", "NN", "Optimizers", "TensorCore", "Training"],
@@ -60,7 +62,7 @@ let package = Package(
         .executableTarget(name: "fuzz-config", dependencies: ["Training", "FuzzSupport"], path: "fuzz/Sources/FuzzConfig"),
         .executableTarget(name: "fuzz-tabular", dependencies: ["Datasets", "FuzzSupport"], path: "fuzz/Sources/FuzzTabular"),
 
-        .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives", "CPNG", "CTurboJPEG"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CKernels", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "TestSupport"]),

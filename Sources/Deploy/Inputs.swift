@@ -1,7 +1,6 @@
 // Reading what `lockstep predict` classifies: PNG (through libpng), binary PGM, IDX image files
 // and CSV rows, each checked against the model's input shape, with one-line errors naming the
 // file. Pixels come out as bytes; CSV rows as raw features.
-import CPNG
 import Datasets
 import Foundation
 
@@ -33,32 +32,14 @@ public enum InputReader {
     /// A PNG of the model's size, converted by libpng to grey or RGB as the model expects.
     public static func png(_ path: String, shape: [Int]) throws -> [UInt8] {
         let (c, h, w) = try imageShape(path, shape)
-        var image = png_image()
-        lockstep_png_image_init(&image)
-        defer { png_image_free(&image) }
-        guard png_image_begin_read_from_file(&image, path) != 0 else {
-            throw DataError("\(path): not a readable PNG (\(message(&image)))")
-        }
-        guard Int(image.height) == h, Int(image.width) == w else {
-            throw DataError("\(path): the image is \(image.width)×\(image.height), the model expects \(w)×\(h)")
-        }
-        image.format = c == 1 ? UInt32(PNG_FORMAT_GRAY) : UInt32(PNG_FORMAT_RGB)
-        var interleaved = [UInt8](repeating: 0, count: lockstep_png_image_size(&image))
-        guard png_image_finish_read(&image, nil, &interleaved, 0, nil) != 0 else {
-            throw DataError("\(path): corrupt PNG (\(message(&image)))")
-        }
+        let image = try ImageDecoding.png(path, channels: c, expected: (w, h))
         // libpng gives RGBRGB...; the model wants planes (C, H, W).
-        guard c == 3 else { return interleaved }
+        guard c == 3 else { return image.pixels }
         var planes = [UInt8](repeating: 0, count: 3 * h * w)
-        for p in 0..<(h * w) { for ch in 0..<3 { planes[ch * h * w + p] = interleaved[3 * p + ch] } }
+        for p in 0..<(h * w) { for ch in 0..<3 { planes[ch * h * w + p] = image.pixels[3 * p + ch] } }
         return planes
     }
 
-    static func message(_ image: inout png_image) -> String {
-        withUnsafeBytes(of: &image.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-    }
-
-    /// Binary PGM (P5) with a maximum value of 255, of the model's size; one channel only.
     public static func pgm(_ path: String, shape: [Int]) throws -> [UInt8] {
         let (c, h, w) = try imageShape(path, shape)
         guard c == 1 else { throw DataError("\(path): a PGM is grey, the model expects \(c) channels") }

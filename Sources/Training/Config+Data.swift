@@ -8,7 +8,8 @@ extension TrainingConfig {
         config.data.format = try d.choice("format", default: config.data.format)
         config.data.path = try d.string("path", default: config.data.path)
         config.data.trainSplit = try d.string("train_split", default: config.data.trainSplit)
-        config.data.testSplit = try d.string("test_split", default: config.data.testSplit)
+        // MNIST's files name the test split t10k; an image folder's is test/.
+        config.data.testSplit = try d.string("test_split", default: config.data.format == .folder ? "test" : config.data.testSplit)
         config.data.classes = try d.int("classes", default: config.data.classes, min: 2)
         if let strings = try d.strings("class_names", expected: "a list of non-empty names", allowEmpty: false) {
             guard strings.count == config.data.classes else {
@@ -63,6 +64,16 @@ extension TrainingConfig {
             }
             guard config.data.mean == nil && config.data.std == nil else {
                 throw ConfigError("\(file): 'data.normalize' is for images; CSV features are standardised per column from the training split")
+            }
+        }
+        if config.data.format == .folder {
+            let channels = try d.int("channels", default: config.data.channels, min: 1)
+            guard channels == 1 || channels == 3 else { throw d.fail("channels", d.raw("channels"), "1 (grey) or 3 (RGB)") }
+            config.data.channels = channels
+            config.data.imageSize = try d.int("image_size", default: config.data.imageSize, min: 1)
+            config.data.resize = try d.int("resize", default: config.data.resize, min: 0)
+            if config.data.resize > 0 && config.data.resize < config.data.imageSize {
+                throw ConfigError("\(file): 'data.resize' (\(config.data.resize)) must be at least 'data.image_size' (\(config.data.imageSize)), or 0")
             }
         }
         try d.finish()

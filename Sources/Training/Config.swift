@@ -32,8 +32,13 @@ public struct TrainingConfig {
         public var trainFile = "train.csv"
         public var testFile = "test.csv"
         public var csv = CSVFormat()
+        /// Image folders: grey (1) or RGB (3), the side of the square the model sees, and the
+        /// shorter side each image is scaled to before the centre square is cut (0: image_size).
+        public var channels = 3
+        public var imageSize = 32
+        public var resize = 0
     }
-    public enum DataFormat: String, CaseIterable, Sendable { case idx, cifar10, csv }
+    public enum DataFormat: String, CaseIterable, Sendable { case idx, cifar10, csv, folder }
     public typealias OptimizerKind = OptimizerSettings.Kind
     public struct Train {
         public var epochs = 10

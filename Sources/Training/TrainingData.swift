@@ -32,7 +32,33 @@ public struct TrainingData: @unchecked Sendable {
         case .idx: return try loadIDX(config)
         case .cifar10: return try loadCIFAR(config)
         case .csv: return try loadCSV(config)
+        case .folder: return try loadFolder(config)
         }
+    }
+
+    /// Image folders: `<path>/<train_split>/<class>/...` and `<path>/<test_split>/<class>/...`,
+    /// classes from the training split's folder names; one mean and standard deviation over the
+    /// training pixels (all channels), as for CIFAR-10.
+    static func loadFolder(_ config: TrainingConfig) throws -> TrainingData {
+        let d = config.data
+        let trainDir = (d.path as NSString).appendingPathComponent(d.trainSplit)
+        let testDir = (d.path as NSString).appendingPathComponent(d.testSplit)
+        let classes = try ImageFolder.classNames(trainDir)
+        guard classes.count == d.classes else {
+            throw DataError("\(trainDir): \(classes.count) class folders (\(classes.joined(separator: ", "))) but data.classes is \(d.classes); set data.classes: \(classes.count)")
+        }
+        if let names = d.classNames, names != classes {
+            throw DataError("\(trainDir): the class folders are \(classes) but data.class_names is \(names); leave class_names out or list the folders in sorted order")
+        }
+        let resize = d.resize > 0 ? d.resize : d.imageSize
+        let shape = [d.channels, d.imageSize, d.imageSize]
+        let train = try ImageFolder.read(trainDir, classes: classes, channels: d.channels, resize: resize, size: d.imageSize)
+        let test = try ImageFolder.read(testDir, classes: classes, channels: d.channels, resize: resize, size: d.imageSize)
+        let stats = ImageDataset.statistics(train.bytes)
+        let mean = d.mean.map(Float.init) ?? stats.mean, std = d.std.map(Float.init) ?? stats.std
+        return TrainingData(train: ImageDataset(name: "train", sampleShape: shape, classes: d.classes, bytes: train.bytes, labels: train.labels, mean: mean, std: std),
+                            test: ImageDataset(name: "test", sampleShape: shape, classes: d.classes, bytes: test.bytes, labels: test.labels, mean: mean, std: std),
+                            padValue: (0 - mean) / std, normalization: .pixels(mean: mean, std: std))
     }
 
     static func loadIDX(_ config: TrainingConfig) throws -> TrainingData {
