@@ -70,6 +70,8 @@ public final class Trainer {
     var chunkSize: Int? { config.train.exact ? config.train.chunk : nil }
 
     public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, console: Console? = nil) throws {
+        var config = config
+        if config.data.classNames == nil { config.data.classNames = data.classNames }   // image folders name them
         self.config = config
         self.communicator = TimedCommunicator(communicator)
         self.communicator.collectiveTimeout = config.check.collectiveTimeout

@@ -10,6 +10,9 @@ public struct TrainingData: @unchecked Sendable {
     public let padValue: Float
     /// How raw inputs become the model's inputs (stored in checkpoints for deployment).
     public let normalization: InputNormalization
+    /// The classes' names when the data names them (image folders), for checkpoints when the
+    /// config gives none.
+    public var classNames: [String]?
 
     public init(train: ImageDataset, test: ImageDataset, padValue: Float, normalization: InputNormalization = .none) {
         self.train = train
@@ -56,9 +59,11 @@ public struct TrainingData: @unchecked Sendable {
         let test = try ImageFolder.read(testDir, classes: classes, channels: d.channels, resize: resize, size: d.imageSize)
         let stats = ImageDataset.statistics(train.bytes)
         let mean = d.mean.map(Float.init) ?? stats.mean, std = d.std.map(Float.init) ?? stats.std
-        return TrainingData(train: ImageDataset(name: "train", sampleShape: shape, classes: d.classes, bytes: train.bytes, labels: train.labels, mean: mean, std: std),
-                            test: ImageDataset(name: "test", sampleShape: shape, classes: d.classes, bytes: test.bytes, labels: test.labels, mean: mean, std: std),
-                            padValue: (0 - mean) / std, normalization: .pixels(mean: mean, std: std))
+        var data = TrainingData(train: ImageDataset(name: "train", sampleShape: shape, classes: d.classes, bytes: train.bytes, labels: train.labels, mean: mean, std: std),
+                                test: ImageDataset(name: "test", sampleShape: shape, classes: d.classes, bytes: test.bytes, labels: test.labels, mean: mean, std: std),
+                                padValue: (0 - mean) / std, normalization: .pixels(mean: mean, std: std))
+        data.classNames = classes
+        return data
     }
 
     static func loadIDX(_ config: TrainingConfig) throws -> TrainingData {

@@ -51,6 +51,11 @@ final class FolderTrainingTests: XCTestCase {
         XCTAssertEqual(data.test.count, 16)
         XCTAssertEqual(data.train.sampleShape, [3, 8, 8])
         XCTAssertEqual(Array(data.train.labels.prefix(24)), [Int32](repeating: 0, count: 24), "dark first: classes in sorted order")
+        XCTAssertEqual(data.classNames, ["dark", "light"])
+        let named = try ThreadCommunicator.run(size: 1) { comm in
+            try Trainer(config: cfg, communicator: comm, data: data, console: Console(isEnabled: false)).config.data.resolvedClassNames
+        }[0]
+        XCTAssertEqual(named, ["dark", "light"], "checkpoints name the classes by their folders")
         var bits: [[UInt32]] = []
         var accuracy = 0.0
         for ranks in [1, 3] {
