@@ -20,6 +20,10 @@ public struct Augmentation: Sendable, Equatable {
     public var erasingAspect: Double
     /// Standard deviation of Gaussian noise added to every normalised value (0 disables).
     public var noise: Double
+    /// Random resized crop (image folders whose stored square is larger than the sample): the
+    /// box's area as a fraction of the square, and its aspect-ratio range; nil disables.
+    public var resizedCropScale: ClosedRange<Double>? = nil
+    public var resizedCropRatio: ClosedRange<Double> = 0.75...(4.0 / 3.0)
 
     public init(horizontalFlip: Bool = false, cropPadding: Int = 0, translate: Double = 0,
                 erasingProbability: Double = 0, erasingArea: ClosedRange<Double> = 0.02...0.33,
@@ -34,7 +38,7 @@ public struct Augmentation: Sendable, Equatable {
     }
 
     public var isIdentity: Bool {
-        !horizontalFlip && cropPadding == 0 && translate == 0 && erasingProbability == 0 && noise == 0
+        !horizontalFlip && cropPadding == 0 && translate == 0 && erasingProbability == 0 && noise == 0 && resizedCropScale == nil
     }
 
     /// Copies sample `index` of `dataset` into `out` (C·H·W floats), augmented for `epoch`.
@@ -56,7 +60,13 @@ public struct Augmentation: Sendable, Equatable {
             dy += s.below(2 * my + 1, 0) - my
             dx += s.below(2 * mx + 1, 1) - mx
         }
-        dataset.copySample(index, into: out)
+        if let scale = resizedCropScale, dataset.storedShape != dataset.sampleShape {
+            let box = Self.resizedCropBox(side: dataset.storedShape[1], scale: scale, ratio: resizedCropRatio,
+                                          stream: rng.stream(.resizedCrop, epoch, index))
+            dataset.copyRegion(index, box, into: out)
+        } else {
+            dataset.copySample(index, into: out)
+        }
         if flip || dy != 0 || dx != 0 {
             move(out, c: c, h: h, w: w, flip: flip, dy: dy, dx: dx, padValue: padValue, count: dataset.sampleSize)
         }

@@ -15,6 +15,10 @@ public final class ImageDataset: @unchecked Sendable {
     public let name: String
     public let count: Int
     public let sampleShape: [Int]     // (C, H, W)
+    /// What each sample holds in storage: `sampleShape`, or (image folders) a larger square
+    /// (C, R, R) that a sample is cut from: its centre, or a random resized crop in training
+    /// (ResizedCrop.swift).
+    public let storedShape: [Int]
     public let classes: Int
     public let labels: [Int32]
     let storage: Storage
@@ -37,15 +41,19 @@ public final class ImageDataset: @unchecked Sendable {
         self.classes = classes
         self.count = labels.count
         self.labels = labels
+        self.storedShape = sampleShape
         let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(pixels.count, 1))
         _ = b.initialize(from: pixels)
         storage = .floats(b)
     }
 
     /// A dataset of byte pixels, normalised on the way out as (byte/255 − mean)/std.
-    public init(name: String, sampleShape: [Int], classes: Int, bytes: [UInt8], labels: [Int32], mean: Float, std: Float) {
+    /// With `storedShape` (C, R, R), each sample's bytes are an R × R square holding the
+    /// (C, S, S) `sampleShape` (R ≥ S).
+    public init(name: String, sampleShape: [Int], storedShape: [Int]? = nil, classes: Int, bytes: [UInt8], labels: [Int32], mean: Float, std: Float) {
         self.name = name
         self.sampleShape = sampleShape
+        self.storedShape = storedShape ?? sampleShape
         self.classes = classes
         self.count = labels.count
         self.labels = labels
@@ -66,6 +74,7 @@ public final class ImageDataset: @unchecked Sendable {
     /// Writes sample `index`, normalised, into `out` (sampleSize floats).
     @inline(__always)
     public func copySample(_ index: Int, into out: UnsafeMutablePointer<Float>) {
+        if storedShape != sampleShape { return copyCentre(index, into: out) }
         let n = sampleSize
         switch storage {
         case let .bytes(b, scale, shift):

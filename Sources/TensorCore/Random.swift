@@ -8,7 +8,7 @@ import Foundation
 
 public enum RandomPurpose: UInt32, Sendable {
     case shuffle = 1, initialization = 2, dropout = 3, flip = 4, crop = 5, validation = 6,
-         translate = 7, erasing = 8, noise = 9, test = 99
+         translate = 7, erasing = 8, noise = 9, resizedCrop = 10, test = 99
 }
 
 public struct Philox: Sendable {

@@ -43,6 +43,21 @@ extension TrainingConfig {
         config.data.augment.erasingArea = minArea...maxArea
         config.data.augment.erasingAspect = try erasing.double("min_aspect", default: config.data.augment.erasingAspect, range: 0.01...1)
         try erasing.finish()
+        // Naming the section (even as 'random_resized_crop: {}') turns it on, torchvision's defaults.
+        if aug.raw("random_resized_crop") != nil {
+            let crop = try aug.section("random_resized_crop")
+            let scale = try crop.doubles("scale", default: [0.08, 1.0], range: 0.0001...1)
+            let ratio = try crop.doubles("ratio", default: [0.75, 4.0 / 3.0], range: 0.01...100)
+            try crop.finish()
+            guard scale.count == 2, scale[0] <= scale[1], ratio.count == 2, ratio[0] <= ratio[1] else {
+                throw ConfigError("\(file): 'data.augment.random_resized_crop' needs scale: [low, high] and ratio: [low, high] with low <= high")
+            }
+            guard config.data.format == .folder else {
+                throw ConfigError("\(file): 'data.augment.random_resized_crop' cuts from image folders' stored squares (data.format: folder, with data.resize > data.image_size)")
+            }
+            config.data.augment.resizedCropScale = scale[0]...scale[1]
+            config.data.augment.resizedCropRatio = ratio[0]...ratio[1]
+        }
         try aug.finish()
         if config.data.format == .csv {
             config.data.trainFile = try d.string("train_file", default: config.data.trainFile)

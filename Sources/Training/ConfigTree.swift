@@ -287,6 +287,17 @@ public final class ConfigSection {
         }
     }
 
+    /// A list of numbers, each in `range`; `d` when the key is absent.
+    public func doubles(_ key: String, default d: [Double], range: ClosedRange<Double>) throws -> [Double] {
+        guard let names = try strings(key, expected: "a list of numbers") else { return d }
+        return try names.map { s in
+            guard let v = Double(s), v.isFinite, range.contains(v) else {
+                throw fail(key, raw(key), "a list of numbers in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return v
+        }
+    }
+
     /// Rejects keys that no read asked for.
     public func finish() throws {
         for pair in pairs where !used.contains(pair.key) {

@@ -53,14 +53,16 @@ public struct TrainingData: @unchecked Sendable {
         if let names = d.classNames, names != classes {
             throw DataError("\(trainDir): the class folders are \(classes) but data.class_names is \(names); leave class_names out or list the folders in sorted order")
         }
+        // Each image is kept as its centre resize × resize square; samples are its centre
+        // image_size square, or a random resized crop of it in training.
         let resize = d.resize > 0 ? d.resize : d.imageSize
-        let shape = [d.channels, d.imageSize, d.imageSize]
-        let train = try ImageFolder.read(trainDir, classes: classes, channels: d.channels, resize: resize, size: d.imageSize)
-        let test = try ImageFolder.read(testDir, classes: classes, channels: d.channels, resize: resize, size: d.imageSize)
+        let shape = [d.channels, d.imageSize, d.imageSize], stored = [d.channels, resize, resize]
+        let train = try ImageFolder.read(trainDir, classes: classes, channels: d.channels, resize: resize, size: resize)
+        let test = try ImageFolder.read(testDir, classes: classes, channels: d.channels, resize: resize, size: resize)
         let stats = ImageDataset.statistics(train.bytes)
         let mean = d.mean.map(Float.init) ?? stats.mean, std = d.std.map(Float.init) ?? stats.std
-        var data = TrainingData(train: ImageDataset(name: "train", sampleShape: shape, classes: d.classes, bytes: train.bytes, labels: train.labels, mean: mean, std: std),
-                                test: ImageDataset(name: "test", sampleShape: shape, classes: d.classes, bytes: test.bytes, labels: test.labels, mean: mean, std: std),
+        var data = TrainingData(train: ImageDataset(name: "train", sampleShape: shape, storedShape: stored, classes: d.classes, bytes: train.bytes, labels: train.labels, mean: mean, std: std),
+                                test: ImageDataset(name: "test", sampleShape: shape, storedShape: stored, classes: d.classes, bytes: test.bytes, labels: test.labels, mean: mean, std: std),
                                 padValue: (0 - mean) / std, normalization: .pixels(mean: mean, std: std))
         data.classNames = classes
         return data

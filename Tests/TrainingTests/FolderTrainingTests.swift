@@ -1,6 +1,6 @@
 // Training from an image folder (data.format: folder): a class-per-folder tree of PNG and JPEG
-// files of mixed sizes is read, resized and centre-cropped, and trains; in exact mode 1 and 3
-// ranks give the same bits; a class count that does not match the folders is one line.
+// files of mixed sizes is read, resized and centre-cropped, and trains with random resized crops;
+// in exact mode 1 and 3 ranks give the same bits; a class count that does not match the folders is one line.
 import Collectives
 import Foundation
 import TestSupport
@@ -31,7 +31,9 @@ final class FolderTrainingTests: XCTestCase {
     func config(_ root: String, _ extra: [String] = []) throws -> TrainingConfig {
         try TrainingConfig.parse(yaml: """
             name: folder
-            data: {format: folder, path: \(root), classes: 2, channels: 3, image_size: 8, resize: 10}
+            data:
+              {format: folder, path: \(root), classes: 2, channels: 3, image_size: 8, resize: 10,
+               augment: {horizontal_flip: true, random_resized_crop: {scale: [0.5, 1]}}}
             model:
               - conv: {out: 4, kernel: 3, padding: 1}
               - batchnorm: {}
