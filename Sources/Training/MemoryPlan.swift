@@ -136,7 +136,7 @@ extension MemoryEstimate {
 
 extension Trainer {
     /// Refuses, on every rank, a run whose estimate exceeds any of its hosts' memory.
-    static func checkMemory(_ config: TrainingConfig, layers: [Layer], data: TrainingData, communicator: Communicator) throws {
+    static func checkMemory(_ config: TrainingConfig, layers: [Layer], data: TrainingData, communicator: Communicator, console: Console) throws {
         let estimate = MemoryEstimate(config: config, layers: layers, data: data, worldSize: communicator.size)
         let threads = communicator.kind == "threads"
         var ranksHere = communicator.size
@@ -152,6 +152,10 @@ extension Trainer {
         }
         // Every rank learns whether any host refused, so that all stop with a message.
         let anyProblem = try communicator.allReduce(problem.isEmpty ? 0 : 1, op: .max)
+        if problem.isEmpty && anyProblem == 0 {
+            let need = threads ? estimate.bytes(ranksInProcess: ranksHere) : estimate.bytes(ranksInProcess: 1)
+            console.line("lockstep: memory estimate \(MemoryEstimate.format(need)) per \(threads ? "process" : "rank process") (--print-config shows the parts)")
+        }
         if !problem.isEmpty { throw ConfigError(problem) }
         if anyProblem > 0 { throw CollectiveError(failedRank: communicator.rank, message: "another host has too little memory for this run (see its rank's message)") }
     }

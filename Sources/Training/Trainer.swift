@@ -93,7 +93,7 @@ public final class Trainer {
         } catch let e as ShapeError {
             throw ShapeError("\(config.file): model: \(e.message)")
         }
-        try Self.checkMemory(config, layers: layers, data: data, communicator: self.communicator)
+        try Self.checkMemory(config, layers: layers, data: data, communicator: self.communicator, console: self.console)
         // One spare float after the gradients carries the fast path's stop flag.
         model = Model(layers: layers, inputShape: data.train.sampleShape, spareGradientFloats: 1)
         guard model.outputShape == [config.data.classes] else {
