@@ -71,7 +71,7 @@ public final class BatchLoader {
 
     /// Copies the samples `indices` into the batch tensor (augmented for `epoch` when the loader
     /// augments) and their labels into `labels`. The tensor is reused by the next call.
-    public func load(_ indices: [Int], epoch: Int) -> Tensor {
+    public func load(_ indices: [Int], epoch: Int) throws -> Tensor {
         let ds = dataset
         let x = reuse(&batch, [indices.count] + ds.sampleShape)
         labels.removeAll(keepingCapacity: true)
@@ -84,6 +84,7 @@ public final class BatchLoader {
             }
             labels.append(ds.labels[index])
         }
+        if let failure = ds.takeFailure() { throw DataError(failure) }   // streamed files only
         return x
     }
 }

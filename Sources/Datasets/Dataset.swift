@@ -10,6 +10,8 @@ public final class ImageDataset: @unchecked Sendable {
         /// Raw pixels; a sample's value is byte·scale + shift.
         case bytes(UnsafeMutableBufferPointer<UInt8>, scale: Float, shift: Float)
         case floats(UnsafeMutableBufferPointer<Float>)
+        /// Image files read when a sample is used (data.stream): nothing of the pixels is held.
+        case files(ImageFiles, scale: Float, shift: Float)
     }
 
     public let name: String
@@ -31,6 +33,7 @@ public final class ImageDataset: @unchecked Sendable {
         switch storage {
         case .bytes(let b, _, _): return b.count + 4 * count
         case .floats(let f): return 4 * f.count + 4 * count
+        case .files(let f, _, _): return f.paths.reduce(0) { $0 + $1.utf8.count + 16 } + 4 * count
         }
     }
 
@@ -64,11 +67,32 @@ public final class ImageDataset: @unchecked Sendable {
         self.std = std
     }
 
+    /// Streamed image files (`ImageFiles`): decoded, resized and cut each time a sample is used.
+    public init(name: String, sampleShape: [Int], storedShape: [Int], classes: Int, files: ImageFiles, labels: [Int32], mean: Float, std: Float) {
+        self.name = name
+        self.sampleShape = sampleShape
+        self.storedShape = storedShape
+        self.classes = classes
+        self.count = labels.count
+        self.labels = labels
+        storage = .files(files, scale: 1 / (255 * std), shift: -mean / std)
+        self.mean = mean
+        self.std = std
+    }
+
     deinit {
         switch storage {
         case .bytes(let b, _, _): b.deallocate()
         case .floats(let f): f.deallocate()
+        case .files: break
         }
+    }
+
+    /// The first error met while reading a streamed sample since the last call (a file changed
+    /// or removed after start-up), to be thrown by the loader; nil for in-memory data.
+    public func takeFailure() -> String? {
+        guard case let .files(f, _, _) = storage else { return nil }
+        return f.takeFailure()
     }
 
     /// Writes sample `index`, normalised, into `out` (sampleSize floats).
@@ -82,6 +106,8 @@ public final class ImageDataset: @unchecked Sendable {
             for i in 0..<n { out[i] = Float(src[i]) * scale + shift }
         case .floats(let f):
             out.update(from: f.baseAddress! + index * n, count: n)
+        case let .files(f, scale, shift):
+            f.withSample(index) { src in for i in 0..<n { out[i] = Float(src[i]) * scale + shift } }
         }
     }
 

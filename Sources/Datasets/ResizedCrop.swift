@@ -22,9 +22,20 @@ extension ImageDataset {
     /// Box `box` of sample `index`'s stored square, scaled to the sample's S × S (bilinear, pixel
     /// centres aligned), normalised. A box of S × S is copied exactly, pixel for pixel.
     public func copyRegion(_ index: Int, _ box: CropBox, into out: UnsafeMutablePointer<Float>) {
-        guard case let .bytes(b, scale, shift) = storage else { preconditionFailure("crops are cut from byte images") }
+        switch storage {
+        case let .bytes(b, scale, shift):
+            let c = storedShape[0], r = storedShape[1]
+            cut(b.baseAddress! + index * c * r * r, box, scale: scale, shift: shift, into: out)
+        case let .files(f, scale, shift):
+            f.withSample(index) { cut($0, box, scale: scale, shift: shift, into: out) }
+        case .floats:
+            preconditionFailure("crops are cut from byte images")
+        }
+    }
+
+    /// `copyRegion` on one sample's stored (C, R, R) bytes at `src`.
+    private func cut(_ src: UnsafePointer<UInt8>, _ box: CropBox, scale: Float, shift: Float, into out: UnsafeMutablePointer<Float>) {
         let c = storedShape[0], r = storedShape[1], s = sampleShape[1]
-        let src = b.baseAddress! + index * c * r * r
         let sy = Double(box.height) / Double(s), sx = Double(box.width) / Double(s)
         for y in 0..<s {
             let fy = max(0, min(Double(box.height - 1), (Double(y) + 0.5) * sy - 0.5))

@@ -87,6 +87,7 @@ extension TrainingConfig {
             config.data.channels = channels
             config.data.imageSize = try d.int("image_size", default: config.data.imageSize, min: 1)
             config.data.resize = try d.int("resize", default: config.data.resize, min: 0)
+            config.data.stream = try d.bool("stream", default: config.data.stream)
             if config.data.resize > 0 && config.data.resize < config.data.imageSize {
                 throw ConfigError("\(file): 'data.resize' (\(config.data.resize)) must be at least 'data.image_size' (\(config.data.imageSize)), or 0")
             }

@@ -37,6 +37,8 @@ public struct TrainingConfig {
         public var channels = 3
         public var imageSize = 32
         public var resize = 0
+        /// Image folders: read each image when it is used instead of holding the split in memory.
+        public var stream = false
     }
     public enum DataFormat: String, CaseIterable, Sendable { case idx, cifar10, csv, folder }
     public typealias OptimizerKind = OptimizerSettings.Kind

@@ -131,7 +131,7 @@ extension Trainer {
             while start < share.range.upperBound {
                 let end = min(start + share.batch, share.range.upperBound)
                 let indices = list.map { Array($0[start..<end]) } ?? Array(start..<end)
-                let x = loader.load(indices, epoch: 0)
+                let x = try loader.load(indices, epoch: 0)
                 let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices,
                                                                           chunking: chunking))
                 if temperature != 1 {

@@ -191,7 +191,7 @@ public final class Trainer {
         for (m, part) in plan.microBatches.enumerated() {
             if m == plan.microBatches.count - 1 { model.afterLayerBackward = hook }   // the last micro-batch finishes the gradients
             defer { model.afterLayerBackward = nil }
-            let x = measured(.data) { trainLoader.load(part.indices, epoch: epoch) }
+            let x = try measured(.data) { try trainLoader.load(part.indices, epoch: epoch) }
             let chunking = chunkSize.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole
             let logits = try model.forward(x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch,
                                                                       sampleIndices: part.indices, chunking: chunking))

@@ -57,12 +57,32 @@ public struct TrainingData: @unchecked Sendable {
         // image_size square, or a random resized crop of it in training.
         let resize = d.resize > 0 ? d.resize : d.imageSize
         let shape = [d.channels, d.imageSize, d.imageSize], stored = [d.channels, resize, resize]
+        if d.stream { return try streamFolder(config, classes: classes, trainDir: trainDir, testDir: testDir, shape: shape, stored: stored) }
         let train = try ImageFolder.read(trainDir, classes: classes, channels: d.channels, resize: resize, size: resize)
         let test = try ImageFolder.read(testDir, classes: classes, channels: d.channels, resize: resize, size: resize)
         let stats = ImageDataset.statistics(train.bytes)
         let mean = d.mean.map(Float.init) ?? stats.mean, std = d.std.map(Float.init) ?? stats.std
         var data = TrainingData(train: ImageDataset(name: "train", sampleShape: shape, storedShape: stored, classes: d.classes, bytes: train.bytes, labels: train.labels, mean: mean, std: std),
                                 test: ImageDataset(name: "test", sampleShape: shape, storedShape: stored, classes: d.classes, bytes: test.bytes, labels: test.labels, mean: mean, std: std),
+                                padValue: (0 - mean) / std, normalization: .pixels(mean: mean, std: std))
+        data.classNames = classes
+        return data
+    }
+
+    /// data.stream: the splits' files, read when a sample is used. Every file is decoded once
+    /// here (the training split's statistics, the test split's check), and nothing is kept.
+    static func streamFolder(_ config: TrainingConfig, classes: [String], trainDir: String, testDir: String, shape: [Int], stored: [Int]) throws -> TrainingData {
+        let d = config.data
+        func files(_ dir: String) throws -> (ImageFiles, [Int32]) {
+            let list = try ImageFolder.files(dir, classes: classes)
+            return (ImageFiles(paths: list.map(\.path), channels: d.channels, side: stored[1]), list.map { Int32($0.label) })
+        }
+        let (trainFiles, trainLabels) = try files(trainDir), (testFiles, testLabels) = try files(testDir)
+        let stats = try trainFiles.statistics()
+        _ = try testFiles.statistics()
+        let mean = d.mean.map(Float.init) ?? stats.mean, std = d.std.map(Float.init) ?? stats.std
+        var data = TrainingData(train: ImageDataset(name: "train", sampleShape: shape, storedShape: stored, classes: d.classes, files: trainFiles, labels: trainLabels, mean: mean, std: std),
+                                test: ImageDataset(name: "test", sampleShape: shape, storedShape: stored, classes: d.classes, files: testFiles, labels: testLabels, mean: mean, std: std),
                                 padValue: (0 - mean) / std, normalization: .pixels(mean: mean, std: std))
         data.classNames = classes
         return data

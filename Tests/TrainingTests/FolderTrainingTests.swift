@@ -73,6 +73,32 @@ final class FolderTrainingTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(accuracy, 0.9, "brightness separates the classes")
     }
 
+    /// data.stream reads each image when it is used: the same samples and the same trained bits
+    /// as the in-memory split, and a file damaged after start-up is one error naming it.
+    func testStreamedFoldersGiveTheInMemoryBits() throws {
+        let root = writeFolder()
+        let memory = try TrainingData.load(try config(root))
+        let streamed = try TrainingData.load(try config(root, ["data.stream=true"]))
+        XCTAssertLessThan(streamed.train.storageBytes, memory.train.storageBytes / 2, "paths, not pixels (these 10×10 images are tiny; real ones are far larger than a path)")
+        XCTAssertEqual(streamed.train.mean, memory.train.mean)
+        XCTAssertEqual(streamed.train.std, memory.train.std)
+        XCTAssertEqual(streamed.test.normalizedImages, memory.test.normalizedImages)
+        func train(_ data: TrainingData, ranks: Int) throws -> [UInt32] {
+            try ThreadCommunicator.run(size: ranks) { comm -> [UInt32] in
+                let trainer = try Trainer(config: try self.config(root), communicator: comm, data: data, console: Console(isEnabled: false))
+                try trainer.run()
+                return stateBits(trainer)
+            }[0]
+        }
+        XCTAssertEqual(try train(streamed, ranks: 2), try train(memory, ranks: 1), "streamed on 2 ranks = in memory on 1")
+        // Damage a file after start-up: the step that reads it fails, naming it.
+        let victim = "\(root)/train/dark/0.png"
+        XCTAssertTrue(FileManager.default.createFile(atPath: victim, contents: Data("no longer a picture".utf8)))
+        XCTAssertThrowsError(try train(streamed, ranks: 1)) { error in
+            XCTAssertTrue("\(error)".contains("\(victim): not a readable PNG"), "\(error)")
+        }
+    }
+
     func testAClassCountThatDoesNotMatchTheFoldersIsOneLine() throws {
         let root = writeFolder()
         XCTAssertThrowsError(try TrainingData.load(try config(root, ["data.classes=3"]))) { error in
