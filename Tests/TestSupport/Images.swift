@@ -22,6 +22,6 @@ public func writeJPEG(_ path: String, width: Int, height: Int, channels: Int, pi
     let subsampling = channels == 1 ? TJSAMP_GRAY : TJSAMP_444
     precondition(tjCompress2(handle, pixels, Int32(width), 0, Int32(height), Int32(format.rawValue), &buffer, &size,
                              Int32(subsampling.rawValue), 100, 0) == 0)
-    FileManager.default.createFile(atPath: path, contents: Data(bytes: buffer!, count: Int(size)))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes: buffer!, count: Int(size)))
     tjFree(buffer)
 }
