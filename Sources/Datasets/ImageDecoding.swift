@@ -89,22 +89,41 @@ public enum ImageDecoding {
         let outW = max(size, Int((Double(w) * scale).rounded())), outH = max(size, Int((Double(h) * scale).rounded()))
         let left = (outW - size) / 2, top = (outH - size) / 2
         var out = [UInt8](repeating: 0, count: c * size * size)
-        let sx = Double(w) / Double(outW), sy = Double(h) / Double(outH)
-        for y in 0..<size {
-            let fy = max(0, min(Double(h - 1), (Double(y + top) + 0.5) * sy - 0.5))
-            let y0 = Int(fy), y1 = min(y0 + 1, h - 1), wy = Float(fy - Double(y0))
-            for x in 0..<size {
-                let fx = max(0, min(Double(w - 1), (Double(x + left) + 0.5) * sx - 0.5))
-                let x0 = Int(fx), x1 = min(x0 + 1, w - 1), wx = Float(fx - Double(x0))
+        let rows = BilinearTap.taps(count: size, from: top, scale: Double(h) / Double(outH), limit: h)
+        let columns = BilinearTap.taps(count: size, from: left, scale: Double(w) / Double(outW), limit: w)
+        for (y, r) in rows.enumerated() {
+            for (x, col) in columns.enumerated() {
                 for ch in 0..<c {
                     func p(_ yy: Int, _ xx: Int) -> Float { Float(image.pixels[(yy * w + xx) * c + ch]) }
-                    let top = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * wx
-                    let bottom = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * wx
-                    let v = top + (bottom - top) * wy
+                    let v = BilinearTap.blend(p(r.i0, col.i0), p(r.i0, col.i1), p(r.i1, col.i0), p(r.i1, col.i1), r, col)
                     out[(ch * size + y) * size + x] = UInt8(max(0, min(255, v.rounded())))
                 }
             }
         }
         return out
+    }
+}
+
+/// Where output position i of a bilinear resize reads along one axis: source positions i0 and
+/// i1 (clamped to the image) and the weight of i1. Pixel centres are aligned (PIL, torchvision
+/// without antialiasing): output i of a window starting at `from` reads (i + from + ½)·scale − ½.
+/// The resize and centre crop of decoding and the crops of training both read through this.
+struct BilinearTap {
+    let i0: Int, i1: Int, weight: Float
+
+    static func taps(count: Int, from start: Int, scale: Double, limit: Int) -> [BilinearTap] {
+        (0..<count).map { i in
+            let f = max(0, min(Double(limit - 1), (Double(i + start) + 0.5) * scale - 0.5))
+            let i0 = Int(f)
+            return BilinearTap(i0: i0, i1: min(i0 + 1, limit - 1), weight: Float(f - Double(i0)))
+        }
+    }
+
+    /// The four neighbours (row i0/i1 × column i0/i1) blended: along the row, then down.
+    @inline(__always)
+    static func blend(_ a00: Float, _ a01: Float, _ a10: Float, _ a11: Float, _ row: BilinearTap, _ column: BilinearTap) -> Float {
+        let upper = a00 + (a01 - a00) * column.weight
+        let lower = a10 + (a11 - a10) * column.weight
+        return upper + (lower - upper) * row.weight
     }
 }

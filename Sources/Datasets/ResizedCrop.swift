@@ -36,19 +36,15 @@ extension ImageDataset {
     /// `copyRegion` on one sample's stored (C, R, R) bytes at `src`.
     private func cut(_ src: UnsafePointer<UInt8>, _ box: CropBox, scale: Float, shift: Float, into out: UnsafeMutablePointer<Float>) {
         let c = storedShape[0], r = storedShape[1], s = sampleShape[1]
-        let sy = Double(box.height) / Double(s), sx = Double(box.width) / Double(s)
-        for y in 0..<s {
-            let fy = max(0, min(Double(box.height - 1), (Double(y) + 0.5) * sy - 0.5))
-            let y0 = Int(fy), y1 = min(y0 + 1, box.height - 1), wy = Float(fy - Double(y0))
-            for x in 0..<s {
-                let fx = max(0, min(Double(box.width - 1), (Double(x) + 0.5) * sx - 0.5))
-                let x0 = Int(fx), x1 = min(x0 + 1, box.width - 1), wx = Float(fx - Double(x0))
-                for ch in 0..<c {
-                    let plane = src + ch * r * r + box.top * r + box.left
+        let rows = BilinearTap.taps(count: s, from: 0, scale: Double(box.height) / Double(s), limit: box.height)
+        let columns = BilinearTap.taps(count: s, from: 0, scale: Double(box.width) / Double(s), limit: box.width)
+        for ch in 0..<c {
+            let plane = src + ch * r * r + box.top * r + box.left
+            for (y, row) in rows.enumerated() {
+                for (x, column) in columns.enumerated() {
                     func p(_ yy: Int, _ xx: Int) -> Float { Float(plane[yy * r + xx]) }
-                    let upper = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * wx
-                    let lower = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * wx
-                    out[(ch * s + y) * s + x] = (upper + (lower - upper) * wy) * scale + shift
+                    let v = BilinearTap.blend(p(row.i0, column.i0), p(row.i0, column.i1), p(row.i1, column.i0), p(row.i1, column.i1), row, column)
+                    out[(ch * s + y) * s + x] = v * scale + shift
                 }
             }
         }
