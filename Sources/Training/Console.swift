@@ -1,4 +1,5 @@
-// Rank-zero console output: plain lines, and a progress bar when stdout is a terminal.
+// Rank-zero console output: plain lines, a progress bar when stdout is a terminal, and the
+// line each epoch ends with.
 import Collectives
 import Foundation
 import TensorCore
@@ -54,4 +55,16 @@ public final class Console: @unchecked Sendable {
 /// Standard error, one line per message, from any rank.
 public func printError(_ text: String) {
     FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
+}
+
+extension EpochMetrics {
+    /// Rank 0's line at the end of an epoch.
+    func consoleLine(epochs: Int) -> String {
+        let comm = worldSize > 1 ? String(format: "  comm %.1f ms/step", 1000 * communicationSecondsPerStep) : ""
+        let validation = validationLoss.map { String(format: "  val loss %.4f acc %.2f%%", $0, 100 * (validationAccuracy ?? 0)) } ?? ""
+        return String(format: "epoch %d/%d  train loss %.4f acc %.2f%%", epoch, epochs, trainLoss, 100 * trainAccuracy) + validation
+            + String(format: "  test loss %.4f acc %.2f%%  ece %.3f  lr %.5f  %.0f samples/s",
+                     testLoss, 100 * testAccuracy, expectedCalibrationError, learningRate, samplesPerSecond)
+            + comm + String(format: "  %.1fs", elapsedSeconds)
+    }
 }

@@ -109,3 +109,12 @@ enum MetricsCoding {
         }.sorted { $0.0 < $1.0 }
     }
 }
+
+/// What `Trainer.onStep` receives after an optimizer step.
+public struct StepEnd: Sendable {
+    /// Steps taken so far (1 after the first) and the epoch they belong to (from 1).
+    public var step: Int, epoch: Int
+    public var learningRate: Double
+    /// Over this rank's samples of the step: summed loss, correct predictions, samples.
+    public var lossSum: Double, correct: Int, samples: Int
+}

@@ -56,13 +56,8 @@ public final class Trainer {
     /// True on every rank when any rank asked to stop during the last step.
     var stopAgreed = false
     let startTime = monotonicSeconds()
-    /// Fault injection for tests of the failure path: LOCKSTEP_FAULT_RANK=r LOCKSTEP_FAULT_STEP=s
-    /// makes rank r throw at step s.
-    let injectedFaultStep: Int?
-    /// LOCKSTEP_FAULT_RANK=r LOCKSTEP_FAULT_PAUSE=CONTEXT: rank r, on entering CONTEXT ("step 13",
-    /// "checkpoint at step 10", "evaluation after step 10"), creates LOCKSTEP_FAULT_PAUSE_FILE and
-    /// sleeps 4 s, so that a test can cut a link exactly there.
-    let injectedPause: (context: String, file: String)?
+    /// Faults that tests of the failure path inject through the environment (FaultInjection.swift).
+    let faults: FaultInjection
 
     public var rank: Int { communicator.rank }
     public var worldSize: Int { communicator.size }
@@ -78,14 +73,7 @@ public final class Trainer {
         self.console = console ?? Console(isEnabled: communicator.rank == 0)
         seed = UInt64(config.train.seed)
         normalization = data.normalization
-        let env = ProcessInfo.processInfo.environment
-        if let r = env["LOCKSTEP_FAULT_RANK"].flatMap(Int.init), r == communicator.rank, env["LOCKSTEP_FAULT_PAUSE"] == nil || env["LOCKSTEP_FAULT_STEP"] != nil {
-            injectedFaultStep = env["LOCKSTEP_FAULT_STEP"].flatMap(Int.init) ?? 0
-        } else {
-            injectedFaultStep = nil
-        }
-        injectedPause = env["LOCKSTEP_FAULT_RANK"].flatMap(Int.init) == communicator.rank
-            ? env["LOCKSTEP_FAULT_PAUSE"].map { ($0, env["LOCKSTEP_FAULT_PAUSE_FILE"] ?? "") } : nil
+        faults = FaultInjection(ProcessInfo.processInfo.environment, rank: communicator.rank)
         let builder = ModelBuilder(batchNormMode: config.bn.mode, communicator: self.communicator)
         let layers: [Layer]
         do {
@@ -176,9 +164,7 @@ public final class Trainer {
     /// One optimizer step (possibly several micro-batches). Returns the step's loss sums (see
     /// `synchronizeGradients` for whose).
     public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
-        if let fault = injectedFaultStep, fault == step {
-            throw ConfigError("injected fault at step \(step) (LOCKSTEP_FAULT_RANK/LOCKSTEP_FAULT_STEP)")
-        }
+        try faults.failIfAt(step: step)
         enter("step \(step + 1)")
         let positions = sampler.globalBatch(step: stepInEpoch, order: order)
         // Positions in the training part of the split → dataset indices (the identity without a split).
@@ -213,10 +199,7 @@ public final class Trainer {
     /// Names where training stands for a timed-out collective's message (and the pause hook).
     func enter(_ context: String) {
         communicator.context = context
-        if let pause = injectedPause, pause.context == context {
-            _ = FileManager.default.createFile(atPath: pause.file, contents: Data(context.utf8))
-            sleep(4)
-        }
+        faults.pauseIfAt(context)
     }
 
     /// Clears the gradients, and in exact mode gives each of this rank's chunks its own slot.
@@ -270,25 +253,4 @@ public final class Trainer {
             elapsedSeconds: monotonicSeconds() - startTime, worldSize: worldSize, bnMode: config.bn.mode.rawValue,
             runningMeanSpread: spread?.mean, runningVarSpread: spread?.variance)
     }
-}
-
-extension EpochMetrics {
-    /// Rank 0's line at the end of an epoch.
-    func consoleLine(epochs: Int) -> String {
-        let comm = worldSize > 1 ? String(format: "  comm %.1f ms/step", 1000 * communicationSecondsPerStep) : ""
-        let validation = validationLoss.map { String(format: "  val loss %.4f acc %.2f%%", $0, 100 * (validationAccuracy ?? 0)) } ?? ""
-        return String(format: "epoch %d/%d  train loss %.4f acc %.2f%%", epoch, epochs, trainLoss, 100 * trainAccuracy) + validation
-            + String(format: "  test loss %.4f acc %.2f%%  ece %.3f  lr %.5f  %.0f samples/s",
-                     testLoss, 100 * testAccuracy, expectedCalibrationError, learningRate, samplesPerSecond)
-            + comm + String(format: "  %.1fs", elapsedSeconds)
-    }
-}
-
-/// What `Trainer.onStep` receives after an optimizer step.
-public struct StepEnd: Sendable {
-    /// Steps taken so far (1 after the first) and the epoch they belong to (from 1).
-    public var step: Int, epoch: Int
-    public var learningRate: Double
-    /// Over this rank's samples of the step: summed loss, correct predictions, samples.
-    public var lossSum: Double, correct: Int, samples: Int
 }
