@@ -136,13 +136,13 @@ extension MemoryEstimate {
 
 extension Trainer {
     /// Refuses, on every rank, a run whose estimate exceeds any of its hosts' memory.
-    static func checkMemory(_ config: TrainingConfig, layers: [Layer], data: TrainingData, communicator: Communicator, console: Console) throws {
+    static func checkMemory(_ config: TrainingConfig, layers: [Layer], data: TrainingData, communicator: Communicator,
+                            hosts: [String], console: Console) throws {
         let estimate = MemoryEstimate(config: config, layers: layers, data: data, worldSize: communicator.size)
         let threads = communicator.kind == "threads"
         var ranksHere = communicator.size
-        if !threads && communicator.size > 1 {
-            let names = try hostNames(communicator)
-            ranksHere = names.filter { $0 == names[communicator.rank] }.count
+        if !threads && hosts.count == communicator.size {
+            ranksHere = hosts.filter { $0 == hosts[communicator.rank] }.count
         }
         var problem = ""
         do {

@@ -31,16 +31,14 @@ public struct ShardLayout: Sendable, Equatable {
 
 extension Trainer {
     /// optimizer.shard: true, false, or auto (on several hosts, and never with overlap buckets).
-    /// Every rank decides alike (auto gathers the hostnames: a collective).
-    static func shouldShard(_ config: TrainingConfig, _ communicator: Communicator) throws -> Bool {
+    /// Every rank decides alike from `hosts`, every rank's hostname (Trainer.init gathers them
+    /// once, whatever the setting, so that every rank runs the same collectives).
+    static func shouldShard(_ config: TrainingConfig, _ communicator: Communicator, hosts: [String]) -> Bool {
         guard communicator.size > 1 else { return false }
-        // Gathered whatever the setting, so that every rank runs the same collectives even if
-        // their configs differ (which synchronizeStart then reports).
-        let hosts = Set(try hostNames(communicator))
         switch config.optimizer.shard {
         case .on: return true
         case .off: return false
-        case .auto: return config.train.bucketMB == 0 && hosts.count > 1
+        case .auto: return config.train.bucketMB == 0 && Set(hosts).count > 1
         }
     }
 

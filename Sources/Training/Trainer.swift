@@ -81,14 +81,17 @@ public final class Trainer {
         } catch let e as ShapeError {
             throw ShapeError("\(config.file): model: \(e.message)")
         }
-        try Self.checkMemory(config, layers: layers, data: data, communicator: self.communicator, console: self.console)
+        // Every rank's hostname, gathered once: the memory check counts this host's ranks and
+        // optimizer.shard: auto shards across hosts.
+        let hosts = communicator.size > 1 ? try hostNames(self.communicator) : [hostName()]
+        try Self.checkMemory(config, layers: layers, data: data, communicator: self.communicator, hosts: hosts, console: self.console)
         // One spare float after the gradients carries the fast path's stop flag.
         model = Model(layers: layers, inputShape: data.train.sampleShape, spareGradientFloats: 1)
         guard model.outputShape == [config.data.classes] else {
             throw ShapeError("\(config.file): the model's output is \(model.outputShape) but the data has \(config.data.classes) classes; end the model with '- dense: {out: \(config.data.classes)}'")
         }
         model.initialize(seed: seed)
-        shards = try Self.shouldShard(config, communicator) ? ShardLayout(count: model.parameters.count, ranks: communicator.size) : nil
+        shards = Self.shouldShard(config, communicator, hosts: hosts) ? ShardLayout(count: model.parameters.count, ranks: communicator.size) : nil
         optimizer = config.optimizer.make(arena: model.parameters, owned: shards?.ranges[communicator.rank])
         (trainIndices, validationIndices) = GlobalBatchSampler.holdout(count: data.train.count, fraction: config.data.validationSplit, seed: seed)
         sampler = GlobalBatchSampler(datasetSize: trainIndices.count, globalBatch: config.train.globalBatch,

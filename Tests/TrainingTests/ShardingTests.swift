@@ -147,8 +147,8 @@ final class ShardingTests: XCTestCase {
         XCTAssertEqual(config.optimizer.shard, .auto)
         // Thread ranks share this host: auto does not shard; true does.
         let decisions = try ThreadCommunicator.run(size: 2) { comm in
-            [try Trainer.shouldShard(config, comm),
-             try Trainer.shouldShard(try TrainingConfig.parse(yaml: smallMLPConfig(), file: "shard.yaml", overrides: ["optimizer.shard=true"]), comm)]
+            [Trainer.shouldShard(config, comm, hosts: try hostNames(comm)),
+             Trainer.shouldShard(try TrainingConfig.parse(yaml: smallMLPConfig(), file: "shard.yaml", overrides: ["optimizer.shard=true"]), comm, hosts: try hostNames(comm))]
         }
         XCTAssertEqual(decisions[0], [false, true])
         XCTAssertThrowsError(try TrainingConfig.parse(yaml: smallMLPConfig(), file: "shard.yaml", overrides: ["optimizer.shard=maybe"])) { error in
