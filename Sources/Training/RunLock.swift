@@ -3,6 +3,7 @@
 // ends; a second run on the directory fails with one line naming the holder. A lock file left
 // by a process that is gone is taken over with a warning. Without flock (some network
 // filesystems) the file's contents decide. Read-only commands take no lock.
+import Collectives
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -34,13 +35,6 @@ public final class RunLock {
         var line: String { "host \(host) pid \(pid) started \(since)" }
     }
 
-    /// This machine's name as the lock file records it.
-    public static var hostName: String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "unknown-host" }
-        return String(cString: buffer)
-    }
-
     /// Takes the lock of `directory`, creating the directory if needed (`useFlock: false` tests the
     /// fallback for filesystems without flock). Throws a one-line error when another run holds it;
     /// then no file of the directory has been changed.
@@ -51,7 +45,7 @@ public final class RunLock {
         self.path = path
         let f = ISO8601DateFormatter()
         f.timeZone = TimeZone(identifier: "UTC")
-        line = Holder(host: RunLock.hostName, pid: getpid(), since: f.string(from: Date())).line
+        line = Holder(host: hostName(), pid: getpid(), since: f.string(from: Date())).line
         var warnings: [String] = []
         var flockWorks = useFlock
         // A holder that ends unlinks the file after we opened it: then we lock a file nobody else
@@ -80,11 +74,11 @@ public final class RunLock {
             }
             let previous = RunLock.holder(fd, patient: false)
             if let previous {
-                if !flockWorks && previous.host == RunLock.hostName && RunLock.isAlive(previous.pid) {
+                if !flockWorks && previous.host == hostName() && RunLock.isAlive(previous.pid) {
                     close(fd)
                     throw RunDirectoryError(RunLock.busy(directory, previous))
                 }
-                if !flockWorks && previous.host != RunLock.hostName {
+                if !flockWorks && previous.host != hostName() {
                     close(fd)
                     throw RunDirectoryError(RunLock.busy(directory, previous) + "; if that run is gone, remove \(path)")
                 }

@@ -8,7 +8,7 @@ import XCTest
 
 final class RunLockTests: XCTestCase {
     func tempDir() -> String { makeTempDir("lockstep-lock") }
-    let host = RunLock.hostName
+    let host = hostName()
 
     /// The pid of a process that has ended (and been reaped), so no process has it now.
     func deadPID() throws -> Int32 {
