@@ -1,4 +1,6 @@
-// Dense (fully connected): y = x·Wᵀ + b, with W of shape (out, in) as in PyTorch.
+// Dense (fully connected): y = x·Wᵀ + b, with W of shape (out, in) as in PyTorch. In exact mode
+// the weight gradient's chunk sums are rounded into fixed point while hot (CKernels' fixed_dense.c).
+import CKernels
 import TensorCore
 
 public final class Dense: Layer {
@@ -26,6 +28,7 @@ public final class Dense: Layer {
         weight = Parameter(name: "\(name).weight", shape: [outFeatures, inFeatures], initializer: initializer,
                            fanIn: inFeatures, fanOut: outFeatures, isWeight: true)
         self.bias = bias ? Parameter(name: "\(name).bias", shape: [outFeatures], initializer: .zeros) : nil
+        weight.quantizesWhileHot = true
     }
 
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
@@ -54,12 +57,23 @@ public final class Dense: Layer {
         let x = input!
         let n = x.shape[0]
         let dx = needInputGradient ? reuse(&dInput, [n, inFeatures]) : nil
+        if let hot = weight.hot, let size = chunking.size {
+            // Every chunk's dYᵀ·X, rounded into the fixed-point sums as it leaves the registers.
+            var maxAbs = hot.maxAbs
+            var bad: Int32 = 0
+            lockstep_fixed_dense_wgrad(-1, dOut.data, x.data, n, outFeatures, inFeatures, size,
+                                       hot.exponent == nil ? nil : hot.acc, Int32(hot.exponent ?? 0), &maxAbs, &bad)
+            hot.maxAbs = maxAbs
+            if bad != 0 { hot.nonFinite = true }
+        }
         chunking.forEach(n) { rows, slot in
             let dY = dOut.data + rows.lowerBound * outFeatures
-            // dW += dYᵀ · X over this chunk's rows
-            gemm(transA: true, m: outFeatures, n: inFeatures, k: rows.count,
-                 a: dY, lda: outFeatures, b: x.data + rows.lowerBound * inFeatures, ldb: inFeatures,
-                 beta: 1, c: weight.gradient(slot: slot), ldc: inFeatures)
+            if weight.hot == nil || chunking.size == nil {
+                // dW += dYᵀ · X over this chunk's rows
+                gemm(transA: true, m: outFeatures, n: inFeatures, k: rows.count,
+                     a: dY, lda: outFeatures, b: x.data + rows.lowerBound * inFeatures, ldb: inFeatures,
+                     beta: 1, c: weight.gradient(slot: slot), ldc: inFeatures)
+            }
             if let b = bias { addColumnSums(dY, rows: rows.count, cols: outFeatures, into: b.gradient(slot: slot)) }
             if let dx {
                 // dX = dY · W

@@ -41,6 +41,12 @@ public final class Parameter {
     /// in place (stride 0), or a separate slot per chunk in exact mode (see Arena.useChunkSlots).
     var slotBase: UnsafeMutablePointer<Float>! = nil
     var slotStride = 0
+    /// Set by a layer whose backward rounds its chunk sums straight into fixed point (Dense's
+    /// weight, through CKernels' lockstep_fixed_dense_wgrad) instead of writing chunk slots.
+    public var quantizesWhileHot = false
+    /// Exact mode, for a parameter that quantizes while hot: where this step's sums go. Nil on
+    /// the float path (the layer then adds into `gradient(slot:)` as every other layer does).
+    public var hot: HotGradient?
 
     public init(name: String, shape: [Int], initializer: Initializer, fanIn: Int = 1, fanOut: Int = 1, isWeight: Bool = false) {
         self.name = name
@@ -58,6 +64,21 @@ public final class Parameter {
     /// The gradient that a layer's backward adds chunk `slot`'s contribution into.
     @inline(__always)
     public func gradient(slot: Int) -> UnsafeMutablePointer<Float> { slotBase + slot * slotStride }
+}
+
+/// Exact mode's target for a layer that quantizes its chunk sums while they are in registers:
+/// acc[i] += round(chunk sum·2^exponent) (TensorCore's FixedPoint encoding), or, when `exponent`
+/// is nil (a measuring pass), nothing but `maxAbs`. The gradient reducer owns `acc` and reads back
+/// `maxAbs` (the largest |chunk sum| this rank saw) and `nonFinite`.
+public final class HotGradient {
+    public var acc: UnsafeMutablePointer<Int64>
+    public var exponent: Int?
+    public var maxAbs: Float = 0
+    public var nonFinite = false
+    public init(acc: UnsafeMutablePointer<Int64>, exponent: Int?) {
+        self.acc = acc
+        self.exponent = exponent
+    }
 }
 
 /// One flat buffer (and optionally a gradient buffer of the same layout) holding many parameters.
@@ -130,10 +151,19 @@ public final class Arena {
         UnsafeMutableBufferPointer(rebasing: slots![(j * count)..<((j + 1) * count)])
     }
 
-    /// Zeroes the first `n` slots.
+    /// Zeroes the first `n` slots (of the parameters that use slots: not those that quantize while hot).
     public func zeroSlots(_ n: Int) {
         guard let slots, n > 0 else { return }
-        UnsafeMutableBufferPointer(rebasing: slots[0..<(min(n, slotCount) * count)]).update(repeating: 0)
+        // The arena's ranges between parameters that quantize while hot.
+        var ranges: [Range<Int>] = [], lo = 0
+        for p in entries where p.quantizesWhileHot {
+            if p.offset > lo { ranges.append(lo..<p.offset) }
+            lo = p.offset + p.count
+        }
+        if count > lo { ranges.append(lo..<count) }
+        for j in 0..<min(n, slotCount) {
+            for r in ranges { UnsafeMutableBufferPointer(rebasing: slots[(j * count + r.lowerBound)..<(j * count + r.upperBound)]).update(repeating: 0) }
+        }
     }
 
     /// The arena as one buffer of exactly `count` floats.

@@ -44,11 +44,8 @@ extension Trainer {
     /// exact mode; they ride along. Returns the step's loss sums: this rank's on the fast path;
     /// in exact mode the global ones on rank 0 and zeros elsewhere, so that summing over ranks
     /// gives the global sums exactly.
-    func synchronizeGradients(_ plan: StepPlan, local: LossResult, exactSums: inout [Int64], overlap: Overlap = .none) throws -> LossResult {
-        if config.train.exact {
-            if case .exact = overlap { return try reduceExactly(plan, exactSums: &exactSums, begun: true) }
-            return try reduceExactly(plan, exactSums: &exactSums, begun: false)
-        }
+    func synchronizeGradients(_ plan: StepPlan, local: LossResult, exactSums: inout [Int64], overlap: Overlap = .none) throws -> LossResult? {
+        if config.train.exact { return try reduceExactly(plan, exactSums: &exactSums) }
         if case .fast(let buckets) = overlap {
             let t0 = monotonicSeconds()
             try buckets.finish()
@@ -77,8 +74,7 @@ extension Trainer {
         guard worldSize > 1, config.train.bucketMB > 0 else { return (.none, nil) }
         let bytes = Int(config.train.bucketMB * 1_048_576)
         if config.train.exact {
-            let reducer = exactReducer
-            reducer.begin(slotCount: plan.localChunks, totalChunks: plan.totalChunks, words: words, bucketBytes: bytes, communicator: communicator)
+            let reducer = exactReducer   // begun in zeroGradients
             return (.exact, { try reducer.layerFinished(start: $0) })
         }
         let spare = model.parameters.gradsWithSpare
@@ -87,17 +83,17 @@ extension Trainer {
         return (.fast(buckets), { try buckets.layerFinished(start: $0) })
     }
 
-    /// Exact mode: chunk slots summed in integers (ExactGradientReducer).
-    func reduceExactly(_ plan: StepPlan, exactSums: inout [Int64], begun: Bool) throws -> LossResult {
+    /// Exact mode: chunk sums in integers (ExactGradientReducer). Nil when the step must run
+    /// again because a tensor outgrew its scale (every rank learns it alike).
+    func reduceExactly(_ plan: StepPlan, exactSums: inout [Int64]) throws -> LossResult? {
         let w = ExactSum.width
         let t0 = monotonicSeconds(), c0 = communicator.seconds
-        let outcome = begun ? try exactReducer.finish(stop: localStopRequest, extras: &exactSums)
-            : try exactReducer.reduce(slotCount: plan.localChunks, totalChunks: plan.totalChunks, stop: localStopRequest,
-                                      extras: &exactSums, communicator: communicator, shards: shards)
+        let outcome = try exactReducer.finish(stop: localStopRequest, extras: &exactSums, shards: shards)
         // Its two collectives count as the gradient all-reduce; the rest is arithmetic.
         let collective = communicator.seconds - c0
         gradientAllReduceSeconds += collective
         probe?.exactSumSeconds += monotonicSeconds() - t0 - collective
+        if outcome.retry { return nil }
         stopAgreed = outcome.stop
         let lossSum = outcome.nonFinite ? .nan : exactSums.withUnsafeBufferPointer { ExactSum.value($0.baseAddress!) }
         guard lossSum.isFinite else {

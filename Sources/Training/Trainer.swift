@@ -173,30 +173,34 @@ public final class Trainer {
         // Positions in the training part of the split → dataset indices (the identity without a split).
         let global = validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
         let plan = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
-        measured(.zeroing) { zeroGradients(plan) }
-        var local = LossResult(lossSum: 0, correct: 0, count: 0)
         var exactSums = [Int64](repeating: 0, count: ExactSum.width + 2)   // exact mode: loss, correct, count
-        let (overlap, hook) = beginOverlap(plan, words: exactSums.count)
-        for (m, part) in plan.microBatches.enumerated() {
-            if m == plan.microBatches.count - 1 { model.afterLayerBackward = hook }   // the last micro-batch finishes the gradients
-            defer { model.afterLayerBackward = nil }
-            let x = try measured(.data) { try trainLoader.load(part.indices, epoch: epoch) }
-            let chunking = chunkSize.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole
-            let logits = try model.forward(x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch,
-                                                                      sampleIndices: part.indices, chunking: chunking))
-            let (r, dLogits) = measured(.loss) {
-                trainLoader.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: global.count) }
+        var total: LossResult?
+        while total == nil {   // exact mode runs a step again when a tensor outgrew its scale
+            measured(.zeroing) { zeroGradients(plan, words: exactSums.count) }
+            var local = LossResult(lossSum: 0, correct: 0, count: 0)
+            exactSums = [Int64](repeating: 0, count: exactSums.count)
+            let (overlap, hook) = beginOverlap(plan, words: exactSums.count)
+            for (m, part) in plan.microBatches.enumerated() {
+                if m == plan.microBatches.count - 1 { model.afterLayerBackward = hook }   // the last micro-batch finishes the gradients
+                defer { model.afterLayerBackward = nil }
+                let x = try measured(.data) { try trainLoader.load(part.indices, epoch: epoch) }
+                let chunking = chunkSize.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole
+                let logits = try model.forward(x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch,
+                                                                          sampleIndices: part.indices, chunking: chunking))
+                let (r, dLogits) = measured(.loss) {
+                    trainLoader.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: global.count) }
+                }
+                try model.backward(dLogits)
+                local.lossSum += r.lossSum; local.correct += r.correct; local.count += r.count
+                if config.train.exact { addExactly(r, into: &exactSums) }
             }
-            try model.backward(dLogits)
-            local.lossSum += r.lossSum; local.correct += r.correct; local.count += r.count
-            if config.train.exact { addExactly(r, into: &exactSums) }
+            total = try synchronizeGradients(plan, local: local, exactSums: &exactSums, overlap: overlap)
         }
-        let total = try synchronizeGradients(plan, local: local, exactSums: &exactSums, overlap: overlap)
         let rate = Float(schedule.rate(at: step))
-        if let shards { try shardedUpdate(shards, rate: rate); return total }
+        if let shards { try shardedUpdate(shards, rate: rate); return total! }
         if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
         measured(.optimizer) { optimizer.step(rate: rate) }
-        return total
+        return total!
     }
 
     /// Names where training stands for a timed-out collective's message (and the pause hook).
@@ -205,12 +209,15 @@ public final class Trainer {
         faults.pauseIfAt(context)
     }
 
-    /// Clears the gradients, and in exact mode gives each of this rank's chunks its own slot.
-    func zeroGradients(_ plan: StepPlan) {
+    /// Clears the gradients; in exact mode gives each of this rank's chunks its own slot and
+    /// begins the reducer (scales, zeroed sums, Dense's hot targets).
+    func zeroGradients(_ plan: StepPlan, words: Int) {
         model.zeroGrads()
         guard config.train.exact else { return }
         model.parameters.useChunkSlots(plan.localChunks)
         model.parameters.zeroSlots(plan.localChunks)
+        let bytes = worldSize > 1 && config.train.bucketMB > 0 ? Int(config.train.bucketMB * 1_048_576) : 0
+        exactReducer.begin(slotCount: plan.localChunks, totalChunks: plan.totalChunks, words: words, bucketBytes: bytes, communicator: communicator)
     }
 
     /// Exact mode: the micro-batch's per-sample losses (ExactSum words), correct and sample counts.

@@ -73,4 +73,52 @@ final class CKernelsTests: XCTestCase {
             }
         }
     }
+
+    /// Exact mode's dense weight gradient at every level against the scalar definition, bit for
+    /// bit: per chunk a fused multiply-add chain over the rows in order, rounded to round(p·2^s)
+    /// and added to the Int64 sums; the largest |p| and the non-finite flag. Shapes cover row
+    /// tiles with leftover rows (out 1, 7, 13), column tails of a whole vector and of single
+    /// columns (in 1, 15, 40, 77), and a short last chunk; values span six orders of magnitude.
+    /// The AVX-512 and AVX2 bodies use different vector widths and tiles, so equal bits here are
+    /// the promise that exact mode's gradients do not depend on the CPU's vector unit.
+    func testFixedPointDenseGradientMatchesScalarDefinitionAtEveryLevel() {
+        let rng = Philox(seed: 12)
+        for (k, (n, out, inF, chunk)) in [(5, 1, 1, 2), (16, 7, 15, 16), (37, 13, 40, 8), (33, 9, 77, 16), (64, 16, 96, 16)].enumerated() {
+            let s = rng.stream(.test, k, 0)
+            let dy = (0..<(n * out)).map { s.normal($0) * powf(10, Float($0 % 5) - 3) }
+            let x = (0..<(n * inF)).map { s.normal(100_000 + $0) * powf(10, Float($0 % 3) - 1) }
+            let exponent = 30
+            var want = [Int64](repeating: 3, count: out * inF)   // non-zero start: the kernel adds
+            var wantMax: Float = 0
+            for o in 0..<out {
+                for i in 0..<inF {
+                    for c in stride(from: 0, to: n, by: chunk) {
+                        var p: Float = 0
+                        for r in c..<min(c + chunk, n) { p = p.addingProduct(dy[r * out + o], x[r * inF + i]) }   // one fused multiply-add
+                        wantMax = max(wantMax, abs(p))
+                        want[o * inF + i] += Int64((Double(p) * 0x1p30).rounded(.toNearestOrEven))
+                    }
+                }
+            }
+            for level in levels {
+                var acc = [Int64](repeating: 3, count: out * inF)
+                var maxAbs: Float = 0
+                var bad: Int32 = 0
+                lockstep_fixed_dense_wgrad(level, dy, x, n, out, inF, chunk, &acc, Int32(exponent), &maxAbs, &bad)
+                XCTAssertEqual(acc, want, "level \(level), shape \(n)×\(out)×\(inF)")
+                XCTAssertEqual(maxAbs, wantMax, "level \(level)")
+                XCTAssertEqual(bad, 0)
+                // Measuring only: the sums stay untouched, the maximum is the same.
+                var measuredMax: Float = 0
+                lockstep_fixed_dense_wgrad(level, dy, x, n, out, inF, chunk, nil, Int32(exponent), &measuredMax, &bad)
+                XCTAssertEqual(measuredMax, wantMax)
+                // A NaN anywhere is reported.
+                var poisoned = dy
+                poisoned[poisoned.count / 2] = .nan
+                var flag: Int32 = 0
+                lockstep_fixed_dense_wgrad(level, poisoned, x, n, out, inF, chunk, &acc, Int32(exponent), &measuredMax, &flag)
+                XCTAssertEqual(flag, 1, "level \(level): a NaN must be flagged")
+            }
+        }
+    }
 }

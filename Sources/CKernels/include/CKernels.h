@@ -30,4 +30,12 @@ void lockstep_adam_step(int level, float *restrict w, const float *restrict g, f
 void lockstep_maxpool2x2(int level, const float *restrict src, size_t w, size_t ho, size_t wo,
                          float *restrict dst, int *restrict idx);
 
+/// Exact mode's dense weight gradient (fixed_dense.c): for each chunk of `chunk` rows of the
+/// n-row batch (the last may be shorter), P = dYᵀ·X over the chunk (out × in, each element a
+/// fused multiply-add chain in row order), then acc[o·in + i] += round(P[o][i]·2^exponent).
+/// acc NULL only measures. Raises *maxAbs to the largest |P| seen and sets *nonFinite on a NaN or
+/// infinity. Every level gives the same bits.
+void lockstep_fixed_dense_wgrad(int level, const float *dy, const float *x, size_t n, size_t out, size_t in,
+                                size_t chunk, long long *acc, int exponent, float *maxAbs, int *nonFinite);
+
 #endif
