@@ -12,6 +12,7 @@ public final class Dense: Layer {
     var input: Tensor?             // (N, in), borrowed from the previous layer
     var output: Tensor?            // (N, out)
     var dInput: Tensor?            // (N, in)
+    var weightT: Tensor?           // (in, out): Wᵀ for exact mode's row-wise forward
     var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], outFeatures: Int, bias: Bool = true,
@@ -38,11 +39,15 @@ public final class Dense: Layer {
         let y = reuse(&output, [n, outFeatures])
         input = x
         chunking = context.chunking
-        // Y = X·Wᵀ, one GEMM per chunk (one in all on the fast path).
-        chunking.forEach(n) { rows, _ in
-            gemm(transB: true, m: rows.count, n: outFeatures, k: inFeatures,
-                 a: x.data + rows.lowerBound * inFeatures, lda: inFeatures, b: weight.value, ldb: inFeatures,
-                 c: y.data + rows.lowerBound * outFeatures, ldc: outFeatures)
+        if chunking.isExact {
+            // Y = X·Wᵀ with every row a fused multiply-add chain of its own (CKernels' rowwise.c),
+            // so that a sample's output does not depend on the samples beside it.
+            let wT = reuse(&weightT, [inFeatures, outFeatures])
+            lockstep_transpose(weight.value, outFeatures, inFeatures, wT.data)
+            lockstep_rowwise_gemm(-1, x.data, inFeatures, wT.data, outFeatures, n, outFeatures, inFeatures, y.data, outFeatures)
+        } else {
+            gemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: x.data, lda: inFeatures,
+                 b: weight.value, ldb: inFeatures, c: y.data, ldc: outFeatures)
         }
         if let b = bias {
             for i in 0..<n {
@@ -75,10 +80,14 @@ public final class Dense: Layer {
                      beta: 1, c: weight.gradient(slot: slot), ldc: inFeatures)
             }
             if let b = bias { addColumnSums(dY, rows: rows.count, cols: outFeatures, into: b.gradient(slot: slot)) }
-            if let dx {
-                // dX = dY · W
-                gemm(m: rows.count, n: inFeatures, k: outFeatures, a: dY, lda: outFeatures,
-                     b: weight.value, ldb: inFeatures, c: dx.data + rows.lowerBound * inFeatures, ldc: inFeatures)
+        }
+        if let dx {
+            // dX = dY · W (row by row in exact mode, as in forward)
+            if chunking.isExact {
+                lockstep_rowwise_gemm(-1, dOut.data, outFeatures, weight.value, inFeatures, n, inFeatures, outFeatures, dx.data, inFeatures)
+            } else {
+                gemm(m: n, n: inFeatures, k: outFeatures, a: dOut.data, lda: outFeatures, b: weight.value, ldb: inFeatures,
+                     c: dx.data, ldc: inFeatures)
             }
         }
         return dx

@@ -38,4 +38,13 @@ void lockstep_maxpool2x2(int level, const float *restrict src, size_t w, size_t 
 void lockstep_fixed_dense_wgrad(int level, const float *dy, const float *x, size_t n, size_t out, size_t in,
                                 size_t chunk, long long *acc, int exponent, float *maxAbs, int *nonFinite);
 
+/// C[i][j] = Σ_t A[i][t]·B[t][j] (row-major, leading dimensions given) as one fused multiply-add
+/// chain over t in order for every element (rowwise.c): each row of C depends on the same row
+/// of A alone, and every level gives the same bits.
+void lockstep_rowwise_gemm(int level, const float *a, size_t lda, const float *b, size_t ldb,
+                           size_t m, size_t n, size_t k, float *c, size_t ldc);
+
+/// dst (cols × rows) = srcᵀ, src row-major rows × cols.
+void lockstep_transpose(const float *restrict src, size_t rows, size_t cols, float *restrict dst);
+
 #endif
