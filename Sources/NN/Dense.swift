@@ -12,7 +12,8 @@ public final class Dense: Layer {
     var input: Tensor?             // (N, in), borrowed from the previous layer
     var output: Tensor?            // (N, out)
     var dInput: Tensor?            // (N, in)
-    var weightT: Tensor?           // (in, out): Wᵀ for exact mode's row-wise forward
+    var weightT: Tensor?           // exact mode's forward: Wᵀ (in, out) or Xᵀ (in, N)
+    var outputT: Tensor?           // exact mode's forward with Xᵀ: Yᵀ (out, N)
     var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], outFeatures: Int, bias: Bool = true,
@@ -40,11 +41,21 @@ public final class Dense: Layer {
         input = x
         chunking = context.chunking
         if chunking.isExact {
-            // Y = X·Wᵀ with every row a fused multiply-add chain of its own (CKernels' rowwise.c),
-            // so that a sample's output does not depend on the samples beside it.
-            let wT = reuse(&weightT, [inFeatures, outFeatures])
-            lockstep_transpose(weight.value, outFeatures, inFeatures, wT.data)
-            lockstep_rowwise_gemm(-1, x.data, inFeatures, wT.data, outFeatures, n, outFeatures, inFeatures, y.data, outFeatures)
+            // Y = X·Wᵀ with every element a fused multiply-add chain of its own over the inputs
+            // in order (CKernels' rowwise.c), so that a sample's output does not depend on the
+            // samples beside it. The chain needs one operand transposed: Wᵀ, or for a small batch
+            // Xᵀ (then Yᵀ = W·Xᵀ, transposed back): the same products in the same order, so the
+            // same bits, with fewer floats moved.
+            if n * (inFeatures + outFeatures) < inFeatures * outFeatures {
+                let xT = reuse(&weightT, [inFeatures, n]), yT = reuse(&outputT, [outFeatures, n])
+                lockstep_transpose(x.data, n, inFeatures, xT.data)
+                lockstep_rowwise_gemm(-1, weight.value, inFeatures, xT.data, n, outFeatures, n, inFeatures, yT.data, n)
+                lockstep_transpose(yT.data, outFeatures, n, y.data)
+            } else {
+                let wT = reuse(&weightT, [inFeatures, outFeatures])
+                lockstep_transpose(weight.value, outFeatures, inFeatures, wT.data)
+                lockstep_rowwise_gemm(-1, x.data, inFeatures, wT.data, outFeatures, n, outFeatures, inFeatures, y.data, outFeatures)
+            }
         } else {
             gemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: x.data, lda: inFeatures,
                  b: weight.value, ldb: inFeatures, c: y.data, ldc: outFeatures)

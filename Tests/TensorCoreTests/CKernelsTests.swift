@@ -121,4 +121,48 @@ final class CKernelsTests: XCTestCase {
             }
         }
     }
+
+    /// The row-wise GEMM at every level against the scalar definition (one fused multiply-add
+    /// chain per element over k in order), bit for bit, and each row computed alone gives the
+    /// bits it has in the whole product: what lets exact mode run a dense layer over any number
+    /// of samples at once. Shapes cover leftover rows, a vector and a half of columns, fewer
+    /// columns than a vector (the zero-padded panel), and leading dimensions wider than the rows.
+    func testRowwiseGEMMIsTheScalarChainAtEveryLevelAndRowsAreIndependent() {
+        let rng = Philox(seed: 13)
+        for (t, (m, n, k)) in [(1, 1, 1), (7, 10, 33), (13, 24, 5), (37, 77, 64), (16, 512, 9)].enumerated() {
+            let s = rng.stream(.test, t, 0)
+            let lda = k + 3, ldb = n + 2, ldc = n + 1
+            let a = (0..<(m * lda)).map { s.normal($0) * powf(10, Float($0 % 4) - 2) }
+            let b = (0..<(k * ldb)).map { s.normal(100_000 + $0) }
+            var want = [Float](repeating: -7, count: m * ldc)
+            for i in 0..<m {
+                for j in 0..<n {
+                    var p: Float = 0
+                    for q in 0..<k { p = p.addingProduct(a[i * lda + q], b[q * ldb + j]) }
+                    want[i * ldc + j] = p
+                }
+            }
+            for level in levels {
+                var c = [Float](repeating: -7, count: m * ldc)
+                lockstep_rowwise_gemm(level, a, lda, b, ldb, m, n, k, &c, ldc)
+                XCTAssertEqual(c.map(\.bitPattern), want.map(\.bitPattern), "level \(level), \(m)×\(n)×\(k)")
+                for i in [0, m - 1] {   // a row alone
+                    var row = [Float](repeating: 0, count: n)
+                    a.withUnsafeBufferPointer { a in
+                        lockstep_rowwise_gemm(level, a.baseAddress! + i * lda, lda, b, ldb, 1, n, k, &row, n)
+                    }
+                    XCTAssertEqual(row.map(\.bitPattern), Array(want[(i * ldc)..<(i * ldc + n)]).map(\.bitPattern), "row \(i) alone")
+                }
+            }
+        }
+    }
+
+    func testTransposeMovesEveryElement() {
+        for (rows, cols) in [(1, 1), (3, 40), (33, 17), (64, 48)] {
+            let src = (0..<(rows * cols)).map(Float.init)
+            var dst = [Float](repeating: -1, count: rows * cols)
+            lockstep_transpose(src, rows, cols, &dst)
+            for i in 0..<rows { for j in 0..<cols { XCTAssertEqual(dst[j * rows + i], src[i * cols + j]) } }
+        }
+    }
 }
