@@ -2,6 +2,8 @@
 // body per kernel compiled at each instruction-set level, and the choice of level.
 #include "CKernels.h"
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__clang__)
 #define LOCKSTEP_X86 1
@@ -26,6 +28,11 @@ int lockstep_kernel_level(void) {
     int level = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (level < 0) {
         level = lockstep_kernel_level_supported(2) ? 2 : lockstep_kernel_level_supported(1) ? 1 : 0;
+        // LOCKSTEP_KERNEL_LEVEL=avx2 (or baseline) caps the level: to measure what a CPU without
+        // AVX-512 gets. The bits do not change (every level gives the same).
+        const char *cap = getenv("LOCKSTEP_KERNEL_LEVEL");
+        if (cap && strcmp(cap, "avx2") == 0 && level > 1) level = 1;
+        if (cap && strcmp(cap, "baseline") == 0) level = 0;
         __atomic_store_n(&cached, level, __ATOMIC_RELAXED);
     }
     return level;

@@ -6,7 +6,7 @@ import TensorCore
 
 /// AdaGrad (Duchi et al. 2011): g ← g + λw; s ← s + g²; w ← w − η·g/(√s + ε).
 public final class AdaGrad: Optimizer {
-    let arena: Arena
+    public let arena: Arena
     public let epsilon: Float, weightDecay: Float
     let sum: UnsafeMutableBufferPointer<Float>
     let ranges: [(range: Range<Int>, decay: Float)]
@@ -45,7 +45,7 @@ public final class AdaGrad: Optimizer {
 /// v̂ = v − ḡ², else v̂ = v; with momentum μ: b ← μb + g/(√v̂ + ε), w ← w − ηb; without:
 /// w ← w − η·g/(√v̂ + ε).
 public final class RMSProp: Optimizer {
-    let arena: Arena
+    public let arena: Arena
     public let alpha: Float, epsilon: Float, momentum: Float, centered: Bool, weightDecay: Float
     let square: UnsafeMutableBufferPointer<Float>
     let average: UnsafeMutableBufferPointer<Float>   // ḡ (centered only)

@@ -15,11 +15,22 @@ public protocol Optimizer: AnyObject {
     var owned: Range<Int> { get }
     /// Steps taken so far (Adam's bias correction depends on it).
     var stepCount: Int { get set }
+    /// The parameters and gradients it updates.
+    var arena: Arena { get }
 }
 
 extension Optimizer {
     /// Updates the whole arena.
     public func step(rate: Float) { step(rate: rate, within: 0..<Int.max) }
+
+    /// One update of the elements `within`, after clipping the global gradient norm to
+    /// `clipNorm` when set (Clipping.swift). `combine` sums the norm's exact words over the ranks
+    /// that hold the other shards (the identity when this rank holds every gradient).
+    public func update(rate: Float, within: Range<Int> = 0..<Int.max, clipNorm: Float?,
+                       combine: ([Int64]) throws -> [Int64] = { $0 }) rethrows {
+        if let clipNorm { try clipGradientNorm(arena, maxNorm: clipNorm, within: within, combine: combine) }
+        step(rate: rate, within: within)
+    }
 }
 
 /// The range an optimizer owns: `owned`, or the whole arena.
@@ -54,7 +65,7 @@ func decayRanges(_ arena: Arena, weightDecay: Float, weightsOnly: Bool) -> [(ran
 /// SGD with optional momentum, Nesterov momentum and L2 weight decay (PyTorch's formulation:
 /// g ← g + λw; v ← μv + g; w ← w − η·(Nesterov ? g + μv : v)).
 public final class SGD: Optimizer {
-    let arena: Arena
+    public let arena: Arena
     public let momentum: Float, weightDecay: Float, nesterov: Bool
     let velocity: UnsafeMutableBufferPointer<Float>
     let ranges: [(range: Range<Int>, decay: Float)]
@@ -97,7 +108,7 @@ public final class SGD: Optimizer {
 /// Adam (Kingma & Ba 2015) with L2 weight decay folded into the gradient, or AdamW
 /// (Loshchilov & Hutter 2019) with decoupled weight decay.
 public final class Adam: Optimizer {
-    let arena: Arena
+    public let arena: Arena
     public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decoupled: Bool
     let m: UnsafeMutableBufferPointer<Float>
     let v: UnsafeMutableBufferPointer<Float>

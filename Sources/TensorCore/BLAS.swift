@@ -36,3 +36,7 @@ public func blasConfiguration() -> String {
     let core = String(cString: openblas_get_corename())
     return "\(cfg) core=\(core)"
 }
+
+/// The instruction-set level of Lockstep's own C kernels on this CPU ("avx512f", "avx2" or
+/// "baseline"; LOCKSTEP_KERNEL_LEVEL=avx2 caps it, to measure a CPU without AVX-512).
+public func kernelLevelName() -> String { String(cString: lockstep_kernel_level_name(lockstep_kernel_level())) }

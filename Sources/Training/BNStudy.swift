@@ -59,7 +59,7 @@ public struct BNStudy {
         }
         // Exact mode hands out whole chunks: a chunk larger than the per-rank batch would leave
         // ranks without samples (and local BN without statistics), so the chunk must divide it.
-        if base.train.exact && run.perRankBatch % base.train.chunk != 0 {
+        if let chunk = base.train.exactChunk, run.perRankBatch % chunk != 0 {
             sets.append("train.chunk=\(Self.gcd(run.perRankBatch, base.train.chunk))")
         }
         var config = try TrainingConfig.load(path: path, overrides: sets)

@@ -101,7 +101,7 @@ extension Trainer {
     /// of weights, gradients and state, writes of weights and state over this rank's elements).
     func memoryPasses(_ r: BenchmarkResult) -> [(name: String, seconds: Double, bytes: Double)] {
         let n = Double(model.parameters.count)
-        let slots = config.train.exact ? Double(max(model.parameters.slotCount, 1)) : 1
+        let slots = sync.chunk != nil ? Double(max(model.parameters.slotCount, 1)) : 1
         let states = Double(optimizer.state.count)
         return [("zeroing gradients", r.zeroingSeconds, 4 * n * slots),
                 ("optimizer step", r.optimizerSeconds, 4 * (3 + 2 * states) * Double(optimizer.owned.count))]

@@ -58,7 +58,7 @@ extension Trainer {
             labels += batchLabels
         }
         func nll(_ beta: Double) throws -> Double {
-            var sums = MetricSums(count: 2, exact: config.train.exact)
+            var sums = MetricSums(count: 2)
             logits.withUnsafeBufferPointer { all in
                 for i in 0..<labels.count {
                     let row = UnsafeBufferPointer(rebasing: all[(i * classes)..<((i + 1) * classes)])

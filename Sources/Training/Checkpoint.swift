@@ -73,7 +73,7 @@ extension Trainer {
             "metrics": metricsJSON,
             // Exact mode's scales for the next step (ExactGradients.swift), as float bit patterns:
             // a resume on any number of ranks rounds the next step exactly as this run would.
-            "exact_scale_maxima": config.train.exact ? (exactReducer.scaleMaxima ?? []).map { String($0.bitPattern, radix: 16) }.joined(separator: ",") : "",
+            "exact_scale_maxima": (sync.scaleMaxima ?? []).map { String($0.bitPattern, radix: 16) }.joined(separator: ","),
         ]
         var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
         for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
@@ -171,7 +171,7 @@ extension Trainer {
             for (block, full) in zip(optimizer.state, state) { _ = block.values.update(fromContentsOf: full.values[owned]) }
         }
         optimizer.stepCount = optimizerSteps.flatMap { $0 } ?? savedStep
-        exactReducer.scaleMaxima = try Self.scaleMaxima(meta["exact_scale_maxima"], tensors: model.parameters.entries.count, path: path)
+        sync.scaleMaxima = try Self.scaleMaxima(meta["exact_scale_maxima"], tensors: model.parameters.entries.count, path: path)
         step = savedStep
         let sums = stored.map { $0.map { $0! } } ?? [0, 0, 0]
         resumedSums = sums

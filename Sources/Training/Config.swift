@@ -53,12 +53,14 @@ public struct TrainingConfig {
         /// All-reduce the gradients in buckets of this many MB while backward still runs
         /// (GradientBuckets; ExactGradientReducer in exact mode); 0 reduces them after backward.
         public var bucketMB = 0.0
-        /// Exact mode: the same bits on any number of ranks (chunked, order-independent sums).
-        /// Off by default: it costs 6-8% on the reference CNN but 2.2-2.4× on the dense-heavy MLP
-        /// (README, "Exact mode"), above the 10% that would make it the default everywhere.
-        public var exact = false
+        /// Exact mode (the default): the same bits on any number of ranks (fixed chunks, integer
+        /// sums; GradientSync.swift). false sums gradients in float (README, "Exact mode").
+        public var exact = true
         /// Samples per chunk in exact mode: every rank holds whole chunks of the global batch.
         public var chunk = 16
+        /// Samples per chunk when exact, nil when `exact` is false: the one reading of `exact`
+        /// (the trainer's GradientSync, the memory plan and the reports all go through it).
+        public var exactChunk: Int? { exact ? chunk : nil }
         public var earlyStopping = EarlyStopping()
     }
     public struct EarlyStopping {

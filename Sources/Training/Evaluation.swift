@@ -42,19 +42,15 @@ struct CalibrationSums {
     let classes: Int
     var sums: MetricSums
 
-    init(classes: Int, exact: Bool) {
+    init(classes: Int) {
         self.classes = classes
-        sums = MetricSums(count: 3 + 2 * classes + 3 * Self.bins + 2, exact: exact)
+        sums = MetricSums(count: 3 + 2 * classes + 3 * Self.bins + 2)
     }
 
-    /// Adds a batch's loss: per sample in exact mode (so batch boundaries do not matter), as the
-    /// batch's sum otherwise; its correct predictions (the loss's arg-max of the logits) and size.
+    /// Adds a batch's loss per sample (so batch boundaries do not matter), its correct
+    /// predictions (the loss's arg-max of the logits) and size.
     mutating func add(_ r: LossResult, sampleLosses: [Double]) {
-        if sums.exact {
-            for l in sampleLosses { sums.add(0, l) }
-        } else {
-            sums.add(0, r.lossSum)
-        }
+        for l in sampleLosses { sums.add(0, l) }
         sums.add(1, Double(r.correct)); sums.add(2, Double(r.count))
     }
 
@@ -126,7 +122,7 @@ extension Trainer {
         try withEvaluationBuffers {
             let share = loader.evaluationShare(rank: rank, worldSize: worldSize, batch: config.data.evalBatch, total: list?.count)
             let chunking = chunkSize.map { Chunking(size: $0) } ?? .whole
-            var sums = CalibrationSums(classes: config.data.classes, exact: config.train.exact)
+            var sums = CalibrationSums(classes: config.data.classes)
             var start = share.range.lowerBound
             while start < share.range.upperBound {
                 let end = min(start + share.batch, share.range.upperBound)

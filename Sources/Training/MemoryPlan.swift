@@ -37,8 +37,8 @@ public struct MemoryEstimate: Sendable {
         let micro = config.train.globalBatch / max(config.train.accumulateSteps, 1)
         let local = (micro + ranks - 1) / ranks
         var slots = 0
-        if config.train.exact {
-            let chunks = (config.train.globalBatch + config.train.chunk - 1) / config.train.chunk
+        if let chunk = config.train.exactChunk {
+            let chunks = (config.train.globalBatch + chunk - 1) / chunk
             slots = (chunks + ranks - 1) / ranks
         }
         fuseBatchNormReLU(layers)   // as Model does (it skips pairs already fused)
@@ -49,7 +49,7 @@ public struct MemoryEstimate: Sendable {
         parts = [
             ("parameters and gradients (\(parameters) floats)", 8 * parameters + 4 * buffers),
             ("optimizer state", 4 * stateTensors * owned),
-            ("exact-mode chunk gradients and sums", config.train.exact ? 4 * slots * parameters + 8 * parameters : 0),
+            ("exact-mode chunk gradients and sums", config.train.exactChunk != nil ? 4 * slots * parameters + 8 * parameters : 0),
             ("activations, training batch of \(local)", 4 * training),
             ("activations, evaluation batch of \(config.data.evalBatch) (beyond training's)", 4 * evaluation),
         ]

@@ -1,7 +1,6 @@
 // Keeping replicas in lockstep: the start-up invariants (same config, layout and, in exact mode,
-// BLAS kernel everywhere; rank 0's initial state), summing each step's gradients over ranks (the
-// fast path's float all-reduce, or exact mode's integer sums) with the stop flag, and checking
-// that the replicas still hold the same parameters.
+// BLAS kernel everywhere; rank 0's initial state), choosing how gradients are summed
+// (makeGradientSync), and checking that the replicas still hold the same parameters.
 import Collectives
 import Datasets
 import Foundation
@@ -16,10 +15,10 @@ extension Trainer {
         fp.add(config.resolvedYAML)
         fp.add(model.layoutDescription)
         try communicator.checkSame(fp.value, what: "the configuration or model layout")
-        if config.train.exact {
-            let chunks = (config.train.globalBatch + config.train.chunk - 1) / config.train.chunk
+        if let chunk = sync.chunk {
+            let chunks = (config.train.globalBatch + chunk - 1) / chunk
             if chunks < worldSize {
-                console.line("lockstep: exact mode: a global batch of \(config.train.globalBatch) in chunks of \(config.train.chunk) keeps only \(chunks) of \(worldSize) ranks busy; lower train.chunk or raise train.global_batch")
+                console.line("lockstep: exact mode: a global batch of \(config.train.globalBatch) in chunks of \(chunk) keeps only \(chunks) of \(worldSize) ranks busy; lower train.chunk or raise train.global_batch")
             }
             // Exact mode's bits come from one sgemm kernel: every rank must run the same one, and
             // one BLAS thread per rank (a threaded sgemm may split its work differently).
@@ -39,82 +38,11 @@ extension Trainer {
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.buffers.flatValues), root: 0)
     }
 
-    /// Sums this step's gradients over chunks and ranks into the gradient arena and agrees on
-    /// stopping. `exactSums` holds the step's loss (ExactSum words), correct and sample counts in
-    /// exact mode; they ride along. Returns the step's loss sums: this rank's on the fast path;
-    /// in exact mode the global ones on rank 0 and zeros elsewhere, so that summing over ranks
-    /// gives the global sums exactly.
-    func synchronizeGradients(_ plan: StepPlan, local: LossResult, exactSums: inout [Int64], overlap: Overlap = .none) throws -> LossResult? {
-        if config.train.exact { return try reduceExactly(plan, exactSums: &exactSums) }
-        if case .fast(let buckets) = overlap {
-            let t0 = monotonicSeconds()
-            try buckets.finish()
-            gradientAllReduceSeconds += monotonicSeconds() - t0   // the part backward did not hide
-            stopAgreed = model.parameters.gradsWithSpare.last! > 0
-        } else if let shards {
-            try reduceScatterInFloat(shards)   // the stop flag is agreed in shardedUpdate
-        } else if worldSize > 1 {
-            try reduceInFloat()
-        } else {
-            stopAgreed = localStopRequest
-        }
-        return local
-    }
-
-    /// How this step's gradient reduction overlaps backward (train.bucket_mb > 0 on several ranks).
-    enum Overlap {
-        case none
-        case fast(GradientBuckets)   // the stop flag is already in the spare float
-        case exact                   // exactReducer has begun
-    }
-
-    /// Sets up this step's overlapped reduction, and the hook to run after each layer's backward
-    /// in the last micro-batch.
-    func beginOverlap(_ plan: StepPlan, words: Int) -> (Overlap, ((Int) throws -> Void)?) {
-        guard worldSize > 1, config.train.bucketMB > 0 else { return (.none, nil) }
-        let bytes = Int(config.train.bucketMB * 1_048_576)
-        if config.train.exact {
-            let reducer = exactReducer   // begun in zeroGradients
-            return (.exact, { try reducer.layerFinished(start: $0) })
-        }
-        let spare = model.parameters.gradsWithSpare
-        spare[spare.count - 1] = localStopRequest ? 1 : 0
-        let buckets = GradientBuckets(grads: spare, bucketBytes: bytes, communicator: communicator)
-        return (.fast(buckets), { try buckets.layerFinished(start: $0) })
-    }
-
-    /// Exact mode: chunk sums in integers (ExactGradientReducer). Nil when the step must run
-    /// again because a tensor outgrew its scale (every rank learns it alike).
-    func reduceExactly(_ plan: StepPlan, exactSums: inout [Int64]) throws -> LossResult? {
-        let w = ExactSum.width
-        let t0 = monotonicSeconds(), c0 = communicator.seconds
-        let outcome = try exactReducer.finish(stop: localStopRequest, extras: &exactSums, shards: shards)
-        // Its two collectives count as the gradient all-reduce; the rest is arithmetic.
-        let collective = communicator.seconds - c0
-        gradientAllReduceSeconds += collective
-        probe?.exactSumSeconds += monotonicSeconds() - t0 - collective
-        if outcome.retry { return nil }
-        stopAgreed = outcome.stop
-        let lossSum = outcome.nonFinite ? .nan : exactSums.withUnsafeBufferPointer { ExactSum.value($0.baseAddress!) }
-        guard lossSum.isFinite else {
-            throw TrainingDiverged(message: "training diverged: the loss or a gradient is not finite at step \(step) (epoch \(step / sampler.stepsPerEpoch + 1)); lower optimizer.lr, add schedule.warmup_epochs or set optimizer.clip_norm")
-        }
-        return rank == 0 ? LossResult(lossSum: lossSum, correct: Int(exactSums[w]), count: Int(exactSums[w + 1]))
-                         : LossResult(lossSum: 0, correct: 0, count: 0)
-    }
-
-    /// The fast path: one float all-reduce (sum) of the gradients, whose bits depend on the
-    /// order of addition. The stop flag rides in the spare float after the gradients.
-    func reduceInFloat() throws {
-        try probe?.waitForSlowestRank(communicator)
-        let spare = model.parameters.gradsWithSpare
-        spare[spare.count - 1] = localStopRequest ? 1 : 0
-        let t0 = monotonicSeconds()
-        try communicator.allReduce(spare, op: .sum)
-        let dt = monotonicSeconds() - t0
-        gradientAllReduceSeconds += dt
-        try probe?.compareWithBareAllReduce(dt, of: spare, communicator)
-        stopAgreed = spare.last! > 0
+    /// The gradient synchronisation for this run: the one place that reads train.exact.
+    static func makeGradientSync(_ config: TrainingConfig, _ update: ParameterUpdate) -> GradientSync {
+        let bytes = Int(config.train.bucketMB * 1_048_576)   // 0: no buckets
+        guard let chunk = config.train.exactChunk else { return FloatSync(update: update, bucketBytes: bytes) }
+        return ExactSync(update: update, chunk: chunk, bucketBytes: bytes)
     }
 
     /// This rank's wish to stop: a signal arrived, or `stopAtStep` is reached after this step.

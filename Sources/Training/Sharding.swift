@@ -1,6 +1,6 @@
 // The sharded optimizer step (ZeRO stage 1, optimizer.shard): which share of the parameter arena
-// each rank updates, the fast path's reduce-scatter, the all-gather of the updated parameters,
-// and gathering the optimizer state for a checkpoint.
+// each rank updates, and gathering the optimizer state for a checkpoint. The reduce-scatter and
+// the all-gather of the updated blocks are in GradientSync.swift and ExactGradients.swift.
 //
 // A step: gradients are reduce-scattered (each rank receives the sum of its block only: half
 // the bytes of an all-reduce), each rank clips (with the global norm) and updates its block with
@@ -40,44 +40,6 @@ extension Trainer {
         case .off: return false
         case .auto: return config.train.bucketMB == 0 && Set(hosts).count > 1
         }
-    }
-
-    /// The fast path, sharded: a float reduce-scatter of the gradients; the stop flag rides in
-    /// the spare float, whose sum lands on the last rank and returns in the all-gather.
-    func reduceScatterInFloat(_ shards: ShardLayout) throws {
-        let spare = model.parameters.gradsWithSpare
-        spare[spare.count - 1] = localStopRequest ? 1 : 0
-        var counts = shards.counts
-        counts[worldSize - 1] += spare.count - model.parameters.count
-        let t0 = monotonicSeconds()
-        try communicator.reduceScatter(spare, counts: counts)
-        gradientAllReduceSeconds += monotonicSeconds() - t0
-    }
-
-    /// Clips this rank's gradients by the global norm, updates its parameters, and all-gathers
-    /// the parameters (with the fast path's stop flag).
-    func shardedUpdate(_ shards: ShardLayout, rate: Float) throws {
-        let mine = shards.ranges[rank]
-        if let maxNorm = config.optimizer.clipNorm {
-            try clipGradientNorm(model.parameters, maxNorm: Float(maxNorm), within: mine) { words in
-                var sum = words
-                try communicator.allReduce(&sum)
-                return sum
-            }
-        }
-        measured(.optimizer) { optimizer.step(rate: rate, within: mine) }
-        let t0 = monotonicSeconds()
-        if config.train.exact {
-            try communicator.allGather(model.parameters.flatValues, counts: shards.counts)
-        } else {
-            let arena = model.parameters, values = arena.valuesWithSpare
-            values[values.count - 1] = rank == worldSize - 1 ? arena.gradsWithSpare[arena.count] : 0
-            var counts = shards.counts
-            counts[worldSize - 1] += values.count - arena.count
-            try communicator.allGather(values, counts: counts)
-            stopAgreed = values[values.count - 1] > 0
-        }
-        gradientAllReduceSeconds += monotonicSeconds() - t0
     }
 
     /// The optimizer state over the whole arena, for a checkpoint (every rank calls it: when

@@ -34,10 +34,14 @@ public final class Trainer {
     public let totalSteps: Int
     public private(set) var history: [EpochMetrics] = []
     /// Seconds spent in the gradient all-reduce since the last reset.
-    public internal(set) var gradientAllReduceSeconds = 0.0
+    public var gradientAllReduceSeconds: Double {
+        get { sync.collectiveSeconds }
+        set { sync.collectiveSeconds = newValue }
+    }
     /// Bench measurements inside steps (nil in training).
-    public var probe: StepProbe?
-    lazy var exactReducer = ExactGradientReducer(arena: model.parameters)
+    public var probe: StepProbe? { didSet { sync.probe = probe } }
+    /// How gradients are summed over chunks and ranks (GradientSync.swift), chosen once.
+    let sync: GradientSync
     /// optimizer.shard on several ranks: each rank's block of the arena (Sharding.swift).
     let shards: ShardLayout?
     /// The epoch's train sums restored from a checkpoint, which the next `run` continues.
@@ -61,8 +65,8 @@ public final class Trainer {
 
     public var rank: Int { communicator.rank }
     public var worldSize: Int { communicator.size }
-    /// Samples per chunk in exact mode; nil on the fast path.
-    var chunkSize: Int? { config.train.exact ? config.train.chunk : nil }
+    /// Samples per chunk in exact mode; nil on the float path.
+    var chunkSize: Int? { sync.chunk }
 
     public init(config: TrainingConfig, communicator: Communicator, data: TrainingData, console: Console? = nil) throws {
         var config = config
@@ -93,6 +97,8 @@ public final class Trainer {
         model.initialize(seed: seed)
         shards = Self.shouldShard(config, communicator, hosts: hosts) ? ShardLayout(count: model.parameters.count, ranks: communicator.size) : nil
         optimizer = config.optimizer.make(arena: model.parameters, owned: shards?.ranges[communicator.rank])
+        sync = Self.makeGradientSync(config, ParameterUpdate(communicator: self.communicator, arena: model.parameters, optimizer: optimizer,
+                                                             clipNorm: config.optimizer.clipNorm.map(Float.init), shards: shards))
         (trainIndices, validationIndices) = GlobalBatchSampler.holdout(count: data.train.count, fraction: config.data.validationSplit, seed: seed)
         sampler = GlobalBatchSampler(datasetSize: trainIndices.count, globalBatch: config.train.globalBatch,
                                      seed: seed, shuffle: true, dropLast: config.data.dropLast)
@@ -103,7 +109,7 @@ public final class Trainer {
         totalSteps = config.train.maxSteps > 0 ? min(all, config.train.maxSteps) : all
         schedule = config.schedule.make(baseRate: config.optimizer.baseRate(globalBatch: config.train.globalBatch), stepsPerEpoch: sampler.stepsPerEpoch,
                                         totalSteps: totalSteps)
-        let chunk = config.train.exact ? config.train.chunk : nil
+        let chunk = sync.chunk
         trainLoader = BatchLoader(dataset: data.train, augmentation: config.data.augment, seed: seed, padValue: data.padValue, chunk: chunk)
         testLoader = BatchLoader(dataset: data.test, seed: seed, padValue: data.padValue, chunk: chunk)
         validationLoader = BatchLoader(dataset: data.train, seed: seed, padValue: data.padValue, chunk: chunk)
@@ -116,7 +122,7 @@ public final class Trainer {
     @discardableResult
     public func run(directory run: RunDirectory? = nil) throws -> [EpochMetrics] {
         let steps = sampler.stepsPerEpoch
-        console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters" + (config.train.exact ? ", exact mode" : "") + (shards != nil ? ", optimizer sharded over \(worldSize) ranks" : "") + (step > 0 ? ", resuming at step \(step)" : ""))
+        console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters" + (sync.chunk != nil ? ", exact mode" : ", float sums (train.exact: false)") + (shards != nil ? ", optimizer sharded over \(worldSize) ranks" : "") + (step > 0 ? ", resuming at step \(step)" : ""))
         // Restored sums are global: rank 0 carries them so that summing over ranks is exact.
         var pendingSums = resumedSums.map { rank == 0 ? $0 : [0, 0, 0] }
         resumedSums = nil
@@ -164,8 +170,8 @@ public final class Trainer {
         return history
     }
 
-    /// One optimizer step (possibly several micro-batches). Returns the step's loss sums (see
-    /// `synchronizeGradients` for whose).
+    /// One optimizer step (possibly several micro-batches). Returns the step's loss sums (this
+    /// rank's share: see GradientSync.finish).
     public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
         try faults.failIfAt(step: step)
         enter("step \(step + 1)")
@@ -173,60 +179,30 @@ public final class Trainer {
         // Positions in the training part of the split → dataset indices (the identity without a split).
         let global = validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
         let plan = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
-        var exactSums = [Int64](repeating: 0, count: ExactSum.width + 2)   // exact mode: loss, correct, count
-        var total: LossResult?
-        while total == nil {   // exact mode runs a step again when a tensor outgrew its scale
-            measured(.zeroing) { zeroGradients(plan, words: exactSums.count) }
-            var local = LossResult(lossSum: 0, correct: 0, count: 0)
-            exactSums = [Int64](repeating: 0, count: exactSums.count)
-            let (overlap, hook) = beginOverlap(plan, words: exactSums.count)
+        while true {
+            measured(.zeroing) { sync.begin(plan, stop: localStopRequest) }
             for (m, part) in plan.microBatches.enumerated() {
-                if m == plan.microBatches.count - 1 { model.afterLayerBackward = hook }   // the last micro-batch finishes the gradients
+                if m == plan.microBatches.count - 1 { model.afterLayerBackward = sync.layerHook }   // the last micro-batch finishes the gradients
                 defer { model.afterLayerBackward = nil }
                 let x = try measured(.data) { try trainLoader.load(part.indices, epoch: epoch) }
-                let chunking = chunkSize.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole
-                let logits = try model.forward(x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch,
-                                                                          sampleIndices: part.indices, chunking: chunking))
+                let logits = try model.forward(x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: part.indices,
+                                                                          chunking: sync.chunk.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole))
                 let (r, dLogits) = measured(.loss) {
                     trainLoader.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: global.count) }
                 }
                 try model.backward(dLogits)
-                local.lossSum += r.lossSum; local.correct += r.correct; local.count += r.count
-                if config.train.exact { addExactly(r, into: &exactSums) }
+                sync.add(r, sampleLosses: loss.sampleLosses)
             }
-            total = try synchronizeGradients(plan, local: local, exactSums: &exactSums, overlap: overlap)
+            guard let (total, stop) = try sync.finish() else { continue }   // exact mode: a tensor outgrew its scale
+            stopAgreed = try sync.update(rate: Float(schedule.rate(at: step))) ?? stop ?? false
+            return total
         }
-        let rate = Float(schedule.rate(at: step))
-        if let shards { try shardedUpdate(shards, rate: rate); return total! }
-        if let maxNorm = config.optimizer.clipNorm { clipGradientNorm(model.parameters, maxNorm: Float(maxNorm)) }
-        measured(.optimizer) { optimizer.step(rate: rate) }
-        return total!
     }
 
     /// Names where training stands for a timed-out collective's message (and the pause hook).
     func enter(_ context: String) {
         communicator.context = context
         faults.pauseIfAt(context)
-    }
-
-    /// Clears the gradients; in exact mode gives each of this rank's chunks its own slot and
-    /// begins the reducer (scales, zeroed sums, Dense's hot targets).
-    func zeroGradients(_ plan: StepPlan, words: Int) {
-        model.zeroGrads()
-        guard config.train.exact else { return }
-        model.parameters.useChunkSlots(plan.localChunks)
-        model.parameters.zeroSlots(plan.localChunks)
-        let bytes = worldSize > 1 && config.train.bucketMB > 0 ? Int(config.train.bucketMB * 1_048_576) : 0
-        exactReducer.begin(slotCount: plan.localChunks, totalChunks: plan.totalChunks, words: words, bucketBytes: bytes, communicator: communicator)
-    }
-
-    /// Exact mode: the micro-batch's per-sample losses (ExactSum words), correct and sample counts.
-    func addExactly(_ r: LossResult, into sums: inout [Int64]) {
-        sums.withUnsafeMutableBufferPointer { e in
-            for l in loss.sampleLosses { ExactSum.add(l, into: e.baseAddress!) }
-        }
-        sums[ExactSum.width] += Int64(r.correct)
-        sums[ExactSum.width + 1] += Int64(r.count)
     }
 
     /// Every `train.log_every` steps: the loss and accuracy since the last line, over all ranks.

@@ -21,12 +21,12 @@ struct Bench: ParsableCommand {
             let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
             let r = try trainer.benchmark(steps: steps, warmup: warmup, runs: runs)
             guard comm.rank == 0 else { return }
-            let mode = config.train.exact ? "exact mode (chunks of \(config.train.chunk))" : "fast path (train.exact: false)"
-            print(r.report(header: "bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), bn \(config.bn.mode.rawValue), \(mode)\nOpenBLAS: \(blasConfiguration())"))
+            let mode = config.train.exactChunk.map { "exact mode (chunks of \($0))" } ?? "float sums (train.exact: false)"
+            print(r.report(header: "bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), bn \(config.bn.mode.rawValue), \(mode)\nOpenBLAS: \(blasConfiguration())\nCKernels: \(kernelLevelName())"))
             if let json {
                 let figures: [String: Any] = [
                     "config": config.name, "ranks": comm.size, "communicator": comm.kind, "blas_threads": blasThreadCount(),
-                    "global_batch": config.train.globalBatch, "exact": config.train.exact, "samples_per_second": r.median,
+                    "global_batch": config.train.globalBatch, "exact": config.train.exactChunk != nil, "samples_per_second": r.median,
                     "step_seconds": r.stepSeconds, "collective_seconds": r.collectiveSeconds,
                     "gradient_allreduce_seconds": r.gradientAllReduceSeconds, "skew_wait_seconds": r.skewWaitSeconds,
                     "allreduces_per_step": r.allReducesPerStep, "allreduce_bytes_per_step": r.allReduceBytesPerStep,

@@ -9,7 +9,7 @@ final class CalibrationTests: XCTestCase {
     func testMetricsOfTwoSamplesByHand() throws {
         // Sample 1: logits (ln 3, 0), label 0: p = (0.75, 0.25), correct, confidence 0.75.
         // Sample 2: logits (0, 0), label 1: p = (0.5, 0.5), arg-max 0 (first of ties), wrong, confidence 0.5.
-        var sums = CalibrationSums(classes: 2, exact: false)
+        var sums = CalibrationSums(classes: 2)
         for (z, label) in [([Float(log(3.0)), 0], 1 - 1), ([Float(0), 0], 1)] {
             var m = z.max()!
             let e = z.map { exp($0 - m) }

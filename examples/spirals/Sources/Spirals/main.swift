@@ -65,7 +65,7 @@ config.train.epochs = 40
 config.train.globalBatch = 64
 config.train.seed = 1
 config.train.logEvery = 0
-config.train.exact = true      // the same bits on any number of ranks
+// Exact mode is the default: the same bits on any number of ranks (train.exact = false sums in float).
 config.train.chunk = 8
 config.output.dir = out
 
