@@ -3,8 +3,9 @@
 //
 // Training uses the batch's statistics, evaluation the running ones. Statistics are
 // accumulated in Double per channel, with the sum of squared deviations computed about the
-// local mean (two passes), never as float32 E[x²]−E[x]². In exact mode they are taken per chunk
-// and summed with ExactSum, so they do not depend on how samples are spread over ranks.
+// local mean (two passes), never as float32 E[x²]−E[x]², per chunk (the whole local batch on
+// the float path) and summed with ExactSum, so they do not depend on how samples are spread
+// over ranks.
 // `SyncBatchNorm` overrides only the reduction hooks below to make "the batch" the global batch across ranks.
 import Collectives
 import Foundation
@@ -59,12 +60,9 @@ public class BatchNorm: Layer {
     public var parameters: [Parameter] { [gamma, beta] }
     public var buffers: [Parameter] { [runningMean, runningVar] }
 
-    /// Combines per-channel statistics packed as [Σx (C), Σx² about-zero-corrected (C), count].
-    /// Local batch norm keeps its own; SyncBatchNorm sums them over ranks.
-    func reduceStatistics(_ packed: UnsafeMutableBufferPointer<Double>) throws {}
-    /// Combines [Σdy (C), Σdy·x̂ (C)] in backward.
-    func reduceGradientSums(_ packed: UnsafeMutableBufferPointer<Double>) throws {}
-    /// Exact mode: combines ExactSum-encoded sums (forward statistics or backward sums).
+    /// Combines ExactSum-encoded per-channel sums: forward [Σx (C), Σx² (C)] and the count,
+    /// backward [Σdy (C), Σdy·x̂ (C)]. Local batch norm keeps its own; SyncBatchNorm sums them
+    /// over ranks.
     func reduceExact(_ packed: UnsafeMutableBufferPointer<Int64>) throws {}
 
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
@@ -89,29 +87,24 @@ public class BatchNorm: Layer {
             if appliesReLU { Vector.relu(y.data, y.data, y.count) }
             return y
         }
-        // Per-channel Σx and Σx² (as squared deviations about the local mean + (Σx)²/n, Double).
-        if context.chunking.isExact {
-            // Exact mode: per chunk, then summed exactly over chunks and ranks.
-            let w = ExactSum.width
-            var exact = [Int64](repeating: 0, count: 2 * c * w + 1)
-            var chunkStats = [Double](repeating: 0, count: 2 * c)
-            context.chunking.forEach(n) { rows, _ in
-                statistics(x, rows, into: &chunkStats)
-                exact.withUnsafeMutableBufferPointer { e in
-                    for v in 0..<(2 * c) { ExactSum.add(chunkStats[v], into: e.baseAddress! + v * w) }
-                }
+        // Per-channel Σx and Σx² (as squared deviations about the local mean + (Σx)²/n, Double),
+        // per chunk (the whole local batch on the float path), then summed exactly over chunks
+        // and ranks: one code path, whatever the mode.
+        let w = ExactSum.width
+        var exact = [Int64](repeating: 0, count: 2 * c * w + 1)
+        var chunkStats = [Double](repeating: 0, count: 2 * c)
+        context.chunking.forEach(n) { rows, _ in
+            statistics(x, rows, into: &chunkStats)
+            exact.withUnsafeMutableBufferPointer { e in
+                for v in 0..<(2 * c) { ExactSum.add(chunkStats[v], into: e.baseAddress! + v * w) }
             }
-            exact[2 * c * w] = Int64(n * s)
-            try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
-            exact.withUnsafeBufferPointer { e in
-                for v in 0..<(2 * c) { stats[v] = ExactSum.value(e.baseAddress! + v * w) }
-            }
-            stats[2 * c] = Double(exact[2 * c * w])
-        } else {
-            statistics(x, 0..<n, into: &stats)
-            stats[2 * c] = Double(n * s)
-            try stats.withUnsafeMutableBufferPointer { try reduceStatistics($0) }
         }
+        exact[2 * c * w] = Int64(n * s)
+        try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
+        exact.withUnsafeBufferPointer { e in
+            for v in 0..<(2 * c) { stats[v] = ExactSum.value(e.baseAddress! + v * w) }
+        }
+        stats[2 * c] = Double(exact[2 * c * w])
         let count = Int(stats[2 * c])
         globalCount = count
         // Local BN on a rank that holds no samples this step (the last batch of an epoch can
@@ -229,34 +222,23 @@ public class BatchNorm: Layer {
         let c = channels, s = spatial
         let xhat = normalized!
         var sums = [Double](repeating: 0, count: 2 * c)
-        if chunking.isExact {
-            // Each chunk's γ/β gradient goes to its slot; the sums behind dx are exact over
-            // chunks and ranks.
-            let w = ExactSum.width
-            var exact = [Int64](repeating: 0, count: 2 * c * w)
-            var chunkSums = sums
-            chunking.forEach(n) { rows, slot in
-                gradientSums(dOut, xhat, rows, into: &chunkSums)
-                let gb = beta.gradient(slot: slot), gg = gamma.gradient(slot: slot)
-                for ch in 0..<c { gb[ch] += Float(chunkSums[ch]); gg[ch] += Float(chunkSums[c + ch]) }
-                exact.withUnsafeMutableBufferPointer { e in
-                    for v in 0..<(2 * c) { ExactSum.add(chunkSums[v], into: e.baseAddress! + v * w) }
-                }
+        // Each chunk's γ/β gradient goes to its slot (the gradient itself on the float path);
+        // the sums behind dx are exact over chunks and ranks.
+        let w = ExactSum.width
+        var exact = [Int64](repeating: 0, count: 2 * c * w)
+        var chunkSums = sums
+        chunking.forEach(n) { rows, slot in
+            gradientSums(dOut, xhat, rows, into: &chunkSums)
+            let gb = beta.gradient(slot: slot), gg = gamma.gradient(slot: slot)
+            for ch in 0..<c { gb[ch] += Float(chunkSums[ch]); gg[ch] += Float(chunkSums[c + ch]) }
+            exact.withUnsafeMutableBufferPointer { e in
+                for v in 0..<(2 * c) { ExactSum.add(chunkSums[v], into: e.baseAddress! + v * w) }
             }
-            guard needInputGradient else { return nil }
-            try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
-            exact.withUnsafeBufferPointer { e in
-                for v in 0..<(2 * c) { sums[v] = ExactSum.value(e.baseAddress! + v * w) }
-            }
-        } else {
-            gradientSums(dOut, xhat, 0..<n, into: &sums)
-            for ch in 0..<c {
-                // This rank's share; the gradient all-reduce adds the other ranks' shares.
-                beta.grad[ch] += Float(sums[ch])
-                gamma.grad[ch] += Float(sums[c + ch])
-            }
-            guard needInputGradient else { return nil }
-            try sums.withUnsafeMutableBufferPointer { try reduceGradientSums($0) }
+        }
+        guard needInputGradient else { return nil }
+        try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
+        exact.withUnsafeBufferPointer { e in
+            for v in 0..<(2 * c) { sums[v] = ExactSum.value(e.baseAddress! + v * w) }
         }
         let dx = reuse(&dInput, dOut.shape)
         let total = Double(globalCount)
@@ -299,15 +281,7 @@ public final class SyncBatchNorm: BatchNorm {
         try super.init(name: name, inputShape: inputShape, momentum: momentum, epsilon: epsilon)
     }
 
-    override func reduceStatistics(_ packed: UnsafeMutableBufferPointer<Double>) throws {
-        if communicator.size > 1 { try communicator.allReduce(packed, op: .sum) }
-    }
-
-    override func reduceGradientSums(_ packed: UnsafeMutableBufferPointer<Double>) throws {
-        if communicator.size > 1 { try communicator.allReduce(packed, op: .sum) }
-    }
-
     override func reduceExact(_ packed: UnsafeMutableBufferPointer<Int64>) throws {
-        if communicator.size > 1 { try communicator.allReduce(packed, op: .sum) }
+        try communicator.allReduce(packed, op: .sum)   // the identity on one rank
     }
 }

@@ -1,5 +1,7 @@
-// Dense (fully connected): y = x·Wᵀ + b, with W of shape (out, in) as in PyTorch. In exact mode
-// the weight gradient's chunk sums are rounded into fixed point while hot (CKernels' fixed_dense.c).
+// Dense (fully connected): y = x·Wᵀ + b, with W of shape (out, in) as in PyTorch. Forward and the
+// input gradient go through CKernels' row-wise GEMM (batch-invariant); the weight gradient's chunk
+// sums are rounded into fixed point while hot in exact mode (fixed_dense.c), or summed by one
+// sgemm per chunk into the gradient on the float path.
 import CKernels
 import TensorCore
 
@@ -12,8 +14,8 @@ public final class Dense: Layer {
     var input: Tensor?             // (N, in), borrowed from the previous layer
     var output: Tensor?            // (N, out)
     var dInput: Tensor?            // (N, in)
-    var weightT: Tensor?           // exact mode's forward: Wᵀ (in, out) or Xᵀ (in, N)
-    var outputT: Tensor?           // exact mode's forward with Xᵀ: Yᵀ (out, N)
+    var weightT: Tensor?           // forward: Wᵀ (in, out) or Xᵀ (in, N)
+    var outputT: Tensor?           // forward with Xᵀ: Yᵀ (out, N)
     var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], outFeatures: Int, bias: Bool = true,
@@ -40,25 +42,20 @@ public final class Dense: Layer {
         let y = reuse(&output, [n, outFeatures])
         input = x
         chunking = context.chunking
-        if chunking.isExact {
-            // Y = X·Wᵀ with every element a fused multiply-add chain of its own over the inputs
-            // in order (CKernels' rowwise.c), so that a sample's output does not depend on the
-            // samples beside it. The chain needs one operand transposed: Wᵀ, or for a small batch
-            // Xᵀ (then Yᵀ = W·Xᵀ, transposed back): the same products in the same order, so the
-            // same bits, with fewer floats moved.
-            if n * (inFeatures + outFeatures) < inFeatures * outFeatures {
-                let xT = reuse(&weightT, [inFeatures, n]), yT = reuse(&outputT, [outFeatures, n])
-                lockstep_transpose(x.data, n, inFeatures, xT.data)
-                lockstep_rowwise_gemm(-1, weight.value, inFeatures, xT.data, n, outFeatures, n, inFeatures, yT.data, n)
-                lockstep_transpose(yT.data, outFeatures, n, y.data)
-            } else {
-                let wT = reuse(&weightT, [inFeatures, outFeatures])
-                lockstep_transpose(weight.value, outFeatures, inFeatures, wT.data)
-                lockstep_rowwise_gemm(-1, x.data, inFeatures, wT.data, outFeatures, n, outFeatures, inFeatures, y.data, outFeatures)
-            }
+        // Y = X·Wᵀ with every element a fused multiply-add chain of its own over the inputs in
+        // order (CKernels' rowwise.c), so that a sample's output does not depend on the samples
+        // beside it (exact mode needs that; OpenBLAS's sgemm does not promise it). The chain
+        // needs one operand transposed: Wᵀ, or for a small batch Xᵀ (then Yᵀ = W·Xᵀ, transposed
+        // back): the same products in the same order, so the same bits, with fewer floats moved.
+        if n * (inFeatures + outFeatures) < inFeatures * outFeatures {
+            let xT = reuse(&weightT, [inFeatures, n]), yT = reuse(&outputT, [outFeatures, n])
+            lockstep_transpose(x.data, n, inFeatures, xT.data)
+            lockstep_rowwise_gemm(-1, weight.value, inFeatures, xT.data, n, outFeatures, n, inFeatures, yT.data, n)
+            lockstep_transpose(yT.data, outFeatures, n, y.data)
         } else {
-            gemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: x.data, lda: inFeatures,
-                 b: weight.value, ldb: inFeatures, c: y.data, ldc: outFeatures)
+            let wT = reuse(&weightT, [inFeatures, outFeatures])
+            lockstep_transpose(weight.value, outFeatures, inFeatures, wT.data)
+            lockstep_rowwise_gemm(-1, x.data, inFeatures, wT.data, outFeatures, n, outFeatures, inFeatures, y.data, outFeatures)
         }
         if let b = bias {
             for i in 0..<n {
@@ -92,14 +89,8 @@ public final class Dense: Layer {
             }
             if let b = bias { addColumnSums(dY, rows: rows.count, cols: outFeatures, into: b.gradient(slot: slot)) }
         }
-        if let dx {
-            // dX = dY · W (row by row in exact mode, as in forward)
-            if chunking.isExact {
-                lockstep_rowwise_gemm(-1, dOut.data, outFeatures, weight.value, inFeatures, n, inFeatures, outFeatures, dx.data, inFeatures)
-            } else {
-                gemm(m: n, n: inFeatures, k: outFeatures, a: dOut.data, lda: outFeatures, b: weight.value, ldb: inFeatures,
-                     c: dx.data, ldc: inFeatures)
-            }
+        if let dx {   // dX = dY · W, row by row as in forward
+            lockstep_rowwise_gemm(-1, dOut.data, outFeatures, weight.value, inFeatures, n, inFeatures, outFeatures, dx.data, inFeatures)
         }
         return dx
     }
