@@ -187,9 +187,6 @@ final class ExactGradientReducer {
         return outcome
     }
 
-    /// Takes the parameters' hot targets away (the float path, or a model shared with one).
-    func detach() { for p in arena.entries { p.hot = nil } }
-
     /// This rank's largest |chunk sum| per tensor of `tensors` into maxima[0...] (hot tensors
     /// report theirs; slot tensors are scanned, then rounded into the sums); true when some
     /// value is not finite.
