@@ -7,50 +7,18 @@
 // order, from p = 0: a fused multiply-add is one correctly rounded IEEE operation, so the
 // AVX-512, AVX2 and baseline builds (the last through fmaf) give the same bits, whatever the
 // vector width or tile shape. Rounding to an integer adds 1.5·2^52 in Double (|P·2^s| < 2^51 by
-// the caller's choice of s): exact and the same everywhere. Register tiles (R rows × NV vectors
-// of partial sums) were chosen by timing on a Zen 4 (MLP shapes, chunks of 16): 8×2 for
-// AVX-512 (16 of its 32 registers), 6×2 for AVX2.
+// the caller's choice of s): exact and the same everywhere. Register tiles: kernel_levels.h.
 #include "CKernels.h"
 #include <math.h>
 
 #define MAGIC 0x1.8p52
 #define MAGIC_BITS 0x4338000000000000LL
 
-#if defined(__x86_64__) && defined(__clang__)
-#define FN fixed_dense_avx512
-#define VL 16
-#define R 8
-#define NV 2
-#define ATTR __attribute__((target("avx512f")))
-#include "fixed_dense_body.h"
-#undef FN
-#undef VL
-#undef R
-#undef NV
-#undef ATTR
-#define FN fixed_dense_avx2
-#define VL 8
-#define R 6
-#define NV 2
-#define ATTR __attribute__((target("avx2,fma")))
-#include "fixed_dense_body.h"
-#undef FN
-#undef VL
-#undef R
-#undef NV
-#undef ATTR
-#endif
-#define FN fixed_dense_baseline
-#define VL 4
-#define R 2
-#define NV 2
-#define ATTR
-#include "fixed_dense_body.h"
-#undef FN
-#undef VL
-#undef R
-#undef NV
-#undef ATTR
+#define PREFIX fixed_dense
+#define BODY "fixed_dense_body.h"
+#include "kernel_levels.h"
+#undef PREFIX
+#undef BODY
 
 void lockstep_fixed_dense_wgrad(int level, const float *dy, const float *x, size_t n, size_t out, size_t in,
                                 size_t chunk, long long *acc, int exponent, float *maxAbs, int *nonFinite) {

@@ -6,45 +6,15 @@
 // kernel mostly does not), so exact mode used to run one sgemm per chunk, at 60% of the
 // sgemm rate. Here C[i][j] = Σ_t A[i][t]·B[t][j] is one fused multiply-add chain over t in
 // order, from 0, for every element: the same whatever m is, and, like fixed_dense.c, the same
-// bits at every vector level. Register tiles (R rows × NV vectors) as in fixed_dense.c.
+// bits at every vector level. Register tiles: kernel_levels.h.
 #include "CKernels.h"
 #include <stdlib.h>
 
-#if defined(__x86_64__) && defined(__clang__)
-#define FN rowwise_avx512
-#define VL 16
-#define R 8
-#define NV 2
-#define ATTR __attribute__((target("avx512f")))
-#include "rowwise_body.h"
-#undef FN
-#undef VL
-#undef R
-#undef NV
-#undef ATTR
-#define FN rowwise_avx2
-#define VL 8
-#define R 6
-#define NV 2
-#define ATTR __attribute__((target("avx2,fma")))
-#include "rowwise_body.h"
-#undef FN
-#undef VL
-#undef R
-#undef NV
-#undef ATTR
-#endif
-#define FN rowwise_baseline
-#define VL 4
-#define R 2
-#define NV 2
-#define ATTR
-#include "rowwise_body.h"
-#undef FN
-#undef VL
-#undef R
-#undef NV
-#undef ATTR
+#define PREFIX rowwise
+#define BODY "rowwise_body.h"
+#include "kernel_levels.h"
+#undef PREFIX
+#undef BODY
 
 void lockstep_rowwise_gemm(int level, const float *a, size_t lda, const float *b, size_t ldb,
                            size_t m, size_t n, size_t k, float *c, size_t ldc) {
