@@ -10,8 +10,10 @@ public final class ImageDataset: @unchecked Sendable {
         /// Raw pixels; a sample's value is byte·scale + shift.
         case bytes(UnsafeMutableBufferPointer<UInt8>, scale: Float, shift: Float)
         case floats(UnsafeMutableBufferPointer<Float>)
-        /// Image files read when a sample is used (data.stream): nothing of the pixels is held.
-        case files(ImageFiles, scale: Float, shift: Float)
+        /// Samples read when used (image files with data.stream, packed shards): nothing of the
+        /// pixels is held. Bytes are normalised as above; float records are used as they are.
+        case streamed(any SampleSource, scale: Float, shift: Float)
+        case streamedFloats(any SampleSource)
     }
 
     public let name: String
@@ -33,7 +35,7 @@ public final class ImageDataset: @unchecked Sendable {
         switch storage {
         case .bytes(let b, _, _): return b.count + 4 * count
         case .floats(let f): return 4 * f.count + 4 * count
-        case .files(let f, _, _): return f.paths.reduce(0) { $0 + $1.utf8.count + 16 } + 4 * count
+        case .streamed(let f, _, _), .streamedFloats(let f): return f.residentBytes + 4 * count
         }
     }
 
@@ -67,32 +69,64 @@ public final class ImageDataset: @unchecked Sendable {
         self.std = std
     }
 
-    /// Streamed image files (`ImageFiles`): decoded, resized and cut each time a sample is used.
-    public init(name: String, sampleShape: [Int], storedShape: [Int], classes: Int, files: ImageFiles, labels: [Int32], mean: Float, std: Float) {
+    /// Streamed samples (image files, packed shards), read each time a sample is used: bytes
+    /// normalised as (byte/255 − mean)/std, or with `mean` and `std` nil, float records as stored.
+    public init(name: String, sampleShape: [Int], storedShape: [Int], classes: Int, source: any SampleSource, labels: [Int32], mean: Float?, std: Float?) {
         self.name = name
         self.sampleShape = sampleShape
         self.storedShape = storedShape
         self.classes = classes
         self.count = labels.count
         self.labels = labels
-        storage = .files(files, scale: 1 / (255 * std), shift: -mean / std)
+        if let mean, let std {
+            storage = .streamed(source, scale: 1 / (255 * std), shift: -mean / std)
+        } else {
+            storage = .streamedFloats(source)
+        }
         self.mean = mean
         self.std = std
+    }
+
+    /// The source of a streamed dataset (nil for in-memory data).
+    public var source: (any SampleSource)? {
+        switch storage {
+        case .streamed(let f, _, _), .streamedFloats(let f): return f
+        default: return nil
+        }
+    }
+
+    /// Runs `body` on sample `index` as stored: bytes (C·R·R) or floats (4 bytes each),
+    /// unnormalised (for `lockstep pack`).
+    public func withStoredSample(_ index: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+        let n = storedShape.reduce(1, *)
+        switch storage {
+        case .bytes(let b, _, _): body(UnsafeRawBufferPointer(start: b.baseAddress! + index * n, count: n))
+        case .floats(let f): body(UnsafeRawBufferPointer(start: f.baseAddress! + index * n, count: 4 * n))
+        case .streamed(let f, _, _): f.withSample(index) { body(UnsafeRawBufferPointer(start: $0, count: n)) }
+        case .streamedFloats(let f): f.withSample(index) { body(UnsafeRawBufferPointer(start: $0, count: 4 * n)) }
+        }
+    }
+
+    /// Whether samples are stored as bytes (pixels) rather than floats.
+    public var storesBytes: Bool {
+        switch storage {
+        case .bytes, .streamed: return true
+        case .floats, .streamedFloats: return false
+        }
     }
 
     deinit {
         switch storage {
         case .bytes(let b, _, _): b.deallocate()
         case .floats(let f): f.deallocate()
-        case .files: break
+        case .streamed, .streamedFloats: break
         }
     }
 
     /// The first error met while reading a streamed sample since the last call (a file changed
     /// or removed after start-up), to be thrown by the loader; nil for in-memory data.
     public func takeFailure() -> String? {
-        guard case let .files(f, _, _) = storage else { return nil }
-        return f.takeFailure()
+        return source?.takeFailure()
     }
 
     /// Writes sample `index`, normalised, into `out` (sampleSize floats).
@@ -106,8 +140,13 @@ public final class ImageDataset: @unchecked Sendable {
             for i in 0..<n { out[i] = Float(src[i]) * scale + shift }
         case .floats(let f):
             out.update(from: f.baseAddress! + index * n, count: n)
-        case let .files(f, scale, shift):
-            f.withSample(index) { src in for i in 0..<n { out[i] = Float(src[i]) * scale + shift } }
+        case let .streamed(f, scale, shift):
+            f.withSample(index) { raw in
+                let src = raw.assumingMemoryBound(to: UInt8.self)
+                for i in 0..<n { out[i] = Float(src[i]) * scale + shift }
+            }
+        case .streamedFloats(let f):
+            f.withSample(index) { out.update(from: $0.assumingMemoryBound(to: Float.self), count: n) }
         }
     }
 

@@ -6,7 +6,7 @@
 // error waits in `takeFailure` for the loader to throw.
 import Foundation
 
-public final class ImageFiles: @unchecked Sendable {
+public final class ImageFiles: SampleSource, @unchecked Sendable {
     public let paths: [String]
     public let channels: Int
     /// The side of the stored square (data.resize, or image_size).
@@ -20,7 +20,9 @@ public final class ImageFiles: @unchecked Sendable {
 
     /// Decodes sample `index` into its (C, side, side) bytes and runs `body` on them. Safe to
     /// call from several ranks' threads at once (nothing is shared but the failure).
-    func withSample(_ index: Int, _ body: (UnsafePointer<UInt8>) -> Void) {
+    public var residentBytes: Int { paths.reduce(0) { $0 + $1.utf8.count + 16 } }
+
+    public func withSample(_ index: Int, _ body: (UnsafeRawPointer) -> Void) {
         var bytes: [UInt8]
         do {
             bytes = ImageDecoding.resizeAndCenterCrop(try ImageDecoding.decode(paths[index], channels: channels), resize: side, size: side)
@@ -30,10 +32,10 @@ public final class ImageFiles: @unchecked Sendable {
             lock.unlock()
             bytes = [UInt8](repeating: 0, count: channels * side * side)
         }
-        bytes.withUnsafeBufferPointer { body($0.baseAddress!) }
+        bytes.withUnsafeBytes { body($0.baseAddress!) }
     }
 
-    func takeFailure() -> String? {
+    public func takeFailure() -> String? {
         lock.lock()
         defer { lock.unlock() }
         let f = failure

@@ -1,6 +1,6 @@
 // Image folders (`data.format: folder`): `<path>/<split>/<class>/*.png|jpg|jpeg`, the layout
 // every image tool writes. Classes are the training split's folder names in sorted order; files
-// are taken in sorted order, so a sample's index (and with it its place in the data order, its
+// are taken in sorted order (by class, then name; or by name across classes), so a sample's index (and with it its place in the data order, its
 // augmentation and its dropout) is the same on every rank and every run. Each image is decoded,
 // its shorter side scaled to `resize` and the centre `size` × `size` square kept; the split is
 // then held in memory as bytes, like IDX data.
@@ -23,9 +23,10 @@ public enum ImageFolder {
         return names
     }
 
-    /// Every image of `classes` in `splitDirectory`, with its label, in (class, file name) order.
-    /// An empty class folder or a file that is not a .png/.jpg/.jpeg is an error naming it.
-    public static func files(_ splitDirectory: String, classes: [String]) throws -> [(path: String, label: Int)] {
+    /// Every image of `classes` in `splitDirectory`, with its label, in (class, file name) order,
+    /// or with `byName` in (file name, class) order across the classes. An empty class folder or
+    /// a file that is not a .png/.jpg/.jpeg is an error naming it.
+    public static func files(_ splitDirectory: String, classes: [String], byName: Bool = false) throws -> [(path: String, label: Int)] {
         var out: [(String, Int)] = []
         for (label, name) in classes.enumerated() {
             let folder = (splitDirectory as NSString).appendingPathComponent(name)
@@ -42,12 +43,18 @@ public enum ImageFolder {
                 out.append((path, label))
             }
         }
+        if byName {
+            out.sort { a, b in
+                let (x, y) = ((a.0 as NSString).lastPathComponent, (b.0 as NSString).lastPathComponent)
+                return x != y ? x < y : a.1 < b.1
+            }
+        }
         return out
     }
 
     /// Decodes a split into bytes (C, size, size) per image, with its labels.
-    public static func read(_ splitDirectory: String, classes: [String], channels: Int, resize: Int, size: Int) throws -> (bytes: [UInt8], labels: [Int32]) {
-        let list = try files(splitDirectory, classes: classes)
+    public static func read(_ splitDirectory: String, classes: [String], channels: Int, resize: Int, size: Int, byName: Bool = false) throws -> (bytes: [UInt8], labels: [Int32]) {
+        let list = try files(splitDirectory, classes: classes, byName: byName)
         var bytes = [UInt8](), labels = [Int32]()
         bytes.reserveCapacity(list.count * channels * size * size)
         for (path, label) in list {

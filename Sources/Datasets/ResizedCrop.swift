@@ -26,9 +26,9 @@ extension ImageDataset {
         case let .bytes(b, scale, shift):
             let c = storedShape[0], r = storedShape[1]
             cut(b.baseAddress! + index * c * r * r, box, scale: scale, shift: shift, into: out)
-        case let .files(f, scale, shift):
-            f.withSample(index) { cut($0, box, scale: scale, shift: shift, into: out) }
-        case .floats:
+        case let .streamed(f, scale, shift):
+            f.withSample(index) { cut($0.assumingMemoryBound(to: UInt8.self), box, scale: scale, shift: shift, into: out) }
+        case .floats, .streamedFloats:
             preconditionFailure("crops are cut from byte images")
         }
     }

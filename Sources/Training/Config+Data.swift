@@ -9,7 +9,7 @@ extension TrainingConfig {
         config.data.path = try d.string("path", default: config.data.path)
         config.data.trainSplit = try d.string("train_split", default: config.data.trainSplit)
         // MNIST's files name the test split t10k; an image folder's is test/.
-        config.data.testSplit = try d.string("test_split", default: config.data.format == .folder ? "test" : config.data.testSplit)
+        config.data.testSplit = try d.string("test_split", default: [.folder, .packed].contains(config.data.format) ? "test" : config.data.testSplit)
         config.data.classes = try d.int("classes", default: config.data.classes, min: 2)
         if let strings = try d.strings("class_names", expected: "a list of non-empty names", allowEmpty: false) {
             guard strings.count == config.data.classes else {
@@ -52,8 +52,8 @@ extension TrainingConfig {
             guard scale.count == 2, scale[0] <= scale[1], ratio.count == 2, ratio[0] <= ratio[1] else {
                 throw ConfigError("\(file): 'data.augment.random_resized_crop' needs scale: [low, high] and ratio: [low, high] with low <= high")
             }
-            guard config.data.format == .folder else {
-                throw ConfigError("\(file): 'data.augment.random_resized_crop' cuts from image folders' stored squares (data.format: folder, with data.resize > data.image_size)")
+            guard [.folder, .packed].contains(config.data.format) else {
+                throw ConfigError("\(file): 'data.augment.random_resized_crop' cuts from image folders' stored squares (data.format: folder or packed, with data.resize > data.image_size)")
             }
             config.data.augment.resizedCropScale = scale[0]...scale[1]
             config.data.augment.resizedCropRatio = ratio[0]...ratio[1]
@@ -88,10 +88,12 @@ extension TrainingConfig {
             config.data.imageSize = try d.int("image_size", default: config.data.imageSize, min: 1)
             config.data.resize = try d.int("resize", default: config.data.resize, min: 0)
             config.data.stream = try d.bool("stream", default: config.data.stream)
+            config.data.fileOrder = try d.choice("file_order", default: config.data.fileOrder)
             if config.data.resize > 0 && config.data.resize < config.data.imageSize {
                 throw ConfigError("\(file): 'data.resize' (\(config.data.resize)) must be at least 'data.image_size' (\(config.data.imageSize)), or 0")
             }
         }
+        config.data.prefetch = try d.bool("prefetch", default: config.data.prefetch)
         try d.finish()
     }
 }

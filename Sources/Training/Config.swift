@@ -39,8 +39,15 @@ public struct TrainingConfig {
         public var resize = 0
         /// Image folders: read each image when it is used instead of holding the split in memory.
         public var stream = false
+        /// Image folders: files in (class, name) order, or by name across the classes (numbered
+        /// files keep their numbers' order, e.g. a data set exported from another format).
+        public var fileOrder = FileOrder.class
+        /// Streamed data (packed shards, data.stream): read, decode and augment the next batch on a
+        /// background thread while the step computes. In-memory data is copied in place.
+        public var prefetch = true
     }
-    public enum DataFormat: String, CaseIterable, Sendable { case idx, cifar10, csv, folder }
+    public enum DataFormat: String, CaseIterable, Sendable { case idx, cifar10, csv, folder, packed }
+    public enum FileOrder: String, CaseIterable, Sendable { case `class`, name }
     public typealias OptimizerKind = OptimizerSettings.Kind
     public struct Train {
         public var epochs = 10

@@ -127,20 +127,22 @@ extension Trainer {
             while start < share.range.upperBound {
                 let end = min(start + share.batch, share.range.upperBound)
                 let indices = list.map { Array($0[start..<end]) } ?? Array(start..<end)
-                let x = try loader.load(indices, epoch: 0)
-                let logits = try model.forward(x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices,
+                let batch = try loader.load(indices, epoch: 0)
+                let next = min(end + share.batch, share.range.upperBound)
+                if end < next { loader.prefetch(list.map { Array($0[end..<next]) } ?? Array(end..<next), epoch: 0) }
+                let logits = try model.forward(batch.x, context: ForwardContext(mode: .evaluation, seed: seed, sampleIndices: indices,
                                                                           chunking: chunking))
                 if temperature != 1 {
                     let inverse = 1 / temperature
                     for i in 0..<logits.count { logits.data[i] *= inverse }
                 }
-                onLogits?(logits, Array(loader.labels[0..<indices.count]))
-                let (r, _) = loader.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: 1) }
+                onLogits?(logits, batch.labels)
+                let (r, _) = batch.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: 1) }
                 sums.add(r, sampleLosses: loss.sampleLosses)
                 let probabilities = loss.probabilities!
                 for i in 0..<indices.count {
                     sums.add(logits: logits.data + i * config.data.classes,
-                             probabilities: probabilities.data + i * config.data.classes, label: Int(loader.labels[i]))
+                             probabilities: probabilities.data + i * config.data.classes, label: Int(batch.labels[i]))
                 }
                 start = end
             }

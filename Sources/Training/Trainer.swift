@@ -110,9 +110,10 @@ public final class Trainer {
         schedule = config.schedule.make(baseRate: config.optimizer.baseRate(globalBatch: config.train.globalBatch), stepsPerEpoch: sampler.stepsPerEpoch,
                                         totalSteps: totalSteps)
         let chunk = sync.chunk
-        trainLoader = BatchLoader(dataset: data.train, augmentation: config.data.augment, seed: seed, padValue: data.padValue, chunk: chunk)
-        testLoader = BatchLoader(dataset: data.test, seed: seed, padValue: data.padValue, chunk: chunk)
-        validationLoader = BatchLoader(dataset: data.train, seed: seed, padValue: data.padValue, chunk: chunk)
+        let prefetch = { (d: ImageDataset) in config.data.prefetch && d.source != nil }
+        trainLoader = BatchLoader(dataset: data.train, augmentation: config.data.augment, seed: seed, padValue: data.padValue, chunk: chunk, prefetch: prefetch(data.train))
+        testLoader = BatchLoader(dataset: data.test, seed: seed, padValue: data.padValue, chunk: chunk, prefetch: prefetch(data.test))
+        validationLoader = BatchLoader(dataset: data.train, seed: seed, padValue: data.padValue, chunk: chunk, prefetch: prefetch(data.train))
         loss = SoftmaxCrossEntropy(classes: config.data.classes, labelSmoothing: Float(config.train.labelSmoothing))
         try synchronizeStart()
     }
@@ -184,11 +185,12 @@ public final class Trainer {
             for (m, part) in plan.microBatches.enumerated() {
                 if m == plan.microBatches.count - 1 { model.afterLayerBackward = sync.layerHook }   // the last micro-batch finishes the gradients
                 defer { model.afterLayerBackward = nil }
-                let x = try measured(.data) { try trainLoader.load(part.indices, epoch: epoch) }
-                let logits = try model.forward(x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: part.indices,
+                let batch = try measured(.data) { try trainLoader.load(part.indices, epoch: epoch) }
+                prefetchAfter(m, of: plan, epoch: epoch, stepInEpoch: stepInEpoch, order: order)
+                let logits = try model.forward(batch.x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: part.indices,
                                                                           chunking: sync.chunk.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole))
                 let (r, dLogits) = measured(.loss) {
-                    trainLoader.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: global.count) }
+                    batch.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: global.count) }
                 }
                 try model.backward(dLogits)
                 sync.add(r, sampleLosses: loss.sampleLosses)
@@ -197,6 +199,18 @@ public final class Trainer {
             stopAgreed = try sync.update(rate: Float(schedule.rate(at: step))) ?? stop ?? false
             return total
         }
+    }
+
+    /// Starts reading the micro-batch after `m` (the next step's first at the end of a step,
+    /// within the epoch) while this one computes.
+    func prefetchAfter(_ m: Int, of plan: StepPlan, epoch: Int, stepInEpoch: Int, order: [Int]) {
+        guard trainLoader.prefetching else { return }
+        if m + 1 < plan.microBatches.count { return trainLoader.prefetch(plan.microBatches[m + 1].indices, epoch: epoch) }
+        guard stepInEpoch + 1 < sampler.stepsPerEpoch, step + 1 < totalSteps else { return }
+        let positions = sampler.globalBatch(step: stepInEpoch + 1, order: order)
+        let global = validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
+        let next = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
+        trainLoader.prefetch(next.microBatches[0].indices, epoch: epoch)
     }
 
     /// Names where training stands for a timed-out collective's message (and the pause hook).

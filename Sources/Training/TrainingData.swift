@@ -1,4 +1,5 @@
-// The training and test splits of a config (IDX, CIFAR-10 binary or CSV), loaded once per process.
+// The training and test splits of a config (IDX, CIFAR-10 binary, CSV, image folders; packed
+// shards in PackedData.swift), loaded once per process.
 import Datasets
 import Foundation
 
@@ -36,6 +37,7 @@ public struct TrainingData: @unchecked Sendable {
         case .cifar10: return try loadCIFAR(config)
         case .csv: return try loadCSV(config)
         case .folder: return try loadFolder(config)
+        case .packed: return try loadPacked(config)
         }
     }
 
@@ -58,8 +60,8 @@ public struct TrainingData: @unchecked Sendable {
         let resize = d.resize > 0 ? d.resize : d.imageSize
         let shape = [d.channels, d.imageSize, d.imageSize], stored = [d.channels, resize, resize]
         if d.stream { return try streamFolder(config, classes: classes, trainDir: trainDir, testDir: testDir, shape: shape, stored: stored) }
-        let train = try ImageFolder.read(trainDir, classes: classes, channels: d.channels, resize: resize, size: resize)
-        let test = try ImageFolder.read(testDir, classes: classes, channels: d.channels, resize: resize, size: resize)
+        let train = try ImageFolder.read(trainDir, classes: classes, channels: d.channels, resize: resize, size: resize, byName: d.fileOrder == .name)
+        let test = try ImageFolder.read(testDir, classes: classes, channels: d.channels, resize: resize, size: resize, byName: d.fileOrder == .name)
         let stats = ImageDataset.statistics(train.bytes)
         let mean = d.mean.map(Float.init) ?? stats.mean, std = d.std.map(Float.init) ?? stats.std
         var data = TrainingData(train: ImageDataset(name: "train", sampleShape: shape, storedShape: stored, classes: d.classes, bytes: train.bytes, labels: train.labels, mean: mean, std: std),
@@ -74,15 +76,15 @@ public struct TrainingData: @unchecked Sendable {
     static func streamFolder(_ config: TrainingConfig, classes: [String], trainDir: String, testDir: String, shape: [Int], stored: [Int]) throws -> TrainingData {
         let d = config.data
         func files(_ dir: String) throws -> (ImageFiles, [Int32]) {
-            let list = try ImageFolder.files(dir, classes: classes)
+            let list = try ImageFolder.files(dir, classes: classes, byName: d.fileOrder == .name)
             return (ImageFiles(paths: list.map(\.path), channels: d.channels, side: stored[1]), list.map { Int32($0.label) })
         }
         let (trainFiles, trainLabels) = try files(trainDir), (testFiles, testLabels) = try files(testDir)
         let stats = try trainFiles.statistics()
         _ = try testFiles.statistics()
         let mean = d.mean.map(Float.init) ?? stats.mean, std = d.std.map(Float.init) ?? stats.std
-        var data = TrainingData(train: ImageDataset(name: "train", sampleShape: shape, storedShape: stored, classes: d.classes, files: trainFiles, labels: trainLabels, mean: mean, std: std),
-                                test: ImageDataset(name: "test", sampleShape: shape, storedShape: stored, classes: d.classes, files: testFiles, labels: testLabels, mean: mean, std: std),
+        var data = TrainingData(train: ImageDataset(name: "train", sampleShape: shape, storedShape: stored, classes: d.classes, source: trainFiles, labels: trainLabels, mean: mean, std: std),
+                                test: ImageDataset(name: "test", sampleShape: shape, storedShape: stored, classes: d.classes, source: testFiles, labels: testLabels, mean: mean, std: std),
                                 padValue: (0 - mean) / std, normalization: .pixels(mean: mean, std: std))
         data.classNames = classes
         return data
