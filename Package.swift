@@ -68,7 +68,7 @@ let package = Package(
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "MPICollectives", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Launch", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Launch", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
