@@ -25,7 +25,7 @@ public final class PackedSplit: SampleSource, @unchecked Sendable {
     let descriptors: [Int32]
     let files: [String]
     let perShard: Int
-    let recordBytes: Int
+    public let recordBytes: Int
     private let lock = NSLock()
     private var failure: String?
     private var readBytes = 0

@@ -3,6 +3,7 @@
 // shards opened per process and read a record at a time). Packing stores the bytes a sample is
 // cut from, and the statistics the source format would have computed, so a run from packed
 // shards has the bits of a run from the source.
+import Collectives
 import Datasets
 import Foundation
 
@@ -46,6 +47,18 @@ extension TrainingData {
         var data = TrainingData(train: try split(d.trainSplit), test: try split(d.testSplit), padValue: padValue, normalization: normalization)
         data.classNames = m.classNames
         return data
+    }
+
+    /// Rank 0's line on what each process read from the shards (nil on other ranks); every rank
+    /// must call it (one all-reduce). Simulated ranks share one process and one count.
+    public func packedReadReport(_ comm: Communicator) throws -> String? {
+        var perRank = [Double](repeating: 0, count: comm.size)
+        perRank[comm.rank] = Double(packedBytesRead)
+        try comm.allReduce(&perRank)
+        guard comm.rank == 0 else { return nil }
+        let set = [train, test].compactMap { $0.source as? PackedSplit }.reduce(0) { $0 + Double($1.count * $1.recordBytes) }
+        let each = perRank.map { String(format: "%.1f", $0 / 1e6) }.joined(separator: ", ")
+        return String(format: "lockstep: packed records read per process: %@ MB (the set's records: %.1f MB)", each, set / 1e6)
     }
 
     /// Record bytes this process read from packed shards (0 for other data).

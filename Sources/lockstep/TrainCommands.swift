@@ -38,8 +38,10 @@ struct Train: ParsableCommand {
         StopSignal.install()
         launch(simulateRanks: options.simulateRanks) { comm in
             let config = try options.loadConfig()
-            let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
+            let data = try shared.get(config)
+            let trainer = try Trainer(config: config, communicator: comm, data: data)
             try trainer.run(resume: resume, overwrite: overwrite)
+            if config.data.format == .packed, let line = try data.packedReadReport(comm) { print(line) }
             if dump && comm.rank == 0 {
                 print("parameters: " + trainer.model.parameters.flatValues.map { String(format: "%.9g", $0) }.joined(separator: " "))
             }
