@@ -12,6 +12,9 @@ public struct DeployedModel {
     public let classNames: [String]
     public let temperature: Float
     public let config: TrainingConfig
+    /// Images: the side of the square evaluation samples were centre-cut from (metadata
+    /// 'image_resize'; older checkpoints: the input's own side). Nil for feature inputs.
+    public let imageResize: Int?
 
     public init(checkpoint path: String, bytes: [UInt8]? = nil) throws {
         let file = try bytes.map { try SafeTensorsFile(bytes: $0, path: path) } ?? SafeTensorsFile.read(path: path)
@@ -36,6 +39,8 @@ public struct DeployedModel {
             classNames = config.data.resolvedClassNames
         }
         temperature = try Trainer.storedTemperature(meta, path: path)
+        let storedResize = meta["image_resize"].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil }
+        imageResize = shape.count == 3 ? storedResize ?? shape[1] : nil
         // Evaluation never talks to other ranks, so local BN on a single process serves.
         let builder = ModelBuilder(batchNormMode: .local, communicator: SingleProcessCommunicator())
         model = try builder.build(config.model, inputShape: shape)

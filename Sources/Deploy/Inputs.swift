@@ -1,6 +1,7 @@
-// Reading what `lockstep predict` classifies: PNG (through libpng), binary PGM, IDX image files
-// and CSV rows, each checked against the model's input shape, with one-line errors naming the
-// file. Pixels come out as bytes; CSV rows as raw features.
+// Reading what `lockstep predict` classifies: PNG and JPEG (libpng, TurboJPEG), binary PGM, IDX
+// image files and CSV rows, each checked against the model's input shape, with one-line errors
+// naming the file. An image of another size is scaled and centre-cropped as evaluation images
+// were. Pixels come out as bytes; CSV rows as raw features.
 import Datasets
 import Foundation
 
@@ -12,14 +13,18 @@ public struct PredictInput {
 
 public enum InputReader {
     /// Every input in `path` (one for an image, several for an IDX file or a CSV file), shaped
-    /// for a model whose per-sample input shape is `shape`.
-    public static func read(_ path: String, shape: [Int], csv: CSVFormat) throws -> [PredictInput] {
+    /// for a model whose per-sample input shape is `shape`. A PNG or JPEG of another size than
+    /// the model's gets its shorter side scaled to `resize` and its centre square cut, as image
+    /// folders give evaluation samples (nil: only the model's own size is accepted).
+    public static func read(_ path: String, shape: [Int], csv: CSVFormat, resize: Int? = nil) throws -> [PredictInput] {
         let lower = path.lowercased()
-        if lower.hasSuffix(".png") { return [PredictInput(name: path, values: .bytes(try png(path, shape: shape)))] }
+        if lower.hasSuffix(".png") || lower.hasSuffix(".jpg") || lower.hasSuffix(".jpeg") {
+            return [PredictInput(name: path, values: .bytes(try image(path, shape: shape, resize: resize)))]
+        }
         if lower.hasSuffix(".pgm") { return [PredictInput(name: path, values: .bytes(try pgm(path, shape: shape)))] }
         if lower.hasSuffix(".csv") { return try csvRows(path, shape: shape, format: csv) }
         if lower.contains("idx3-ubyte") { return try idx(path, shape: shape) }
-        throw DataError("\(path): unknown input type (expected .png, .pgm, .csv or an IDX '*-idx3-ubyte[.gz]' file)")
+        throw DataError("\(path): unknown input type (expected .png, .jpg, .pgm, .csv or an IDX '*-idx3-ubyte[.gz]' file)")
     }
 
     static func imageShape(_ path: String, _ shape: [Int]) throws -> (c: Int, h: Int, w: Int) {
@@ -29,11 +34,18 @@ public enum InputReader {
         return (shape[0], shape[1], shape[2])
     }
 
-    /// A PNG of the model's size, converted by libpng to grey or RGB as the model expects.
-    public static func png(_ path: String, shape: [Int]) throws -> [UInt8] {
+    /// A PNG or JPEG as the model's planes (C, H, W), grey or RGB as the model expects: as it is
+    /// when it has the model's size, else scaled (shorter side to `resize`) and centre-cropped.
+    public static func image(_ path: String, shape: [Int], resize: Int?) throws -> [UInt8] {
         let (c, h, w) = try imageShape(path, shape)
-        let image = try ImageDecoding.png(path, channels: c, expected: (w, h))
-        // libpng gives RGBRGB...; the model wants planes (C, H, W).
+        let image = try ImageDecoding.decode(path, channels: c)
+        guard image.width == w, image.height == h else {
+            guard let resize, h == w, resize >= w else {
+                throw DataError("\(path): the image is \(image.width)×\(image.height), the model expects \(w)×\(h)")
+            }
+            return ImageDecoding.resizeAndCenterCrop(image, resize: resize, size: w)
+        }
+        // The decoders give RGBRGB...; the model wants planes (C, H, W).
         guard c == 3 else { return image.pixels }
         var planes = [UInt8](repeating: 0, count: 3 * h * w)
         for p in 0..<(h * w) { for ch in 0..<3 { planes[ch * h * w + p] = image.pixels[3 * p + ch] } }

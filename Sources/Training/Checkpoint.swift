@@ -48,6 +48,8 @@ extension Trainer {
             "input_shape": model.inputShape.map(String.init).joined(separator: ","),
             "class_names": names,
             "data_format": config.data.format.rawValue,
+            // The square evaluation samples were cut from (scaled shorter side), for predict.
+            "image_resize": String(trainLoader.dataset.storedShape.count == 3 ? trainLoader.dataset.storedShape[1] : 0),
             "architecture": (try? JSONSerialization.data(withJSONObject: portableDescription(model.layers), options: [.sortedKeys]))
                 .map { String(decoding: $0, as: UTF8.self) } ?? "[]",
         ]) { $1 }

@@ -81,6 +81,12 @@ extension TrainingConfig {
                 throw ConfigError("\(file): 'data.normalize' is for images; CSV features are standardised per column from the training split")
             }
         }
+        if config.data.format == .packed {
+            // The image keys of the config that was packed may stay: they must match the manifest.
+            for key in ["channels", "image_size", "resize"] where try d.scalar(key) != nil {
+                config.data.packedExpects[key] = try d.int(key, default: 0, min: 0)
+            }
+        }
         if config.data.format == .folder {
             let channels = try d.int("channels", default: config.data.channels, min: 1)
             guard channels == 1 || channels == 3 else { throw d.fail("channels", d.raw("channels"), "1 (grey) or 3 (RGB)") }

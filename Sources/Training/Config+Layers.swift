@@ -3,7 +3,8 @@ import Foundation
 import NN
 
 extension TrainingConfig {
-    static func parseLayer(_ value: ConfigValue, path: String, file: String) throws -> LayerSpec {
+    /// `classes` is data.classes, which `dense: {out: classes}` names.
+    static func parseLayer(_ value: ConfigValue, path: String, file: String, classes: Int) throws -> LayerSpec {
         let whereText = "\(ConfigSection.location(file, value.line)): '\(path)'"
         let kind: String
         let argsValue: ConfigValue?
@@ -21,7 +22,8 @@ extension TrainingConfig {
         switch kind {
         case "dense", "linear":
             spec = .dense(inputs: try a.scalar("in") == nil ? nil : try a.int("in", default: 1, min: 1),
-                          out: try required(a, "out"), bias: try a.bool("bias", default: true), initializer: try initializer())
+                          out: try a.scalar("out") == "classes" ? classes : try required(a, "out"),
+                          bias: try a.bool("bias", default: true), initializer: try initializer())
         case "conv", "conv2d":
             spec = .conv(inputs: try a.scalar("in") == nil ? nil : try a.int("in", default: 1, min: 1),
                          out: try required(a, "out"), kernel: try required(a, "kernel"),
@@ -57,7 +59,7 @@ extension TrainingConfig {
             guard let items = try a.list("layers"), !items.isEmpty else {
                 throw ConfigError("\(whereText): a residual block needs 'layers', a non-empty list of layers")
             }
-            let inner = try items.enumerated().map { try parseLayer($0.element, path: "\(path).residual.layers[\($0.offset)]", file: file) }
+            let inner = try items.enumerated().map { try parseLayer($0.element, path: "\(path).residual.layers[\($0.offset)]", file: file, classes: classes) }
             spec = .residual(layers: inner, projection: try a.choice("projection", default: ResidualProjection.auto))
         case "dropout": spec = .dropout(probability: Float(try a.double("p", default: 0.5, range: 0...0.999)))
         default:

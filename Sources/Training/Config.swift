@@ -45,6 +45,9 @@ public struct TrainingConfig {
         /// Streamed data (packed shards, data.stream): read, decode and augment the next batch on a
         /// background thread while the step computes. In-memory data is copied in place.
         public var prefetch = true
+        /// data.format: packed: the image keys the config gives (channels, image_size, resize),
+        /// checked against the packed set's shapes.
+        public var packedExpects: [String: Int] = [:]
     }
     public enum DataFormat: String, CaseIterable, Sendable { case idx, cifar10, csv, folder, packed }
     public enum FileOrder: String, CaseIterable, Sendable { case `class`, name }
@@ -156,7 +159,7 @@ public struct TrainingConfig {
         guard let layers = try root.list("model"), !layers.isEmpty else {
             throw ConfigError("\(file): 'model' must be a non-empty list of layers, e.g. '- dense: {out: 10}'")
         }
-        config.model = try layers.enumerated().map { try parseLayer($0.element, path: "model[\($0.offset)]", file: file) }
+        config.model = try layers.enumerated().map { try parseLayer($0.element, path: "model[\($0.offset)]", file: file, classes: config.data.classes) }
 
         let o = try root.section("optimizer")
         config.optimizer.kind = try o.choice("name", default: config.optimizer.kind)

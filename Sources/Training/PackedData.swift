@@ -25,6 +25,10 @@ extension TrainingData {
         if let names = d.classNames, let packed = m.classNames, names != packed {
             throw DataError("\(file): the packed set's classes are \(packed) but data.class_names is \(names)")
         }
+        let actual = ["channels": m.storedShape[0], "image_size": m.sampleShape[1], "resize": m.storedShape[1]]
+        for (key, value) in d.packedExpects.sorted(by: { $0.key < $1.key }) where actual[key] != value && !(key == "resize" && value == 0 && m.storedShape == m.sampleShape) {
+            throw DataError("\(file): the packed records are \(m.storedShape.map(String.init).joined(separator: "×")) cut to \(m.sampleShape.map(String.init).joined(separator: "×")), but data.\(key) is \(value) (\(actual[key]!) in the pack); pack again with this config, or drop the key")
+        }
         guard let stored = InputNormalization(metadata: m.normalization) else {
             throw DataError("\(file): 'normalization' is not one this Lockstep reads")
         }

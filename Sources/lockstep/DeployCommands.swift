@@ -46,14 +46,14 @@ struct Export: ParsableCommand {
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Classify PNG or PGM images, IDX image files and CSV rows with a checkpoint.",
+        abstract: "Classify PNG, JPEG or PGM images, IDX image files and CSV rows with a checkpoint.",
         discussion: """
             Prints the top-k classes with their probabilities (calibrated when the checkpoint \\
             stores a temperature) per input, in input order; --json prints one JSON object per \\
             line. Under mpirun each rank classifies a share of the inputs and rank 0 prints them all.
             """)
     @Option(name: .long, help: "The checkpoint (.safetensors).") var checkpoint: String
-    @Argument(help: "Inputs: .png, .pgm, .csv (one input per row) or IDX image files (one per image).") var inputs: [String]
+    @Argument(help: "Inputs: .png, .jpg, .pgm, .csv (one input per row) or IDX image files (one per image). An image of another size than the model's is scaled and centre-cut as evaluation images were.") var inputs: [String]
     @Option(help: "How many classes to print per input.") var top = 3
     @Flag(help: "One JSON object per line.") var json = false
     @Option(help: "Simulate N ranks as threads.") var simulateRanks: Int?
@@ -68,7 +68,7 @@ struct Predict: ParsableCommand {
         let (path, inputs, top, json) = (checkpoint, self.inputs, self.top, self.json)
         launch(simulateRanks: simulateRanks) { comm in
             let deployed = try DeployedModel(checkpoint: path, bytes: try readOnRootAndBroadcast(path, communicator: comm))
-            let items = try inputs.flatMap { try InputReader.read($0, shape: deployed.model.inputShape, csv: deployed.config.data.csv) }
+            let items = try inputs.flatMap { try InputReader.read($0, shape: deployed.model.inputShape, csv: deployed.config.data.csv, resize: deployed.imageResize) }
             let classes = deployed.classNames.count
             let share = GlobalBatchSampler.shard(total: items.count, rank: comm.rank, worldSize: comm.size)
             let own = try deployed.probabilities(items[share])

@@ -81,6 +81,20 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(config.model, [.flatten, .dense(out: 10, bias: true, initializer: nil)])
     }
 
+    /// `dense: {out: classes}` takes data.classes, also inside a residual block; the shipped
+    /// images.yaml ends so, and follows `--set data.classes`.
+    func testDenseOutClassesFollowsDataClasses() throws {
+        let yaml = "data: {classes: 7}\nmodel:\n  - flatten\n  - residual: {layers: [dense: {out: classes}]}\n  - dense: {out: classes}\n"
+        let config = try TrainingConfig.parse(yaml: yaml, file: "classes.yaml")
+        XCTAssertEqual(config.model.last, .dense(out: 7, bias: true, initializer: nil))
+        guard case .residual(let inner, _) = config.model[1] else { return XCTFail("\(config.model)") }
+        XCTAssertEqual(inner, [.dense(out: 7, bias: true, initializer: nil)])
+        let images = repositoryRoot.appendingPathComponent("configs/images.yaml").path
+        let five = try TrainingConfig.load(path: images, overrides: ["data.classes=5"])
+        XCTAssertEqual(five.model.last, .dense(out: 5, bias: true, initializer: nil))
+        configError(try TrainingConfig.parse(yaml: "model:\n  - dense: {out: class}\n", file: "typo.yaml"), mentions: ["out", "typo.yaml"])
+    }
+
     func testUnknownKeyNamesDottedKeyAndFile() {
         let yaml = minimal + "\ntrain:\n  epoch: 3\n"
         configError(try TrainingConfig.parse(yaml: yaml, file: "runs/typo.yaml"), mentions: ["train.epoch", "runs/typo.yaml"])

@@ -65,6 +65,16 @@ final class PackedDataTests: XCTestCase {
                        "without prefetch")
         // The same run with another seed differs, so the comparisons above can fail.
         XCTAssertNotEqual(try train(try config(["data.path=\(idx)", "train.seed=4"]), ranks: 1), reference)
+
+        // The folder config's image keys may stay when training from its pack (checked against
+        // the manifest): the same bits; a key that disagrees is one error naming it.
+        let same = try config(["data.format=packed", "data.path=\(packedFolder)", "data.channels=1", "data.image_size=12", "data.resize=0"])
+        XCTAssertEqual(try train(same, ranks: 1), reference, "matching image keys")
+        let other = try config(["data.format=packed", "data.path=\(packedFolder)", "data.image_size=10"])
+        XCTAssertThrowsError(try TrainingData.load(other)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("manifest.json") && text.contains("data.image_size is 10") && text.contains("(12 in the pack)"), text)
+        }
     }
 
     func testPackedSetsTrainTheSameBitsUnderMPI() throws {

@@ -1,7 +1,9 @@
 // `lockstep predict`: PNG files made from test images by tools/make_test_pngs.py get the classes
-// that `eval --logits` gives those images; IDX files, PGM and CSV rows too, on any number of
-// ranks; bad inputs get one-line errors naming the file.
+// that `eval --logits` gives those images; IDX files, PGM, JPEG, images of another size (scaled
+// as evaluation samples were) and CSV rows too, on any number of ranks; bad inputs get
+// one-line errors naming the file.
 import Foundation
+import TestSupport
 import XCTest
 @testable import Training
 
@@ -52,6 +54,22 @@ final class PredictTests: XCTestCase {
             XCTAssertEqual(firstClasses(mpi.output), expected, "under mpirun: rank 0 prints every input in order")
         }
 
+        // Image 0 scaled 2× (each pixel a 2 × 2 block), as PNG and as RGB JPEG: predict scales an
+        // image of another size as evaluation samples were cut (shorter side to the stored
+        // 12, centre square). Bilinear halving of 2 × 2 blocks reads each block's two equal
+        // pixels at weight ½, so the PNG gives image 0's pixels exactly: the same printed line.
+        let zero = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(data)/t10k-images-idx3-ubyte")))[16..<(16 + 144)].map { $0 }
+        let double = (0..<24).flatMap { y in (0..<24).map { x in zero[(y / 2) * 12 + x / 2] } }
+        writePNG("\(dir)/double.png", width: 24, height: 24, channels: 1, pixels: double)
+        writeJPEG("\(dir)/double.jpg", width: 24, height: 24, channels: 3, pixels: double.flatMap { [$0, $0, $0] })
+        let scaled = try cli.run([cli.lockstep, "predict", "--checkpoint", checkpoint, "--top", "2", files[0], "\(dir)/double.png", "\(dir)/double.jpg"])
+        XCTAssertEqual(scaled.status, 0, scaled.output)
+        let lines = scaled.output.split(separator: "\n").filter { $0.contains(": ") }
+        XCTAssertEqual(lines.count, 3, scaled.output)
+        XCTAssertEqual(lines[1].split(separator: ":").dropFirst().joined(), lines[0].split(separator: ":").dropFirst().joined(),
+                       "the 2× PNG is image 0 after the scaling, bit for bit: \(scaled.output)")
+        XCTAssertTrue(lines[2].contains("double.jpg: "), "a JPEG (lossy, so only read) is classified: \(scaled.output)")
+
         // Image 0 as a binary PGM.
         let pixels = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(data)/t10k-images-idx3-ubyte")))[16..<(16 + 144)]
         try Data(Array("P5\n# test\n12 12\n255\n".utf8) + pixels).write(to: URL(fileURLWithPath: "\(dir)/zero.pgm"))
@@ -76,8 +94,9 @@ final class PredictTests: XCTestCase {
         try Data(try Raster(width: 20, height: 10, background: .white).png()).write(to: URL(fileURLWithPath: "\(dir)/wide.png"))
         try Data("not a png".utf8).write(to: URL(fileURLWithPath: "\(dir)/text.png"))
         try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/good.png"))
-        for (file, part) in [("cut.png", "corrupt PNG"), ("wide.png", "20×10, the model expects 12×12"), ("text.png", "not a readable PNG"),
-                             ("rows.csv", "not a vector of features"), ("x.jpg", "unknown input type")] {
+        try Data("not a jpeg".utf8).write(to: URL(fileURLWithPath: "\(dir)/text.jpg"))
+        for (file, part) in [("cut.png", "corrupt PNG"), ("text.png", "not a readable PNG"), ("text.jpg", "not a readable JPEG"),
+                             ("rows.csv", "not a vector of features"), ("x.gif", "unknown input type")] {
             if file.hasSuffix(".csv") { try "a,b\n1,2\n".write(toFile: "\(dir)/\(file)", atomically: true, encoding: .utf8) }
             let r = try cli.run([cli.lockstep, "predict", "--checkpoint", checkpoint, "\(dir)/good.png", "\(dir)/\(file)"])
             XCTAssertNotEqual(r.status, 0, file)
@@ -85,8 +104,8 @@ final class PredictTests: XCTestCase {
             XCTAssertEqual(errors.count, 1, "one line: \(r.output)")
             XCTAssertTrue(r.output.contains("\(dir)/\(file)") && r.output.contains(part), r.output)
         }
-        let good1 = try cli.run([cli.lockstep, "predict", "--checkpoint", checkpoint, "\(dir)/good.png"])
-        XCTAssertEqual(good1.status, 0, "an RGB PNG is converted to grey for a grey model: \(good1.output)")
+        let good1 = try cli.run([cli.lockstep, "predict", "--checkpoint", checkpoint, "\(dir)/good.png", "\(dir)/wide.png"])
+        XCTAssertEqual(good1.status, 0, "an RGB PNG is converted to grey for a grey model, and a 20×10 one scaled and cut: \(good1.output)")
     }
 
     func testCSVRowsOfTheWrongWidth() throws {
