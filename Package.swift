@@ -38,28 +38,44 @@ let package = Package(
         .target(name: "NN", dependencies: ["TensorCore", "Collectives", "CKernels"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Optimizers", dependencies: ["TensorCore", "NN"], exclude: ["README.md"], swiftSettings: release),
         .target(name: "Datasets", dependencies: ["TensorCore", "CZlib", "CPNG", "CTurboJPEG"], exclude: ["README.md"], swiftSettings: release),
+        // File formats: safetensors, TensorBoard event files, the metrics.jsonl schema, atomic writes.
+        .target(name: "Formats", exclude: ["README.md"], swiftSettings: release),
+        // The strict YAML config and `--set` overrides.
+        .target(name: "Configuration",
+                dependencies: ["NN", "Optimizers", "Datasets", "Collectives", .product(name: "Yams", package: "Yams")],
+                exclude: ["README.md"], swiftSettings: release),
         .target(name: "Training",
-                dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives", "CZlib",
-                               .product(name: "Yams", package: "Yams")],
+                dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives", "Configuration", "Formats", "CZlib"],
+                exclude: ["README.md"], swiftSettings: release),
+        // Figures and reports over runs (SVG, PNG through its own raster).
+        .target(name: "Reports", dependencies: ["Formats", "Training", "CZlib"], exclude: ["README.md"], swiftSettings: release),
+        // `lockstep bench` and `bench-comm`: the step profile, the roofline, the all-reduce cost model.
+        .target(name: "Benchmarks", dependencies: ["Training", "Configuration", "NN", "TensorCore", "Collectives"],
+                exclude: ["README.md"], swiftSettings: release),
+        // The batch-norm study (`compare-bn`) and its statistics.
+        .target(name: "Studies", dependencies: ["Training", "Reports", "Configuration", "Formats", "NN", "TensorCore", "Collectives", "Datasets"],
                 exclude: ["README.md"], swiftSettings: release),
         // Generated from onnx.proto (see its README); the ONNX exporter builds on it.
         .target(name: "ONNXProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["README.md"]),
-        .target(name: "Deploy", dependencies: ["NN", "Training", "ONNXProto", "Datasets", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+        .target(name: "Deploy", dependencies: ["NN", "Configuration", "Formats", "ONNXProto", "Datasets", "Collectives", "TensorCore",
+                                               .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["README.md"], swiftSettings: release),
         .target(name: "Launch", dependencies: ["Training", "MPICollectives", "Collectives", "TensorCore"], exclude: ["README.md"], swiftSettings: release),
-        .target(name: "Lockstep", dependencies: ["Collectives", "Datasets", "Deploy", "Launch", "NN", "Optimizers", "TensorCore", "Training"],
+        .target(name: "Lockstep", dependencies: ["Collectives", "Configuration", "Datasets", "Deploy", "Formats", "Launch", "NN", "Optimizers",
+                                                 "TensorCore", "Training"],
                 swiftSettings: release),
         .executableTarget(name: "lockstep",
-                          dependencies: ["Training", "Launch", "MPICollectives", "Deploy", "Datasets", "Collectives",
+                          dependencies: ["Training", "Configuration", "Formats", "Reports", "Benchmarks", "Studies", "Launch",
+                                         "MPICollectives", "Deploy", "Datasets", "Collectives",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           exclude: ["README.md"], swiftSettings: release),
 
         // Fuzz harnesses (fuzz/README.md): plain builds replay a corpus, fuzz/run builds them for libFuzzer.
         .target(name: "FuzzSupport", path: "fuzz/Sources/FuzzSupport"),
         .executableTarget(name: "fuzz-idx", dependencies: ["Datasets", "FuzzSupport"], path: "fuzz/Sources/FuzzIDX"),
-        .executableTarget(name: "fuzz-safetensors", dependencies: ["Training", "FuzzSupport"], path: "fuzz/Sources/FuzzSafeTensors"),
-        .executableTarget(name: "fuzz-config", dependencies: ["Training", "FuzzSupport"], path: "fuzz/Sources/FuzzConfig"),
+        .executableTarget(name: "fuzz-safetensors", dependencies: ["Formats", "FuzzSupport"], path: "fuzz/Sources/FuzzSafeTensors"),
+        .executableTarget(name: "fuzz-config", dependencies: ["Configuration", "FuzzSupport"], path: "fuzz/Sources/FuzzConfig"),
         .executableTarget(name: "fuzz-tabular", dependencies: ["Datasets", "FuzzSupport"], path: "fuzz/Sources/FuzzTabular"),
 
         .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives", "CPNG", "CTurboJPEG"], path: "Tests/TestSupport"),
@@ -68,7 +84,19 @@ let package = Package(
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "MPICollectives", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Launch", "TestSupport"]),
+        // Fixtures shared by the tests of Training and the targets above it (data, configs, the CLI runner).
+        .target(name: "TrainingTestSupport", dependencies: ["Training", "Datasets", "Formats", "TensorCore"], path: "Tests/TrainingTestSupport"),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats"]),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Training", "NN", "Optimizers", "Collectives", "TestSupport", "TrainingTestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Configuration", "Formats", "Reports", "Datasets", "Launch",
+                                                       "TestSupport", "TrainingTestSupport"]),
+        .testTarget(name: "ReportsTests", dependencies: ["Reports", "Training", "Formats", "TestSupport", "TrainingTestSupport"]),
+        .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "Training", "Configuration", "TestSupport", "TrainingTestSupport"]),
+        .testTarget(name: "StudiesTests", dependencies: ["Studies", "Training", "Configuration", "Reports", "TestSupport", "TrainingTestSupport"]),
+        .testTarget(name: "DeployTests", dependencies: ["Deploy", "Training", "Configuration", "Formats", "Datasets", "TestSupport", "TrainingTestSupport"]),
+        .testTarget(name: "LaunchTests", dependencies: ["Launch", "Training", "Configuration", "Collectives"]),
+        // The `lockstep` executable and the launch/ scripts, run as a user runs them.
+        .testTarget(name: "CLITests", dependencies: ["Training", "Configuration", "Formats", "TestSupport", "TrainingTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -2,6 +2,9 @@
 // metadata names, with its weights, preprocessing, class names and temperature. Needs neither
 // the data set nor the config file.
 import Collectives
+import Configuration
+import Datasets
+import Formats
 import Foundation
 import NN
 import Training
@@ -38,7 +41,7 @@ public struct DeployedModel {
         } else {
             classNames = config.data.resolvedClassNames
         }
-        temperature = try Trainer.storedTemperature(meta, path: path)
+        temperature = try CheckpointMetadata.temperature(meta, path: path)
         let storedResize = meta["image_resize"].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil }
         imageResize = shape.count == 3 ? storedResize ?? shape[1] : nil
         // Evaluation never talks to other ranks, so local BN on a single process serves.

@@ -2,6 +2,7 @@
 // as leading Sub/Div nodes, a stored temperature as a final Div, optionally a Softmax. Layers
 // without a single ONNX operator at opset 17 (GELU, SiLU, group/layer/instance norm) are written
 // as their defining formula in primitive operators, so any runtime of opset 17 runs them.
+import Datasets
 import Foundation
 import NN
 import ONNXProto

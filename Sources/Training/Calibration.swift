@@ -27,18 +27,6 @@ public struct TemperatureFit: Sendable {
 }
 
 extension Trainer {
-    /// The metadata key a checkpoint stores its fitted temperature under.
-    public static let temperatureKey = "temperature"
-
-    /// Reads a stored temperature (absent: 1); a value that is not a finite number > 0 is an error.
-    public static func storedTemperature(_ metadata: [String: String], path: String) throws -> Float {
-        guard let text = metadata[temperatureKey] else { return 1 }
-        guard let t = Float(text), t.isFinite, t > 0 else {
-            throw CalibrationError("\(path): metadata '\(temperatureKey)' is '\(text)', expected a finite number > 0")
-        }
-        return t
-    }
-
     /// Fits T on the validation split. Every rank keeps the logits of its share; each trial T
     /// sums the NLL over ranks (exactly in exact mode), so all ranks follow the same search and
     /// agree on T. NLL(β) = Σ logsumexp(β·z) − β·z_label is convex in β = 1/T, so a

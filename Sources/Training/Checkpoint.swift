@@ -2,6 +2,7 @@
 // file, written by rank 0 atomically; restored on every rank from bytes that rank 0 reads and
 // broadcasts (no shared filesystem needed).
 import Collectives
+import Formats
 import Foundation
 import NN
 

@@ -2,6 +2,7 @@
 // and the best model so far) and how a run starts: which directory, which checkpoint to resume.
 import Collectives
 import Datasets
+import Formats
 import Foundation
 import NN
 

@@ -1,6 +1,7 @@
 // Rank-zero console output: plain lines, a progress bar when stdout is a terminal, and the
 // line each epoch ends with.
 import Collectives
+import Formats
 import Foundation
 import TensorCore
 

@@ -1,6 +1,7 @@
 // Early stopping on the validation split: stop when the chosen metric has not improved by
 // `min_delta` for `patience` epochs, and (by default) put back the best epoch's parameters.
 import Collectives
+import Formats
 import Foundation
 
 struct EarlyStopState {

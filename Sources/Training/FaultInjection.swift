@@ -4,6 +4,7 @@
 //       rank r, on entering CONTEXT ("step 13", "checkpoint at step 10", "evaluation after
 //       step 10"), creates F and sleeps 4 s, so that a test can cut a link exactly there.
 // launch/train passes these variables on to every rank.
+import Configuration
 import Foundation
 
 struct FaultInjection {

@@ -4,6 +4,7 @@
 // trainer refuses to start, with one line, when the estimate exceeds what is available, instead
 // of dying in an allocation with a crash trace. `lockstep plan` prints the breakdown.
 import Collectives
+import Configuration
 import Foundation
 import NN
 

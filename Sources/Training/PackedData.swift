@@ -4,6 +4,7 @@
 // cut from, and the statistics the source format would have computed, so a run from packed
 // shards has the bits of a run from the source.
 import Collectives
+import Configuration
 import Datasets
 import Foundation
 

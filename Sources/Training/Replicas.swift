@@ -2,6 +2,7 @@
 // BLAS kernel everywhere; rank 0's initial state), choosing how gradients are summed
 // (makeGradientSync), and checking that the replicas still hold the same parameters.
 import Collectives
+import Configuration
 import Datasets
 import Foundation
 import NN

@@ -1,6 +1,7 @@
 // The run directory that rank 0 writes: the resolved config, metrics.jsonl, TensorBoard events,
 // and checkpoints; and which directory and checkpoint a run (or `--resume`) uses. Built with
 // `isEnabled: rank == 0`, so call sites never test the rank.
+import Formats
 import Foundation
 
 /// A run directory that cannot be created or written.

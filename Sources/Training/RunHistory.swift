@@ -2,6 +2,7 @@
 // files are cut back to the checkpoint's step (records with a larger step, which the resumed run
 // will write again, are removed; truncated last records of a killed run are dropped), each file
 // rewritten atomically. Also the readers this needs: TFRecord framing and a protobuf field scan.
+import Formats
 import Foundation
 
 /// The records of a TFRecord file (8-byte length, masked CRC-32C of the length, data, masked

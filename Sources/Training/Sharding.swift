@@ -11,6 +11,7 @@
 // Checkpoints all-gather the state into whole-arena buffers for the file, and a restore keeps
 // each rank's block, so files do not depend on the number of ranks.
 import Collectives
+import Configuration
 import NN
 import Optimizers
 import TensorCore

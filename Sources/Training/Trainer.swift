@@ -3,7 +3,9 @@
 // checkpoints. Where each concern lives: Replicas.swift (start-up invariants, gradient sums, stop
 // flag), Evaluation.swift, Checkpointing.swift (cadence, resume), StepProbe.swift (bench timing).
 import Collectives
+import Configuration
 import Datasets
+import Formats
 import Foundation
 import NN
 import Optimizers

@@ -1,5 +1,6 @@
 // The training and test splits of a config (IDX, CIFAR-10 binary, CSV, image folders; packed
 // shards in PackedData.swift), loaded once per process.
+import Configuration
 import Datasets
 import Foundation
 
@@ -137,44 +138,5 @@ public struct TrainingData: @unchecked Sendable {
         return TrainingData(train: CSVReader.dataset(trainTable, name: "train", classes: config.data.classes, mean: mean, std: std),
                             test: CSVReader.dataset(testTable, name: "test", classes: config.data.classes, mean: mean, std: std),
                             padValue: 0, normalization: .features(mean: mean, std: std))
-    }
-}
-
-/// The preprocessing between a raw input and the model: what a deployed model must repeat.
-public enum InputNormalization: Sendable, Equatable {
-    /// Inputs are used as given.
-    case none
-    /// Bytes b become (b/255 − mean)/std (IDX and CIFAR-10 images; one mean/std for all channels).
-    case pixels(mean: Float, std: Float)
-    /// Feature j becomes (x_j − mean_j)/std_j (CSV columns).
-    case features(mean: [Double], std: [Double])
-
-    /// Checkpoint metadata: `normalization` (none, pixels or features) with `normalize_mean` and
-    /// `normalize_std` (numbers, or JSON arrays per feature).
-    public var metadata: [String: String] {
-        func json(_ v: [Double]) -> String { "[" + v.map { "\($0)" }.joined(separator: ",") + "]" }
-        switch self {
-        case .none: return ["normalization": "none"]
-        case let .pixels(mean, std): return ["normalization": "pixels", "normalize_mean": "\(mean)", "normalize_std": "\(std)"]
-        case let .features(mean, std): return ["normalization": "features", "normalize_mean": json(mean), "normalize_std": json(std)]
-        }
-    }
-
-    /// Reads `metadata` back; nil for a checkpoint written before it was stored.
-    public init?(metadata m: [String: String]) {
-        switch m["normalization"] {
-        case "none": self = .none
-        case "pixels":
-            guard let mean = m["normalize_mean"].flatMap(Float.init), let std = m["normalize_std"].flatMap(Float.init) else { return nil }
-            self = .pixels(mean: mean, std: std)
-        case "features":
-            func array(_ key: String) -> [Double]? {
-                guard let data = m[key]?.data(using: .utf8), let a = try? JSONSerialization.jsonObject(with: data) as? [NSNumber] else { return nil }
-                return a.map { $0.doubleValue }
-            }
-            guard let mean = array("normalize_mean"), let std = array("normalize_std"), mean.count == std.count else { return nil }
-            self = .features(mean: mean, std: std)
-        default: return nil
-        }
     }
 }

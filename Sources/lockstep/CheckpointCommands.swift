@@ -1,7 +1,10 @@
 // `lockstep eval`, `lockstep calibrate` and `lockstep inspect`: using a checkpoint.
 import ArgumentParser
 import Collectives
+import Configuration
+import Formats
 import Foundation
+import Reports
 import Training
 
 struct Eval: ParsableCommand {
@@ -60,7 +63,7 @@ func loadCheckpoint(_ path: String, config configPath: String?, overrides: [Stri
     }
     let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
     try trainer.restore(file, path: path, resuming: false)
-    trainer.temperature = try Trainer.storedTemperature(file.metadata, path: path)
+    trainer.temperature = try CheckpointMetadata.temperature(file.metadata, path: path)
     return (trainer, file)
 }
 
@@ -115,7 +118,7 @@ struct Calibrate: ParsableCommand {
             if dryRun {
                 lines.append("--dry-run: \(path) left unchanged")
             } else {
-                try writeAtomically(try file.encoded(updatingMetadata: [Trainer.temperatureKey: "\(Float(fit.temperature))"]), to: path)
+                try writeAtomically(try file.encoded(updatingMetadata: [CheckpointMetadata.temperatureKey: "\(Float(fit.temperature))"]), to: path)
                 lines.append("stored temperature \(Float(fit.temperature)) in \(path) (eval uses it; --uncalibrated ignores it)")
             }
             print(lines.joined(separator: "\n"))

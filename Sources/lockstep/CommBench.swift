@@ -1,7 +1,9 @@
 // `lockstep bench-comm`: the all-reduce's time from 8 B to 64 MB on this job's ranks, and the
 // ring model's α and β fitted to it (bench/cost-model projects training steps from them).
 import ArgumentParser
+import Benchmarks
 import Collectives
+import Configuration
 import Foundation
 import Training
 

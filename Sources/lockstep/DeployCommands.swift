@@ -3,6 +3,7 @@ import ArgumentParser
 import Collectives
 import Datasets
 import Deploy
+import Formats
 import Foundation
 import Training
 

@@ -3,6 +3,7 @@
 // family; starting ranks and exit statuses are Launch's (Launcher.run).
 import ArgumentParser
 import Collectives
+import Configuration
 import Foundation
 import Launch
 import MPICollectives

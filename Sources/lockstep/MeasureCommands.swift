@@ -1,7 +1,9 @@
 // `lockstep bench`, `lockstep ranks` and `lockstep report`: measuring and looking at runs.
 import ArgumentParser
+import Benchmarks
 import Collectives
 import Foundation
+import Reports
 import TensorCore
 import Training
 
@@ -61,7 +63,7 @@ struct ReportCommand: ParsableCommand {
         do {
             let metrics = try runs.map { try RunMetrics.load($0) }
             for w in metrics.flatMap({ $0.warnings }) { printError("warning: \(w)") }
-            let report = Training.Report(title: title, runs: metrics)
+            let report = Reports.Report(title: title, runs: metrics)
             try report.write(to: out)
             print(report.markdown)
             print("report: \(out)/report.html")

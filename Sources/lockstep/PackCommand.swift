@@ -2,6 +2,7 @@
 // `data.format: packed`, with a progress bar, the count per class and the normalisation
 // statistics in the manifest; `--verify DIR` checks a packed set byte by byte.
 import ArgumentParser
+import Configuration
 import Datasets
 import Foundation
 import Launch

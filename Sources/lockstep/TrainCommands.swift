@@ -1,7 +1,11 @@
 // `lockstep train` and `lockstep compare-bn`: training from a config.
 import ArgumentParser
 import Collectives
+import Configuration
+import Formats
 import Foundation
+import Reports
+import Studies
 import Training
 
 struct Train: ParsableCommand {
@@ -105,7 +109,7 @@ struct CompareBN: ParsableCommand {
             }
             guard comm.rank == 0 else { return }
             let out = (root as NSString).appendingPathComponent("compare-bn")
-            let report = Training.Report(title: "\(base.name): synchronized vs local batch norm on \(comm.size) rank(s), global batch \(base.train.globalBatch)",
+            let report = Reports.Report(title: "\(base.name): synchronized vs local batch norm on \(comm.size) rank(s), global batch \(base.train.globalBatch)",
                                 runs: try dirs.map { try RunMetrics.load($0) })
             try report.write(to: out)
             print(report.markdown)

@@ -1,10 +1,12 @@
 // RGB data end to end: a small conv net on synthetic CIFAR-10 binary batches (3×32×32), with
 // flips, crops and erasing on three channels, gives the same bits on 1 and 2 ranks.
 import Collectives
+import Configuration
 import Datasets
 import Foundation
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class CIFARTrainingTests: XCTestCase {
     /// Batches where class k (of 4) brightens channel k % 3 in one quadrant, on noise.

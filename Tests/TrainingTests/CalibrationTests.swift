@@ -1,9 +1,12 @@
 // Calibration: the metrics' arithmetic against hand-computed values, temperature scaling's fit
 // against an independent NLL, its world-size invariance, and `lockstep calibrate` end to end.
 import Collectives
+import Configuration
+import Formats
 import Foundation
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class CalibrationTests: XCTestCase {
     func testMetricsOfTwoSamplesByHand() throws {
@@ -92,10 +95,10 @@ final class CalibrationTests: XCTestCase {
     }
 
     func testStoredTemperatureIsValidated() throws {
-        XCTAssertEqual(try Trainer.storedTemperature([:], path: "c"), 1)
-        XCTAssertEqual(try Trainer.storedTemperature(["temperature": "1.5"], path: "c"), 1.5)
+        XCTAssertEqual(try CheckpointMetadata.temperature([:], path: "c"), 1)
+        XCTAssertEqual(try CheckpointMetadata.temperature(["temperature": "1.5"], path: "c"), 1.5)
         for bad in ["0", "-2", "nan", "inf", "warm"] {
-            XCTAssertThrowsError(try Trainer.storedTemperature(["temperature": bad], path: "c.safetensors")) {
+            XCTAssertThrowsError(try CheckpointMetadata.temperature(["temperature": bad], path: "c.safetensors")) {
                 XCTAssertTrue("\($0)".contains("c.safetensors") && "\($0)".contains("temperature"), "\($0)")
             }
         }

@@ -1,9 +1,12 @@
 // Checkpoints: exact resume, resume on another world size, and bad files.
 import Collectives
+import Configuration
+import Formats
 import Foundation
 import NN
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class CheckpointTests: XCTestCase {
     func tempDir() -> String { makeTempDir("lockstep-ckpt") }

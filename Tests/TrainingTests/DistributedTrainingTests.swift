@@ -1,9 +1,11 @@
 // World-size invariance and the distributed training paths, with ranks as threads.
 import Collectives
+import Configuration
 import Datasets
 import NN
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class DistributedTrainingTests: XCTestCase {
     /// Trains `steps` steps on `ranks` thread ranks; returns rank 0's parameters and buffers.

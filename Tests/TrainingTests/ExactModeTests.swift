@@ -2,28 +2,13 @@
 // number of ranks (thread ranks here; mpirun in MPIIntegrationTests), whatever sgemm kernel
 // OpenBLAS picked, because no float sum depends on how samples are spread over ranks.
 import Collectives
+import Configuration
 import Datasets
 import NN
 import TensorCore
-import XCTest
 @testable import Training
-
-/// A small MLP trained with Adam: dense layers dominate, as in configs/fmnist-mlp.yaml.
-func smallMLPConfig(extra: String = "") -> String {
-    """
-    name: small-mlp
-    data: {path: /nonexistent, classes: 4}
-    model:
-      - flatten
-      - dense: {out: 32}
-      - batchnorm: {}
-      - relu
-      - dense: {out: 4}
-    optimizer: {name: adam, lr: 0.003}
-    train: {epochs: 5, max_steps: 50, global_batch: 24, seed: 3, log_every: 0}
-    \(extra)
-    """
-}
+import TrainingTestSupport
+import XCTest
 
 /// Everything a checkpoint holds as tensors, as bit patterns: parameters, buffers, optimizer state.
 func stateBits(_ trainer: Trainer) -> [UInt32] {

@@ -2,10 +2,12 @@
 // files of mixed sizes is read, resized and centre-cropped, and trains with random resized crops;
 // in exact mode 1 and 3 ranks give the same bits; a class count that does not match the folders is one line.
 import Collectives
+import Configuration
 import Foundation
 import TestSupport
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class FolderTrainingTests: XCTestCase {
     /// Two classes told apart by brightness (dark / bright, with per-file noise), sizes 10×12 and

@@ -2,9 +2,12 @@
 // non-finite values or bad metadata, and invalid rank counts. Each is a one-line error that
 // names the file, key or tensor, and nothing good is overwritten.
 import Collectives
+import Configuration
+import Formats
 import Foundation
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class HostileInputTests: XCTestCase {
     func tempDir() -> String { makeTempDir("lockstep-hostile") }

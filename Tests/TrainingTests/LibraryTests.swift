@@ -2,10 +2,13 @@
 // its own Dataset, and the trainer's step and epoch callbacks (examples/spirals uses them all;
 // examples/run checks its bits across ranks).
 import Collectives
+import Configuration
 import Datasets
+import Formats
 import NN
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class LibraryTests: XCTestCase {
     /// XOR-like quadrants: label 1 where x·y > 0.

@@ -4,8 +4,10 @@
 // uninterrupted run. Cuts land mid-step (at a random point, by time), during a checkpoint's
 // gather and during evaluation (placed exactly with the LOCKSTEP_FAULT_PAUSE hook). Skipped
 // where namespaces cannot be made.
+import Formats
 import Foundation
 import Training
+import TrainingTestSupport
 import XCTest
 
 final class LinkCutTests: XCTestCase {

@@ -2,6 +2,7 @@
 import Collectives
 import Foundation
 import Training
+import TrainingTestSupport
 import XCTest
 
 final class MPIIntegrationTests: XCTestCase {

@@ -2,9 +2,11 @@
 // line before anything large is allocated, in the CLI too (also under an address-space limit);
 // the estimate's parts follow the config (optimizer state, exact-mode slots, sharding, ranks).
 import Collectives
+import Configuration
 import Foundation
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class MemoryPlanTests: XCTestCase {
     func config(_ model: String, _ overrides: [String] = []) throws -> TrainingConfig {

@@ -1,9 +1,11 @@
 // Overlapped gradient all-reduce (train.bucket_mb): the buckets a backward sends, their sums, and
 // training with buckets against training without, on thread ranks and under mpirun.
 import Collectives
+import Configuration
 import Foundation
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class OverlapTests: XCTestCase {
     func testBucketsSumEveryGradientAndTheStopFlag() throws {

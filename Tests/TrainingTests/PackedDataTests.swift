@@ -3,11 +3,13 @@
 // manifest's statistics and counts; a corrupt or truncated shard named by --verify and by
 // training; a packed set never overwritten.
 import Collectives
+import Configuration
 import Datasets
 import Foundation
 import TestSupport
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class PackedDataTests: XCTestCase {
     let cli = CLI()

@@ -2,9 +2,13 @@
 // files back to a step, and a run killed after a checkpoint and resumed whose logs equal an
 // uninterrupted run's, record for record (TensorBoard's own reader agrees when installed).
 import Collectives
+import Configuration
+import Formats
 import Foundation
-import XCTest
+import Reports
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class RunHistoryTests: XCTestCase {
     func tempDir() -> String { makeTempDir("lockstep-history") }

@@ -2,9 +2,11 @@
 // on a directory in use are refused by name and change nothing; stale locks (holder gone) are
 // taken over with a warning; the fallback by contents on filesystems without flock.
 import Collectives
+import Configuration
 import Foundation
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class RunLockTests: XCTestCase {
     func tempDir() -> String { makeTempDir("lockstep-lock") }

@@ -2,12 +2,14 @@
 // bit-identical training sharded and unsharded on 1, 2 and 4 ranks, resume across world sizes,
 // the stop flag on the fast path, and the real MPI reduce-scatter and all-gather.
 import Collectives
+import Configuration
 import Foundation
 import NN
 import Optimizers
 import TensorCore
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 /// stateBits with the optimizer state of the whole arena (gathered from every rank when sharded).
 func fullStateBits(_ trainer: Trainer) throws -> [UInt32] {

@@ -1,9 +1,12 @@
 // Training on CSV data from a config: the same bits on any number of ranks, one-hot label
 // columns train exactly like integer labels, and config errors for the tabular keys.
 import Collectives
+import Configuration
+import Formats
 import Foundation
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class TabularTrainingTests: XCTestCase {
     func writeTables() throws -> String { try writeTabularTables() }
@@ -59,32 +62,4 @@ final class TabularTrainingTests: XCTestCase {
             }
         }
     }
-}
-
-/// Two Gaussian-ish blobs in 3 features (deterministic), written as train.csv and test.csv
-/// with an integer label column and one-hot columns.
-func writeTabularTables() throws -> String {
-    let dir = makeTempDir("lockstep-tabular")
-    for (name, count, offset) in [("train.csv", 96, 0), ("test.csv", 32, 1000)] {
-        var text = "x,y,z,label,is0,is1\n"
-        for i in 0..<count {
-            let label = i % 2, k = Double(i + offset)
-            let x = (label == 0 ? -1.0 : 1.0) + 0.8 * sin(k * 1.7), y = 3 + cos(k * 0.9), z = Double(label) + 0.5 * sin(k * 2.3)
-            text += "\(x),\(y),\(z),\(label),\(label == 0 ? 1 : 0),\(label)\n"
-        }
-        try text.write(toFile: dir + "/" + name, atomically: true, encoding: .utf8)
-    }
-    return dir
-}
-
-func tabularConfig(_ dir: String, labels: String) -> String {
-    """
-    data: {format: csv, path: \(dir), classes: 2, \(labels)}
-    model:
-      - dense: {out: 8}
-      - relu
-      - dense: {out: 2}
-    optimizer: {name: adam, lr: 0.01}
-    train: {epochs: 3, global_batch: 16, exact: true, chunk: 4, log_every: 0}
-    """
 }

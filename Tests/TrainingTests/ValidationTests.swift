@@ -1,10 +1,13 @@
 // The validation split and early stopping: a deterministic holdout of the training split, its
 // metrics each epoch, the best model chosen on it, and stopping when it stops improving.
 import Collectives
+import Configuration
 import Datasets
+import Formats
 import Foundation
-import XCTest
 @testable import Training
+import TrainingTestSupport
+import XCTest
 
 final class ValidationTests: XCTestCase {
     func testTheHoldoutIsDeterministicDisjointAndKeyedBySeedOnly() {

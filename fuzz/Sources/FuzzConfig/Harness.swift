@@ -3,7 +3,7 @@
 // otherwise replays its arguments.
 import Foundation
 import FuzzSupport
-import Training
+import Configuration
 
 func fuzzOne(_ bytes: [UInt8]) {
     guard let text = String(bytes: bytes, encoding: .utf8) else { return }

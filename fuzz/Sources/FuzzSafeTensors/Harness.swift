@@ -2,7 +2,7 @@
 // and reading every tensor it accepts. FUZZING: libFuzzer; otherwise replays its arguments.
 import Foundation
 import FuzzSupport
-import Training
+import Formats
 
 func fuzzOne(_ bytes: [UInt8]) {
     guard let file = try? SafeTensorsFile(bytes: bytes, path: "input") else { return }
