@@ -1,7 +1,8 @@
-// The trainer: one replica per rank. A step is: next batch, forward, loss, backward, synchronise
-// gradients, optimizer update; an epoch is steps, then the replica check, evaluation, metrics and
-// checkpoints. Where each concern lives: Replicas.swift (start-up invariants, gradient sums, stop
-// flag), Evaluation.swift, Checkpointing.swift (cadence, resume), StepProbe.swift (bench timing).
+// The trainer: one replica per rank, built from a config, and its training step: next batch,
+// forward, loss, backward, synchronise gradients, optimizer update. The epoch loop is in
+// EpochLoop.swift; where the other concerns live: Replicas.swift (start-up invariants, the
+// gradient sync, stop flag), Evaluation.swift, CheckpointCadence.swift and ResumableRun.swift,
+// StepProbe.swift (bench timing).
 import Collectives
 import Configuration
 import Datasets
@@ -34,7 +35,7 @@ public final class Trainer {
     public internal(set) var step = 0
     /// Optimizer steps of the whole run: all epochs, or train.max_steps if that is fewer.
     public let totalSteps: Int
-    public private(set) var history: [EpochMetrics] = []
+    public internal(set) var history: [EpochMetrics] = []
     /// Seconds spent in the gradient all-reduce since the last reset.
     public var gradientAllReduceSeconds: Double {
         get { sync.collectiveSeconds }
@@ -120,67 +121,12 @@ public final class Trainer {
         try synchronizeStart()
     }
 
-    /// Trains to the end (epochs or max_steps), evaluating after every epoch; checkpoints and
-    /// logs into `run` (rank 0). After `restore`, continues the restored epoch's train sums.
-    @discardableResult
-    public func run(directory run: RunDirectory? = nil) throws -> [EpochMetrics] {
-        let steps = sampler.stepsPerEpoch
-        console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters" + (sync.chunk != nil ? ", exact mode" : ", float sums (train.exact: false)") + (shards != nil ? ", optimizer sharded over \(worldSize) ranks" : "") + (step > 0 ? ", resuming at step \(step)" : ""))
-        // Restored sums are global: rank 0 carries them so that summing over ranks is exact.
-        var pendingSums = resumedSums.map { rank == 0 ? $0 : [0, 0, 0] }
-        resumedSums = nil
-        while step < totalSteps {
-            let epoch = step / steps
-            let epochStart = monotonicSeconds()
-            communicator.reset()
-            gradientAllReduceSeconds = 0
-            var sums = pendingSums ?? [0, 0, 0]   // loss sum, correct, samples (this rank's share)
-            pendingSums = nil
-            let order = sampler.permutation(epoch: epoch)
-            var stepsThisEpoch = 0
-            var logSums = [0.0, 0.0, 0.0]
-            while step < totalSteps && step / steps == epoch {
-                let r = try trainStep(epoch: epoch, stepInEpoch: step % steps, order: order)
-                guard r.lossSum.isFinite else {
-                    throw TrainingDiverged(message: "training diverged: the loss is \(r.lossSum) at step \(step) (epoch \(epoch + 1)); lower optimizer.lr, add schedule.warmup_epochs or set optimizer.clip_norm")
-                }
-                for (i, v) in [r.lossSum, Double(r.correct), Double(r.count)].enumerated() { sums[i] += v; logSums[i] += v }
-                step += 1
-                stepsThisEpoch += 1
-                onStep?(StepEnd(step: step, epoch: epoch + 1, learningRate: schedule.rate(at: step - 1), lossSum: r.lossSum, correct: r.correct, samples: r.count))
-                if config.check.replicasEvery > 0 && step % config.check.replicasEvery == 0 { try checkReplicas() }
-                if config.train.logEvery > 0 && step % config.train.logEvery == 0 {
-                    try logProgress(&logSums, run)
-                }
-                console.progress(step % steps == 0 ? steps : step % steps, of: steps,
-                                 String(format: "epoch %d  loss %.4f", epoch + 1, sums[0] / max(sums[2], 1)))
-                let stopping = stopAgreed
-                try checkpointAfterStep(run, sums: sums, stopping: stopping)
-                if stopping {
-                    console.line("lockstep: stopping at step \(step) on a signal; resume with --resume auto")
-                    throw Preempted(step: step)
-                }
-            }
-            let trainSeconds = monotonicSeconds() - epochStart
-            let m = try finishEpoch(epoch, sums: sums, steps: stepsThisEpoch, trainSeconds: trainSeconds)
-            history.append(m)
-            onEpoch?(m)
-            console.line(m.consoleLine(epochs: (totalSteps + steps - 1) / steps))
-            run?.log(m, kind: "epoch", step: step)
-            try checkpointAfterEpoch(run, metrics: m)
-            if try shouldStopEarly(m, run) { break }
-        }
-        return history
-    }
-
     /// One optimizer step (possibly several micro-batches). Returns the step's loss sums (this
     /// rank's share: see GradientSync.finish).
     public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
         try faults.failIfAt(step: step)
         enter("step \(step + 1)")
-        let positions = sampler.globalBatch(step: stepInEpoch, order: order)
-        // Positions in the training part of the split → dataset indices (the identity without a split).
-        let global = validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
+        let global = stepSamples(stepInEpoch, order: order)
         let plan = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
         while true {
             measured(.zeroing) { sync.begin(plan, stop: localStopRequest) }
@@ -209,50 +155,20 @@ public final class Trainer {
         guard trainLoader.prefetching else { return }
         if m + 1 < plan.microBatches.count { return trainLoader.prefetch(plan.microBatches[m + 1].indices, epoch: epoch) }
         guard stepInEpoch + 1 < sampler.stepsPerEpoch, step + 1 < totalSteps else { return }
-        let positions = sampler.globalBatch(step: stepInEpoch + 1, order: order)
-        let global = validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
-        let next = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
+        let next = trainLoader.plan(stepSamples(stepInEpoch + 1, order: order), microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
         trainLoader.prefetch(next.microBatches[0].indices, epoch: epoch)
+    }
+
+    /// The dataset indices of a step's global batch: its positions in the epoch's order, mapped
+    /// through the training part of the split (the identity without a validation split).
+    func stepSamples(_ stepInEpoch: Int, order: [Int]) -> ArraySlice<Int> {
+        let positions = sampler.globalBatch(step: stepInEpoch, order: order)
+        return validationIndices.isEmpty ? positions : ArraySlice(positions.map { trainIndices[$0] })
     }
 
     /// Names where training stands for a timed-out collective's message (and the pause hook).
     func enter(_ context: String) {
         communicator.context = context
         faults.pauseIfAt(context)
-    }
-
-    /// Every `train.log_every` steps: the loss and accuracy since the last line, over all ranks.
-    func logProgress(_ logSums: inout [Double], _ run: RunDirectory?) throws {
-        try communicator.allReduce(&logSums)
-        let p = TrainProgress(step: step, epoch: Double(step) / Double(sampler.stepsPerEpoch), learningRate: schedule.rate(at: step - 1),
-                              trainLoss: logSums[0] / max(logSums[2], 1), trainAccuracy: logSums[1] / max(logSums[2], 1))
-        if !console.isTerminal {
-            console.line(String(format: "  step %d/%d  loss %.4f  acc %.2f%%  lr %.5f", step, totalSteps, p.trainLoss, 100 * p.trainAccuracy, p.learningRate))
-        }
-        run?.log(p, kind: "train", step: step)
-        logSums = [0, 0, 0]
-    }
-
-    /// The end of an epoch: global train sums, the replica check, evaluation, the metrics record.
-    func finishEpoch(_ epoch: Int, sums: [Double], steps: Int, trainSeconds: Double) throws -> EpochMetrics {
-        let commSeconds = communicator.seconds, gradientSeconds = gradientAllReduceSeconds
-        enter("evaluation after step \(step)")
-        var global = sums
-        try communicator.allReduce(&global)
-        try checkReplicas()
-        let spread = try localStatisticsSpread()
-        let validation = try evaluateValidation()
-        let eval = try evaluate()
-        let perStep = 1 / Double(max(steps, 1))
-        return EpochMetrics(
-            epoch: epoch + 1, step: step, learningRate: schedule.rate(at: step - 1),
-            trainLoss: global[0] / max(global[2], 1), trainAccuracy: global[1] / max(global[2], 1),
-            validationLoss: validation?.loss, validationAccuracy: validation?.accuracy,
-            testLoss: eval.loss, testAccuracy: eval.accuracy, testSamples: eval.count,
-            expectedCalibrationError: eval.expectedCalibrationError, overconfidence: eval.overconfidence,
-            samplesPerSecond: global[2] / trainSeconds, secondsPerStep: trainSeconds * perStep,
-            communicationSecondsPerStep: commSeconds * perStep, gradientAllReduceSecondsPerStep: gradientSeconds * perStep,
-            elapsedSeconds: monotonicSeconds() - startTime, worldSize: worldSize, bnMode: config.bn.mode.rawValue,
-            runningMeanSpread: spread?.mean, runningVarSpread: spread?.variance)
     }
 }

@@ -1,5 +1,5 @@
-// When the trainer checkpoints (every N steps, every N epochs, at the end, on a stop signal,
-// and the best model so far) and how a run starts: which directory, which checkpoint to resume.
+// When the trainer checkpoints: every N steps, every N epochs, at the end, on a stop signal, and
+// the best model so far (best.safetensors); the bytes go through Checkpoint.swift.
 import Collectives
 import Datasets
 import Formats
@@ -7,48 +7,6 @@ import Foundation
 import NN
 
 extension Trainer {
-    /// Resolves the run directory and the checkpoint for `resume` (nil, "auto" or a path) on rank
-    /// 0, agrees on them, restores the checkpoint, and trains to the end. Run directories without
-    /// `output.dir` go under `runsRoot`.
-    /// A fresh run refuses a directory that holds an earlier run unless `overwrite` is set; any run
-    /// refuses a directory whose RunLock another process holds.
-    @discardableResult
-    public func run(resume: String?, overwrite: Bool = false, runsRoot: String = "runs") throws -> (plan: RunPlan, history: [EpochMetrics]) {
-        var plan = RunDirectory.plan(name: config.name, outputDir: config.output.dir, resume: resume, runsRoot: runsRoot)
-        // Rank 0 takes the directory's lock before anything is written or deleted (held until
-        // this returns or throws), then looks at the directory; every rank gets the same verdict.
-        var lock: RunLock?
-        defer { lock?.release() }
-        var refusal = ""
-        if rank == 0 {
-            do {
-                lock = try RunLock(directory: plan.directory)
-                for warning in lock?.warnings ?? [] { console.line(warning) }
-                if resume == nil && !overwrite, let conflict = RunDirectory.conflict(at: plan.directory) { refusal = conflict }
-            } catch {
-                refusal = "\(error)"
-            }
-        }
-        let verdict = String(decoding: try communicator.broadcast(bytes: Array(refusal.utf8)), as: UTF8.self)
-        if !verdict.isEmpty { throw RunDirectoryError(verdict) }
-        plan.directory = String(decoding: try communicator.broadcast(bytes: Array(plan.directory.utf8)), as: UTF8.self)
-        let checkpoint = String(decoding: try communicator.broadcast(bytes: Array((plan.checkpoint ?? "").utf8)), as: UTF8.self)
-        plan.checkpoint = checkpoint.isEmpty ? nil : checkpoint
-        if let note = plan.note { console.line("lockstep: \(note)") }
-        if let checkpoint = plan.checkpoint {
-            try restore(from: checkpoint)
-            console.line("lockstep: resumed from \(checkpoint) at step \(step)")
-        }
-        let start: RunDirectory.Start = resume != nil ? .resume : (overwrite ? .overwrite : .fresh)
-        // A resumed run's logs are cut back to the restored step (step 0 without a checkpoint).
-        let record = start == .resume ? ResumeRecord(step: step, worldSize: worldSize) : nil
-        let directory = try RunDirectory(path: plan.directory, isEnabled: rank == 0, resolvedConfig: config.resolvedYAML, start: start, resume: record)
-        for note in directory.notes { console.line("lockstep: \(note)") }
-        console.line(model.summary)
-        console.line("run directory: \(plan.directory)")
-        return (plan, try run(directory: directory))
-    }
-
     /// After a step inside an epoch: a periodic checkpoint every `checkpoint.every_steps`, and one
     /// before stopping on a signal. `sums` are this rank's train sums of the epoch so far.
     func checkpointAfterStep(_ run: RunDirectory?, sums: [Double], stopping: Bool) throws {
