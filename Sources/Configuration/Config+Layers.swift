@@ -38,20 +38,20 @@ extension TrainingConfig {
         case "global_avgpool": spec = .globalAvgPool
         case "flatten": spec = .flatten
         case "batchnorm":
-            spec = .batchNorm(momentum: Float(try a.double("momentum", default: 0.1, range: 0...1)),
-                              epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)))
+            spec = .batchNorm(momentum: Float(try a.double("momentum", default: Double(LayerDefaults.batchNormMomentum), range: 0...1)),
+                              epsilon: Float(try a.double("epsilon", default: Double(LayerDefaults.normEpsilon), range: 1e-12...1)))
         case "groupnorm":
-            spec = .groupNorm(groups: try required(a, "groups"), epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "groupnorm")
+            spec = .groupNorm(groups: try required(a, "groups"), epsilon: Float(try a.double("epsilon", default: Double(LayerDefaults.normEpsilon), range: 1e-12...1)), kind: "groupnorm")
         case "layernorm":
-            spec = .groupNorm(groups: 1, epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "layernorm")
+            spec = .groupNorm(groups: 1, epsilon: Float(try a.double("epsilon", default: Double(LayerDefaults.normEpsilon), range: 1e-12...1)), kind: "layernorm")
         case "instancenorm":
-            spec = .groupNorm(groups: nil, epsilon: Float(try a.double("epsilon", default: 1e-5, range: 1e-12...1)), kind: "instancenorm")
+            spec = .groupNorm(groups: nil, epsilon: Float(try a.double("epsilon", default: Double(LayerDefaults.normEpsilon), range: 1e-12...1)), kind: "instancenorm")
         case "relu": spec = .relu
-        case "leaky_relu": spec = .leakyReLU(slope: Float(try a.double("slope", default: 0.01, range: 0...1)))
+        case "leaky_relu": spec = .leakyReLU(slope: Float(try a.double("slope", default: Double(LayerDefaults.leakyReLUSlope), range: 0...1)))
         case "prelu": spec = .prelu(perChannel: try a.bool("per_channel", default: false))
         case "sigmoid": spec = .sigmoid
         case "tanh": spec = .tanh
-        case "elu": spec = .elu(alpha: Float(try a.double("alpha", default: 1, range: 0...100)))
+        case "elu": spec = .elu(alpha: Float(try a.double("alpha", default: Double(LayerDefaults.eluAlpha), range: 0...100)))
         case "gelu": spec = .gelu
         case "silu", "swish": spec = .silu
         case "softplus": spec = .softplus
@@ -61,7 +61,7 @@ extension TrainingConfig {
             }
             let inner = try items.enumerated().map { try parseLayer($0.element, path: "\(path).residual.layers[\($0.offset)]", file: file, classes: classes) }
             spec = .residual(layers: inner, projection: try a.choice("projection", default: ResidualProjection.auto))
-        case "dropout": spec = .dropout(probability: Float(try a.double("p", default: 0.5, range: 0...0.999)))
+        case "dropout": spec = .dropout(probability: Float(try a.double("p", default: Double(LayerDefaults.dropoutProbability), range: 0...0.999)))
         default:
             throw ConfigError("\(whereText): unknown layer '\(kind)' (known: dense, conv, maxpool, avgpool, global_avgpool, flatten, batchnorm, groupnorm, layernorm, instancenorm, relu, leaky_relu, prelu, elu, gelu, silu, softplus, sigmoid, tanh, dropout, residual)")
         }

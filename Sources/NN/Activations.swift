@@ -39,7 +39,7 @@ public final class LeakyReLU: Layer {
     var output: Tensor?   // (N, ...)
     var dInput: Tensor?   // (N, ...)
 
-    public init(name: String, inputShape: [Int], slope: Float = 0.01) {
+    public init(name: String, inputShape: [Int], slope: Float = LayerDefaults.leakyReLUSlope) {
         self.name = name; self.inputShape = inputShape; self.slope = slope
     }
 

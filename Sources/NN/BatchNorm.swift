@@ -36,7 +36,7 @@ public class BatchNorm: Layer {
     /// across rows: a masked gradient there measured slower than the separate ReLU.
     public internal(set) var appliesReLU = false
 
-    public init(name: String, inputShape: [Int], momentum: Float = 0.1, epsilon: Float = 1e-5) throws {
+    public init(name: String, inputShape: [Int], momentum: Float = LayerDefaults.batchNormMomentum, epsilon: Float = LayerDefaults.normEpsilon) throws {
         guard inputShape.count == 1 || inputShape.count == 3 else {
             throw ShapeError("\(name): batchnorm expects [features] or [channels, height, width], got \(inputShape)")
         }
@@ -275,7 +275,7 @@ public class BatchNorm: Layer {
 public final class SyncBatchNorm: BatchNorm {
     let communicator: Communicator
 
-    public init(name: String, inputShape: [Int], momentum: Float = 0.1, epsilon: Float = 1e-5,
+    public init(name: String, inputShape: [Int], momentum: Float = LayerDefaults.batchNormMomentum, epsilon: Float = LayerDefaults.normEpsilon,
                 communicator: Communicator) throws {
         self.communicator = communicator
         try super.init(name: name, inputShape: inputShape, momentum: momentum, epsilon: epsilon)

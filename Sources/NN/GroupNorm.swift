@@ -19,7 +19,7 @@ public final class GroupNorm: Layer {
     var invStd: [Float] = []      // (N, G)
     var chunking = Chunking.whole
 
-    public init(name: String, inputShape: [Int], groups: Int, epsilon: Float = 1e-5) throws {
+    public init(name: String, inputShape: [Int], groups: Int, epsilon: Float = LayerDefaults.normEpsilon) throws {
         guard inputShape.count == 1 || inputShape.count == 3 else {
             throw ShapeError("\(name): normalisation expects [features] or [channels, height, width], got \(inputShape)")
         }

@@ -8,6 +8,16 @@ public enum BatchNormMode: String, CaseIterable, Sendable {
     case local
 }
 
+/// The default arguments of layers, written once: the layers' initialisers and the config reader
+/// (Configuration's layer list) both take them from here.
+public enum LayerDefaults {
+    public static let batchNormMomentum: Float = 0.1
+    public static let normEpsilon: Float = 1e-5
+    public static let leakyReLUSlope: Float = 0.01
+    public static let eluAlpha: Float = 1
+    public static let dropoutProbability: Float = 0.5
+}
+
 public enum LayerSpec: Equatable, Sendable {
     /// `inputs`, when given, is the input size the user expects; a mismatch is an error.
     case dense(inputs: Int? = nil, out: Int, bias: Bool, initializer: Initializer?)
@@ -157,7 +167,7 @@ public struct ModelBuilder {
         return layers
     }
 
-    func makeBatchNorm(name: String, shape: [Int], momentum: Float = 0.1, epsilon: Float = 1e-5) throws -> Layer {
+    func makeBatchNorm(name: String, shape: [Int], momentum: Float = LayerDefaults.batchNormMomentum, epsilon: Float = LayerDefaults.normEpsilon) throws -> Layer {
         switch batchNormMode {
         case .sync: return try SyncBatchNorm(name: name, inputShape: shape, momentum: momentum, epsilon: epsilon, communicator: communicator)
         case .local: return try BatchNorm(name: name, inputShape: shape, momentum: momentum, epsilon: epsilon)

@@ -55,7 +55,7 @@ public final class InputDerivedActivation<F: InputDerivedFunction>: Layer {
     var output: Tensor?   // (N, ...)
     var dInput: Tensor?   // (N, ...)
 
-    public init(name: String, inputShape: [Int], alpha: Float = 1) {
+    public init(name: String, inputShape: [Int], alpha: Float = LayerDefaults.eluAlpha) {
         self.name = name; self.inputShape = inputShape; self.alpha = alpha
     }
 
