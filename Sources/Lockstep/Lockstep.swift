@@ -12,8 +12,10 @@
 //     ends every rank with a `rank R: message` line when one fails.
 // See examples/spirals for a whole program.
 @_exported import Collectives
+@_exported import Configuration
 @_exported import Datasets
 @_exported import Deploy
+@_exported import Formats
 @_exported import Launch
 @_exported import NN
 @_exported import Optimizers
