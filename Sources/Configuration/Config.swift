@@ -91,6 +91,9 @@ public struct TrainingConfig {
         public var replicasEvery = 0
         /// Seconds a collective waits for the other ranks before the job ends naming them.
         public var collectiveTimeout = CollectiveTimeout.defaultSeconds
+        /// A rank whose compute time per step over an epoch exceeds the ranks' median by more
+        /// than this fraction is named as a straggler in the epoch line and metrics (0: never).
+        public var stragglerThreshold = 0.25
     }
     public struct Output {
         public var dir: String? = nil
@@ -214,6 +217,7 @@ public struct TrainingConfig {
         let c = try root.section("check")
         config.check.replicasEvery = try c.int("replicas_every", default: config.check.replicasEvery, min: 0)
         config.check.collectiveTimeout = try c.double("collective_timeout", default: config.check.collectiveTimeout, range: 0.1...604_800)
+        config.check.stragglerThreshold = try c.double("straggler_threshold", default: config.check.stragglerThreshold, range: 0...100)
         try c.finish()
 
         let ck = try root.section("checkpoint")

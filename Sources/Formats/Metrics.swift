@@ -30,8 +30,12 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
     /// Local BN only: the largest difference across ranks of a running mean / variance.
     public var runningMeanSpread: Double?
     public var runningVarSpread: Double?
+    /// Several ranks: each rank's compute time per step (the step's time outside collectives),
+    /// and the ranks slower than the median by more than check.straggler_threshold.
+    public var rankComputeSecondsPerStep: [Double]? = nil
+    public var stragglers: [Int]? = nil
 
-    public init(epoch: Int, step: Int, learningRate: Double, trainLoss: Double, trainAccuracy: Double, validationLoss: Double? = nil, validationAccuracy: Double? = nil, testLoss: Double, testAccuracy: Double, testSamples: Int, expectedCalibrationError: Double, overconfidence: Double, samplesPerSecond: Double, secondsPerStep: Double, communicationSecondsPerStep: Double, gradientAllReduceSecondsPerStep: Double, elapsedSeconds: Double, worldSize: Int, bnMode: String, runningMeanSpread: Double?, runningVarSpread: Double?) {
+    public init(epoch: Int, step: Int, learningRate: Double, trainLoss: Double, trainAccuracy: Double, validationLoss: Double? = nil, validationAccuracy: Double? = nil, testLoss: Double, testAccuracy: Double, testSamples: Int, expectedCalibrationError: Double, overconfidence: Double, samplesPerSecond: Double, secondsPerStep: Double, communicationSecondsPerStep: Double, gradientAllReduceSecondsPerStep: Double, elapsedSeconds: Double, worldSize: Int, bnMode: String, runningMeanSpread: Double? = nil, runningVarSpread: Double? = nil, rankComputeSecondsPerStep: [Double]? = nil, stragglers: [Int]? = nil) {
         self.epoch = epoch
         self.step = step
         self.learningRate = learningRate
@@ -53,6 +57,8 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
         self.bnMode = bnMode
         self.runningMeanSpread = runningMeanSpread
         self.runningVarSpread = runningVarSpread
+        self.rankComputeSecondsPerStep = rankComputeSecondsPerStep
+        self.stragglers = stragglers
     }
 
     enum CodingKeys: String, CodingKey {
@@ -67,6 +73,7 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
         case gradientAllReduceSecondsPerStep = "gradient_allreduce_seconds_per_step"
         case elapsedSeconds = "elapsed_seconds", worldSize = "world_size", bnMode = "bn_mode"
         case runningMeanSpread = "running_mean_spread", runningVarSpread = "running_var_spread"
+        case rankComputeSecondsPerStep = "rank_compute_seconds_per_step", stragglers
     }
 }
 

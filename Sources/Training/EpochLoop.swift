@@ -27,7 +27,9 @@ extension Trainer {
             var stepsThisEpoch = 0
             var logSums = [0.0, 0.0, 0.0]
             while step < totalSteps && step / steps == epoch {
+                let t0 = monotonicSeconds(), c0 = communicator.seconds
                 let r = try trainStep(epoch: epoch, stepInEpoch: step % steps, order: order)
+                epochComputeSeconds += monotonicSeconds() - t0 - (communicator.seconds - c0)
                 guard r.lossSum.isFinite else {
                     throw TrainingDiverged(message: "training diverged: the loss is \(r.lossSum) at step \(step) (epoch \(epoch + 1)); lower optimizer.lr, add schedule.warmup_epochs or set optimizer.clip_norm")
                 }
@@ -52,7 +54,7 @@ extension Trainer {
             let m = try finishEpoch(epoch, sums: sums, steps: stepsThisEpoch, trainSeconds: trainSeconds)
             history.append(m)
             onEpoch?(m)
-            console.line(m.consoleLine(epochs: (totalSteps + steps - 1) / steps))
+            console.line(m.consoleLine(epochs: (totalSteps + steps - 1) / steps) + stragglerNote(m))
             run?.log(m, kind: "epoch", step: step)
             try checkpointAfterEpoch(run, metrics: m)
             if try shouldStopEarly(m, run) { break }
@@ -72,12 +74,28 @@ extension Trainer {
         logSums = [0, 0, 0]
     }
 
+    /// The ranks whose compute time exceeds the median's by more than `threshold` (a fraction).
+    static func stragglers(_ compute: [Double], threshold: Double) -> [Int] {
+        guard threshold > 0, compute.count > 1 else { return [] }
+        let median = Self.median(compute)
+        return compute.indices.filter { compute[$0] > median * (1 + threshold) }
+    }
+
+    static func median(_ v: [Double]) -> Double {
+        let sorted = v.sorted(), n = sorted.count
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    }
+
     /// The end of an epoch: global train sums, the replica check, evaluation, the metrics record.
     func finishEpoch(_ epoch: Int, sums: [Double], steps: Int, trainSeconds: Double) throws -> EpochMetrics {
         let commSeconds = communicator.seconds, gradientSeconds = gradientAllReduceSeconds
         enter("evaluation after step \(step)")
-        var global = sums
+        // Each rank's compute seconds ride in the same sum (its own slot, zeros elsewhere: exact).
+        var global = sums + [Double](repeating: 0, count: worldSize)
+        global[3 + rank] = epochComputeSeconds
+        epochComputeSeconds = 0
         try communicator.allReduce(&global)
+        let compute = global[3...].map { $0 / Double(max(steps, 1)) }
         try checkReplicas()
         let spread = try localStatisticsSpread()
         let validation = try evaluateValidation()
@@ -92,6 +110,17 @@ extension Trainer {
             samplesPerSecond: global[2] / trainSeconds, secondsPerStep: trainSeconds * perStep,
             communicationSecondsPerStep: commSeconds * perStep, gradientAllReduceSecondsPerStep: gradientSeconds * perStep,
             elapsedSeconds: monotonicSeconds() - startTime, worldSize: worldSize, bnMode: config.bn.mode.rawValue,
-            runningMeanSpread: spread?.mean, runningVarSpread: spread?.variance)
+            runningMeanSpread: spread?.mean, runningVarSpread: spread?.variance,
+            rankComputeSecondsPerStep: worldSize > 1 ? compute : nil,
+            stragglers: worldSize > 1 ? Self.stragglers(compute, threshold: config.check.stragglerThreshold) : nil)
+    }
+
+    /// "  straggler: rank 1 on node1 (1.9× the median compute per step)", or "".
+    func stragglerNote(_ m: EpochMetrics) -> String {
+        guard let slow = m.stragglers, !slow.isEmpty, let compute = m.rankComputeSecondsPerStep else { return "" }
+        let median = Self.median(compute)
+        return slow.map { r in
+            String(format: "  straggler: rank %d on %@ (%.1f× the median compute per step)", r, hosts[r] as NSString, compute[r] / max(median, 1e-12))
+        }.joined()
     }
 }

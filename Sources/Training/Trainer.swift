@@ -65,6 +65,11 @@ public final class Trainer {
     let startTime = monotonicSeconds()
     /// Faults that tests of the failure path inject through the environment (FaultInjection.swift).
     let faults: FaultInjection
+    /// Every rank's hostname, in rank order.
+    let hosts: [String]
+    /// This rank's compute time (steps outside collectives) in the epoch so far, for the
+    /// straggler report (EpochLoop.swift).
+    var epochComputeSeconds = 0.0
 
     public var rank: Int { communicator.rank }
     public var worldSize: Int { communicator.size }
@@ -90,7 +95,7 @@ public final class Trainer {
         }
         // Every rank's hostname, gathered once: the memory check counts this host's ranks and
         // optimizer.shard: auto shards across hosts.
-        let hosts = communicator.size > 1 ? try hostNames(self.communicator) : [hostName()]
+        hosts = communicator.size > 1 ? try hostNames(self.communicator) : [hostName()]
         try Self.checkMemory(config, layers: layers, data: data, communicator: self.communicator, hosts: hosts, console: self.console)
         // One spare float after the gradients carries the fast path's stop flag.
         model = Model(layers: layers, inputShape: data.train.sampleShape, spareGradientFloats: 1)
@@ -125,6 +130,7 @@ public final class Trainer {
     /// rank's share: see GradientSync.finish).
     public func trainStep(epoch: Int, stepInEpoch: Int, order: [Int]) throws -> LossResult {
         try faults.failIfAt(step: step)
+        faults.slowDown()
         enter("step \(step + 1)")
         let global = stepSamples(stepInEpoch, order: order)
         let plan = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
