@@ -3,6 +3,7 @@
 // epoch line); the bits do not change.
 import Collectives
 import Configuration
+import Formats
 import Foundation
 @testable import Training
 import TrainingTestSupport
