@@ -1,5 +1,6 @@
 // When the trainer checkpoints: every N steps, every N epochs, at the end, on a stop signal, and
-// the best model so far (best.safetensors); the bytes go through Checkpoint.swift.
+// the best model so far (best.safetensors). The bytes come from Checkpoint.swift (every rank
+// takes part: sums are all-reduced) and are written by rank 0's background CheckpointWriter.
 import Collectives
 import Datasets
 import Formats
@@ -37,8 +38,9 @@ extension Trainer {
         // One serialisation serves both files (the epoch's train sums are complete: 0).
         let json = String(decoding: MetricsCoding.line(metrics), as: UTF8.self)
         let bytes = try epochCheckpointBytes(sums: [0, 0, 0], metricsJSON: json)
-        if periodic { try writeCheckpoint(run, bytes) }
-        if best && run.isEnabled { try writeAtomically(bytes, to: run.file("best.safetensors")) }
+        guard run.isEnabled else { return }
+        let files = (periodic ? [(bytes, run.file(Checkpointer.fileName(step: step)))] : []) + (best ? [(bytes, run.file("best.safetensors"))] : [])
+        try checkpointWriter.submit(files, prune: periodic ? (run.path, config.checkpoint.keep) : nil)
     }
 
     /// The checkpoint of the current state. `sums` is this rank's share of the epoch's train sums;
@@ -51,10 +53,10 @@ extension Trainer {
         return try withEvaluationBuffers { try checkpointBytes(epochSums: global, metricsJSON: metricsJSON) }
     }
 
-    /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones.
+    /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones, on the background
+    /// writer (CheckpointWriter.swift): the step goes on while the file is written.
     func writeCheckpoint(_ run: RunDirectory, _ bytes: [UInt8]) throws {
         guard run.isEnabled else { return }
-        try writeAtomically(bytes, to: run.file(Checkpointer.fileName(step: step)))
-        Checkpointer.prune(run.path, keep: config.checkpoint.keep)
+        try checkpointWriter.submit([(bytes, run.file(Checkpointer.fileName(step: step)))], prune: (run.path, config.checkpoint.keep))
     }
 }

@@ -14,6 +14,8 @@ extension Trainer {
         let steps = sampler.stepsPerEpoch
         console.line("lockstep: \(config.name) on \(worldSize) rank(s) [\(communicator.kind)], bn \(config.bn.mode.rawValue), global batch \(config.train.globalBatch), \(steps) steps/epoch, \(totalSteps) steps, \(model.parameterCount) parameters" + (sync.chunk != nil ? ", exact mode" : ", float sums (train.exact: false)") + (shards != nil ? ", optimizer sharded over \(worldSize) ranks" : "") + (step > 0 ? ", resuming at step \(step)" : ""))
         // Restored sums are global: rank 0 carries them so that summing over ranks is exact.
+        // A failure elsewhere still lets a write in flight finish (its file is whole or absent).
+        defer { try? checkpointWriter.wait() }
         var pendingSums = resumedSums.map { rank == 0 ? $0 : [0, 0, 0] }
         resumedSums = nil
         while step < totalSteps {
@@ -46,6 +48,7 @@ extension Trainer {
                 let stopping = stopAgreed
                 try checkpointAfterStep(run, sums: sums, stopping: stopping)
                 if stopping {
+                    try checkpointWriter.wait()   // the stop's checkpoint is on disk before the exit
                     console.line("lockstep: stopping at step \(step) on a signal; resume with --resume auto")
                     throw Preempted(step: step)
                 }
@@ -59,6 +62,7 @@ extension Trainer {
             try checkpointAfterEpoch(run, metrics: m)
             if try shouldStopEarly(m, run) { break }
         }
+        try checkpointWriter.wait()
         return history
     }
 

@@ -65,6 +65,8 @@ public final class Trainer {
     let startTime = monotonicSeconds()
     /// Faults that tests of the failure path inject through the environment (FaultInjection.swift).
     let faults: FaultInjection
+    /// Writes checkpoint files on a background thread, one at a time (rank 0).
+    let checkpointWriter = CheckpointWriter()
     /// Every rank's hostname, in rank order.
     let hosts: [String]
     /// This rank's compute time (steps outside collectives) in the epoch so far, for the
