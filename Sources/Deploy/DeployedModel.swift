@@ -7,7 +7,6 @@ import Datasets
 import Formats
 import Foundation
 import NN
-import Training
 
 public struct DeployedModel {
     public let model: Model

@@ -7,7 +7,6 @@ import Foundation
 import NN
 import ONNXProto
 import SwiftProtobuf
-import Training
 
 public struct ExportError: Error, CustomStringConvertible {
     public let message: String
