@@ -38,9 +38,7 @@ extension Trainer {
         // One serialisation serves both files (the epoch's train sums are complete: 0).
         let json = String(decoding: MetricsCoding.line(metrics), as: UTF8.self)
         let bytes = try epochCheckpointBytes(sums: [0, 0, 0], metricsJSON: json)
-        guard run.isEnabled else { return }
-        let files = (periodic ? [(bytes, run.file(Checkpointer.fileName(step: step)))] : []) + (best ? [(bytes, run.file("best.safetensors"))] : [])
-        try checkpointWriter.submit(files, prune: periodic ? (run.path, config.checkpoint.keep) : nil)
+        try submit(run, (periodic ? [(bytes, Checkpointer.fileName(step: step))] : []) + (best ? [(bytes, "best.safetensors")] : []), prune: periodic)
     }
 
     /// The checkpoint of the current state. `sums` is this rank's share of the epoch's train sums;
@@ -56,7 +54,14 @@ extension Trainer {
     /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones, on the background
     /// writer (CheckpointWriter.swift): the step goes on while the file is written.
     func writeCheckpoint(_ run: RunDirectory, _ bytes: [UInt8]) throws {
-        guard run.isEnabled else { return }
-        try checkpointWriter.submit([(bytes, run.file(Checkpointer.fileName(step: step)))], prune: (run.path, config.checkpoint.keep))
+        try submit(run, [(bytes, Checkpointer.fileName(step: step))], prune: true)
+    }
+
+    /// Hands `files` (names in the run directory) to the background writer on rank 0, and on the
+    /// replica rank (node-local directories) into its own directory.
+    func submit(_ run: RunDirectory, _ files: [(bytes: [UInt8], name: String)], prune: Bool) throws {
+        guard let dir = run.isEnabled ? run.path : replicaDirectory, !files.isEmpty else { return }
+        try checkpointWriter.submit(files.map { ($0.bytes, (dir as NSString).appendingPathComponent($0.name)) },
+                                    prune: prune ? (dir, config.checkpoint.keep) : nil)
     }
 }

@@ -15,7 +15,9 @@ extension Trainer {
     /// refuses a directory whose RunLock another process holds.
     @discardableResult
     public func run(resume: String?, overwrite: Bool = false, runsRoot: String = "runs") throws -> (plan: RunPlan, history: [EpochMetrics]) {
-        var plan = RunDirectory.plan(name: config.name, outputDir: config.output.dir, resume: resume, runsRoot: runsRoot)
+        // "{host}" in output.dir names each host's own (node-local) directory.
+        let outputDir = config.output.dir.map { RunDirectory.expandHost($0) }
+        var plan = RunDirectory.plan(name: config.name, outputDir: outputDir, resume: resume, runsRoot: runsRoot)
         // Rank 0 takes the directory's lock before anything is written or deleted (held until
         // this returns or throws), then looks at the directory; every rank gets the same verdict.
         var lock: RunLock?
@@ -44,9 +46,28 @@ extension Trainer {
         // A resumed run's logs are cut back to the restored step (step 0 without a checkpoint).
         let record = start == .resume ? ResumeRecord(step: step, worldSize: worldSize) : nil
         let directory = try RunDirectory(path: plan.directory, isEnabled: rank == 0, resolvedConfig: config.resolvedYAML, start: start, resume: record)
+        try setUpReplica(outputDir: outputDir)
         for note in directory.notes { console.line("lockstep: \(note)") }
         console.line(model.summary)
         console.line("run directory: \(plan.directory)")
         return (plan, try run(directory: directory))
+    }
+
+    /// With node-local run directories ("{host}" in output.dir) on several hosts, the first rank
+    /// of the next host after rank 0's keeps a copy of every checkpoint in its own directory, so
+    /// losing rank 0's host loses no checkpoint: a restart with rank 0 on that host resumes from
+    /// the copy. Every rank holds the whole state, so the copy costs no communication.
+    func setUpReplica(outputDir: String?) throws {
+        guard let template = config.output.dir, template.contains("{host}"), let dir = outputDir,
+              let replica = hosts.indices.first(where: { hosts[$0] != hosts[0] }) else { return }
+        if rank == replica {
+            do {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            } catch {
+                throw RunDirectoryError("\(dir): cannot create the checkpoint replica's directory (\(error.localizedDescription))")
+            }
+            replicaDirectory = dir
+        }
+        console.line("lockstep: checkpoints also kept by rank \(replica) on \(hosts[replica]) (output.dir has {host})")
     }
 }

@@ -2,6 +2,7 @@
 // and checkpoints; and which directory and checkpoint a run (or `--resume`) uses. Built with
 // `isEnabled: rank == 0`, so call sites never test the rank.
 import Formats
+import Collectives
 import Foundation
 
 /// A run directory that cannot be created or written.
@@ -139,6 +140,11 @@ public final class RunDirectory {
     /// a new `runs/<name>-<timestamp>`): `resume` is nil (start afresh), "auto" (the newest
     /// checkpoint of `outputDir`, or of the newest `runs/<name>-*` holding one) or a path (whose
     /// directory the run continues in unless `outputDir` is set).
+    /// `dir` with each "{host}" replaced by this host's name: a node-local directory per host.
+    public static func expandHost(_ dir: String) -> String {
+        dir.replacingOccurrences(of: "{host}", with: hostName())
+    }
+
     public static func plan(name: String, outputDir: String?, resume: String?, runsRoot: String = "runs") -> RunPlan {
         var plan = RunPlan(directory: outputDir ?? defaultPath(name: name, root: runsRoot), checkpoint: nil, note: nil)
         switch resume {

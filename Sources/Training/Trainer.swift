@@ -67,6 +67,9 @@ public final class Trainer {
     let faults: FaultInjection
     /// Writes checkpoint files on a background thread, one at a time (rank 0).
     let checkpointWriter = CheckpointWriter()
+    /// On the rank that keeps a copy of every checkpoint (node-local run directories on several
+    /// hosts: ResumableRun.swift), its own directory; nil elsewhere.
+    var replicaDirectory: String?
     /// Every rank's hostname, in rank order.
     let hosts: [String]
     /// This rank's compute time (steps outside collectives) in the epoch so far, for the

@@ -2,6 +2,7 @@
 // rsh agent): ranks on separate hosts over TCP train the same bits as one process, and a rank
 // killed on one host ends the job quickly. Skipped, with the testbed's one-line reason, where
 // namespaces cannot be made (not root, no iproute2).
+import Formats
 import Foundation
 import Training
 import TrainingTestSupport
@@ -91,5 +92,42 @@ final class TestbedTests: XCTestCase {
         }
         XCTAssertNotEqual(status, 0, "a job that lost a rank must fail: \(r.output)")
         XCTAssertLessThan(seconds, 10, r.output)
+    }
+
+    /// Node-local run directories ("{host}" in output.dir): node1's first rank keeps a copy of
+    /// every checkpoint. A job that fails after its step-20 checkpoint loses node0 with its disk
+    /// (its directory is deleted); restarted with rank 0 on node1 (mpirun started there), the run
+    /// resumes from node1's copy and ends with the one-process run's bits.
+    func testLosingRankZerosHostAndItsDiskResumesFromTheCopyOnTheNextHost() throws {
+        try requireTestbed()
+        let data = try writeIDXDirectory()
+        let config = try cli.writeConfig(smallMLPConfig(extra: "checkpoint: {every_steps: 10}")
+            .replacingOccurrences(of: "path: /nonexistent", with: "path: \(data)").replacingOccurrences(of: "max_steps: 50", with: "max_steps: 40"))
+        let runs = makeTempDir("lockstep-replica")
+        let single = try cli.run([cli.lockstep, "train", "--config", config, "--set", "output.dir=\(runs)/one"])
+        XCTAssertEqual(single.status, 0, single.output)
+        let reference = try SafeTensorsFile.read(path: "\(runs)/one/ckpt-step00000040.safetensors")
+        let dir = "output.dir=\(runs)/{host}/run"
+        let failed = try cli.run([testbed, "--hosts", "2", "--", train, "-n", "2", config, "--set", dir],
+                                 environment: ["LOCKSTEP_BIN": cli.lockstep, "LOCKSTEP_FAULT_RANK": "1", "LOCKSTEP_FAULT_STEP": "25"], timeout: 120)
+        XCTAssertNotEqual(failed.status, 0, failed.output)
+        XCTAssertTrue(failed.output.contains("checkpoints also kept by rank 1 on node1"), failed.output)
+        for host in ["node0", "node1"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(runs)/\(host)/run/ckpt-step00000020.safetensors"), host)
+        }
+        try FileManager.default.removeItem(atPath: "\(runs)/node0")
+        let script = """
+        tac "$LOCKSTEP_TESTBED_HOSTFILE" > "$3/hosts"
+        "$LOCKSTEP_TESTBED_ON" node1 env LOCKSTEP_TESTBED_HOSTFILE="$3/hosts" "$1" -n 2 "$2" --set "$4" --resume auto
+        """
+        let resumed = try cli.run([testbed, "--hosts", "2", "--", "bash", "-c", script, "replica-test", train, config, runs, dir],
+                                  environment: ["LOCKSTEP_BIN": cli.lockstep], timeout: 120)
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertTrue(resumed.output.contains("resumed from \(runs)/node1/run/ckpt-step00000020.safetensors"), resumed.output)
+        let final = try SafeTensorsFile.read(path: "\(runs)/node1/run/ckpt-step00000040.safetensors")
+        XCTAssertEqual(final.entries.map(\.name), reference.entries.map(\.name))
+        for e in reference.entries {
+            XCTAssertEqual(final.entry(e.name).map { final.values($0).map(\.bitPattern) }, reference.values(e).map(\.bitPattern), e.name)
+        }
     }
 }
