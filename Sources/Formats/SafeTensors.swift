@@ -42,7 +42,11 @@ public struct SafeTensorsFile {
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: json)
         for t in tensors {
+            #if _endian(little)
+            out.append(contentsOf: UnsafeRawBufferPointer(t.values))   // already little-endian: one copy
+            #else
             for v in t.values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+            #endif
         }
         return out
     }

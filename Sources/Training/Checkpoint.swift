@@ -57,8 +57,9 @@ extension Trainer {
     }
 
     /// Serialises the full training state with `metricsJSON` (the latest metrics record) in its
-    /// metadata. Call on every rank (it is cheap); only rank 0 writes.
-    public func checkpointBytes(epochSums: [Double], metricsJSON: String) throws -> [UInt8] {
+    /// metadata. Call on every rank (a sharded state is gathered); with `encode: false` a rank
+    /// takes part in that and returns no bytes (ranks that write no file).
+    public func checkpointBytes(epochSums: [Double], metricsJSON: String, encode: Bool = true) throws -> [UInt8] {
         let meta: [String: String] = [
             "format": "lockstep",
             "format_version": Checkpointer.formatVersion,
@@ -82,6 +83,7 @@ extension Trainer {
         for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
         // The whole arena's state (a sharded step's blocks gathered from every rank).
         return try withFullOptimizerState { state in
+            guard encode else { return [] }
             for (stateName, buffer) in state {
                 for p in model.parameters.entries {
                     tensors.append(("optimizer.\(stateName).\(p.name)", p.shape,

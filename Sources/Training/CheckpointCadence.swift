@@ -48,7 +48,9 @@ extension Trainer {
         var global = sums
         try communicator.allReduce(&global)
         // With local BN the file holds the running statistics that evaluation uses.
-        return try withEvaluationBuffers { try checkpointBytes(epochSums: global, metricsJSON: metricsJSON) }
+        // Only the ranks that write a file (rank 0, the replica) encode the bytes.
+        let writes = rank == 0 || replicaDirectory != nil
+        return try withEvaluationBuffers { try checkpointBytes(epochSums: global, metricsJSON: metricsJSON, encode: writes) }
     }
 
     /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones, on the background
