@@ -7,7 +7,7 @@ import TensorCore
 
 public struct BenchmarkResult {
     public var runs: [Double]            // samples/s of each timed run (global samples)
-    public var median: Double { runs.sorted()[runs.count / 2] }
+    public var median: Double { TensorCore.median(runs) }
     public var layerNames: [String]
     public var forwardSeconds: [Double]  // per step
     public var backwardSeconds: [Double] // per step
@@ -32,8 +32,6 @@ public struct BenchmarkResult {
     /// The roofline lines (this machine's sgemm peak and bandwidth, each layer against them).
     public var roofline: [String] = []
 }
-
-func median(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.sorted()[v.count / 2] }
 
 extension Trainer {
     /// Runs `warmup` steps, then `runs` timed runs of `steps` steps each, then one profiled run.

@@ -1,8 +1,17 @@
-// The one clock for timings: monotonic seconds (never jumps with the wall clock).
+// The one clock for timings: monotonic seconds (never jumps with the wall clock), and the median
+// that timings are quoted by.
 import Foundation
 
 public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// The median of timings (the mean of the two middle values for an even count; 0 for none):
+/// what benchmarks quote and what the straggler report compares ranks against.
+public func median(_ values: [Double]) -> Double {
+    guard !values.isEmpty else { return 0 }
+    let sorted = values.sorted(), n = sorted.count
+    return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
 }

@@ -81,13 +81,8 @@ extension Trainer {
     /// The ranks whose compute time exceeds the median's by more than `threshold` (a fraction).
     static func stragglers(_ compute: [Double], threshold: Double) -> [Int] {
         guard threshold > 0, compute.count > 1 else { return [] }
-        let median = Self.median(compute)
+        let median = median(compute)
         return compute.indices.filter { compute[$0] > median * (1 + threshold) }
-    }
-
-    static func median(_ v: [Double]) -> Double {
-        let sorted = v.sorted(), n = sorted.count
-        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
     }
 
     /// The end of an epoch: global train sums, the replica check, evaluation, the metrics record.
@@ -122,7 +117,7 @@ extension Trainer {
     /// "  straggler: rank 1 on node1 (1.9× the median compute per step)", or "".
     func stragglerNote(_ m: EpochMetrics) -> String {
         guard let slow = m.stragglers, !slow.isEmpty, let compute = m.rankComputeSecondsPerStep else { return "" }
-        let median = Self.median(compute)
+        let median = median(compute)
         return slow.map { r in
             String(format: "  straggler: rank %d on %@ (%.1f× the median compute per step)", r, hosts[r] as NSString, compute[r] / max(median, 1e-12))
         }.joined()

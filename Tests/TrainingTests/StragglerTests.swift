@@ -4,6 +4,7 @@
 import Collectives
 import Configuration
 import Formats
+import TensorCore
 import Foundation
 @testable import Training
 import TrainingTestSupport
@@ -16,7 +17,8 @@ final class StragglerTests: XCTestCase {
         XCTAssertEqual(Trainer.stragglers([1, 2], threshold: 0.25), [1], "2 is 1.33× the median 1.5")
         XCTAssertEqual(Trainer.stragglers([1, 5], threshold: 0), [], "0 turns the report off")
         XCTAssertEqual(Trainer.stragglers([3], threshold: 0.25), [], "one rank has no peers")
-        XCTAssertEqual(Trainer.median([4, 1, 3]), 3)
+        XCTAssertEqual(median([4, 1, 3]), 3)
+        XCTAssertEqual(median([4, 1, 3, 2]), 2.5)
     }
 
     /// Rank 1 of 2 spends 8 ms more per step (LOCKSTEP_FAULT_SLOW spins, like compute): it is
