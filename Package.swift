@@ -93,7 +93,7 @@ let package = Package(
         .testTarget(name: "ReportsTests", dependencies: ["Reports", "Training", "Formats", "TestSupport", "TrainingTestSupport"]),
         .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "Training", "Configuration", "TestSupport", "TrainingTestSupport"]),
         .testTarget(name: "StudiesTests", dependencies: ["Studies", "Training", "Configuration", "Reports", "TestSupport", "TrainingTestSupport"]),
-        .testTarget(name: "DeployTests", dependencies: ["Deploy", "Training", "Configuration", "Formats", "Datasets", "TestSupport", "TrainingTestSupport"]),
+        .testTarget(name: "DeployTests", dependencies: ["Deploy", "Training", "Configuration", "Formats", "Reports", "Datasets", "TestSupport", "TrainingTestSupport"]),
         .testTarget(name: "LaunchTests", dependencies: ["Launch", "Training", "Configuration", "Collectives"]),
         // The `lockstep` executable and the launch/ scripts, run as a user runs them.
         .testTarget(name: "CLITests", dependencies: ["Training", "Configuration", "Formats", "TestSupport", "TrainingTestSupport"]),
