@@ -5,7 +5,6 @@
 //       step 10"), creates F and sleeps 4 s, so that a test can cut a link exactly there;
 //   LOCKSTEP_FAULT_RANK=r LOCKSTEP_FAULT_SLOW=ms   rank r spends ms more per step (a straggler).
 // launch/train passes these variables on to every rank.
-import Configuration
 import Foundation
 import TensorCore
 
@@ -24,7 +23,7 @@ struct FaultInjection {
 
     func failIfAt(step: Int) throws {
         if let failAtStep, failAtStep == step {
-            throw ConfigError("injected fault at step \(step) (LOCKSTEP_FAULT_RANK/LOCKSTEP_FAULT_STEP)")
+            throw InjectedFault(message: "injected fault at step \(step) (LOCKSTEP_FAULT_RANK/LOCKSTEP_FAULT_STEP)")
         }
     }
 
@@ -40,4 +39,10 @@ struct FaultInjection {
         _ = FileManager.default.createFile(atPath: pause.file, contents: Data(context.utf8))
         sleep(4)
     }
+}
+
+/// The error a test's injected fault throws (not a config error: nothing was wrong with the input).
+struct InjectedFault: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
 }
