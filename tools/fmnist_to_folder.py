@@ -7,26 +7,13 @@ Layout: OUT_DIR/<split>/<k>-<name>/<index:05d>.png for split train and test, whe
 label and name the class name with '/' and ' ' replaced by '_'. Folder names sort in label order
 (k is one digit), and with `data.file_order: name` the files of a split are read in IDX order,
 so a folder run must give the IDX run's bits (PNG is lossless). --limit keeps the first N images
-of each split. Pure Python (zlib); about 25 s for all 70,000 images.
+of each split. Pure Python (zlib, through make_test_pngs.py).
 """
-import argparse, gzip, os, struct, sys, zlib
+import argparse, os, struct, sys
+
+from make_test_pngs import png, read   # the same pure-Python PNG writer and IDX reader
 
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-def png(width, height, rows):
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    raw = b"".join(b"\x00" + row for row in rows)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-
-
-def read(path):
-    for p in (path + ".gz", path):
-        if os.path.exists(p):
-            return gzip.open(p).read() if p.endswith(".gz") else open(p, "rb").read()
-    raise SystemExit(f"fmnist_to_folder: {path}(.gz) not found")
 
 
 def main():
