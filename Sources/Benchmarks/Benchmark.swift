@@ -132,7 +132,7 @@ extension BenchmarkResult {
         let other = stepSeconds - layerTotal - dataSeconds - lossSeconds - zeroingSeconds - optimizerSeconds - gradientAllReduceSeconds - exactSumSeconds
         for (name, t) in [("data (batch + augmentation)", dataSeconds), ("loss", lossSeconds), ("zeroing gradients", zeroingSeconds),
                           ("optimizer step", optimizerSeconds), ("gradient all-reduce", gradientAllReduceSeconds),
-                          ("exact sums (scales, quantise)", exactSumSeconds), ("other", other)] {
+                          ("exact sums (chunk tree, words)", exactSumSeconds), ("other", other)] {
             lines.append(name.padding(toLength: 33, withPad: " ", startingAt: 0) + String(format: " %11.3f ms      %6.1f%%", 1000 * t, 100 * t / stepSeconds))
         }
         return (lines + roofline).joined(separator: "\n")

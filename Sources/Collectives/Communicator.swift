@@ -30,6 +30,16 @@ public protocol Communicator: AnyObject {
     func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Int64>, counts: [Int]) throws
     /// Each rank's block of `buffer` (blocks as in reduceScatter) is copied into every other rank's.
     func allGather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws
+    /// Exact mode's chunk-tree exchange (a reduce-scatter whose reduction the caller does in a
+    /// fixed order): this rank's `pieces[rank]` pieces of `stride` floats lie one after another at
+    /// `local`; rank q receives elements `segments[q]` of every rank's pieces, piece after piece
+    /// in rank order, at `received` (segments[q].count floats per piece). Every rank passes the
+    /// same pieces and segments.
+    func scatterPieces(_ local: UnsafeMutablePointer<Float>, pieces: [Int], stride: Int, segments: [Range<Int>],
+                       into received: UnsafeMutablePointer<Float>) throws
+    /// The same, started (overlap buckets); `local` and `received` must stay put until it completes.
+    func startScatterPieces(_ local: UnsafeMutablePointer<Float>, pieces: [Int], stride: Int, segments: [Range<Int>],
+                            into received: UnsafeMutablePointer<Float>) throws -> PendingCollective
     /// Copies `root`'s bytes into every other rank's buffer (all buffers have the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
@@ -127,6 +137,35 @@ extension Communicator {
         for (r, n) in counts.enumerated() {
             if n > 0 { try broadcast(UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[offset..<(offset + n)])), root: r) }
             offset += n
+        }
+    }
+
+    /// The blocking fallback of startScatterPieces.
+    public func startScatterPieces(_ local: UnsafeMutablePointer<Float>, pieces: [Int], stride: Int, segments: [Range<Int>],
+                                   into received: UnsafeMutablePointer<Float>) throws -> PendingCollective {
+        try scatterPieces(local, pieces: pieces, stride: stride, segments: segments, into: received)
+        return CompletedCollective()
+    }
+    /// The fallback of scatterPieces: each rank broadcasts the segments' span of each of its
+    /// pieces in turn, and every rank keeps its own segment.
+    public func scatterPieces(_ local: UnsafeMutablePointer<Float>, pieces: [Int], stride: Int, segments: [Range<Int>],
+                              into received: UnsafeMutablePointer<Float>) throws {
+        precondition(pieces.count == size && segments.count == size && segments.allSatisfy { $0.upperBound <= stride },
+                     "scatterPieces: one piece count and one segment per rank, within the stride")
+        let lo = segments.map(\.lowerBound).min() ?? 0, hi = max(segments.map(\.upperBound).max() ?? 0, lo)
+        let mine = segments[rank]
+        guard hi > lo else { return }
+        var span = [Float](repeating: 0, count: hi - lo)
+        var piece = 0
+        for (r, n) in pieces.enumerated() {
+            for k in 0..<n {
+                try span.withUnsafeMutableBufferPointer { b in
+                    if r == rank { b.baseAddress!.update(from: local + k * stride + lo, count: hi - lo) }
+                    try broadcast(UnsafeMutableRawBufferPointer(b), root: r)
+                    (received + piece * mine.count).update(from: b.baseAddress! + (mine.lowerBound - lo), count: mine.count)
+                }
+                piece += 1
+            }
         }
     }
 

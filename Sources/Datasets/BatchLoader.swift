@@ -17,6 +17,14 @@ public struct LocalBatch: Sendable {
     /// Exact mode: how many of this rank's chunks precede this micro-batch in the step (its first
     /// chunk's gradient slot). 0 otherwise.
     public var chunkOffset: Int
+    /// Exact mode: the micro-batch's chunks over all ranks, and this rank's run of them (a
+    /// contiguous range of chunk positions). 0 and 0..<0 otherwise.
+    public var globalChunks: Int = 0
+    public var chunkRun: Range<Int> = 0..<0
+
+    public init(indices: [Int], chunkOffset: Int, globalChunks: Int = 0, chunkRun: Range<Int> = 0..<0) {
+        (self.indices, self.chunkOffset, self.globalChunks, self.chunkRun) = (indices, chunkOffset, globalChunks, chunkRun)
+    }
 }
 
 /// Samples ready for the model, and their labels in the same order.
@@ -70,7 +78,12 @@ public final class BatchLoader {
             let microBatch = global[(global.startIndex + part.lowerBound)..<(global.startIndex + part.upperBound)]
             let mine = GlobalBatchSampler.shard(total: microBatch.count, chunk: chunk, rank: rank, worldSize: worldSize)
             let indices = Array(microBatch[(microBatch.startIndex + mine.lowerBound)..<(microBatch.startIndex + mine.upperBound)])
-            micro.append(LocalBatch(indices: indices, chunkOffset: offset))
+            var local = LocalBatch(indices: indices, chunkOffset: offset)
+            if let chunk {
+                local.globalChunks = (microBatch.count + chunk - 1) / chunk
+                local.chunkRun = GlobalBatchSampler.shard(total: local.globalChunks, rank: rank, worldSize: worldSize)
+            }
+            micro.append(local)
             if let chunk {
                 offset += (indices.count + chunk - 1) / chunk
                 total += (microBatch.count + chunk - 1) / chunk

@@ -95,9 +95,7 @@ public class BatchNorm: Layer {
         var chunkStats = [Double](repeating: 0, count: 2 * c)
         context.chunking.forEach(n) { rows, _ in
             statistics(x, rows, into: &chunkStats)
-            exact.withUnsafeMutableBufferPointer { e in
-                for v in 0..<(2 * c) { ExactSum.add(chunkStats[v], into: e.baseAddress! + v * w) }
-            }
+            exact.withUnsafeMutableBufferPointer { e in ExactSum.add(chunkStats, count: 2 * c, into: e.baseAddress!) }
         }
         exact[2 * c * w] = Int64(n * s)
         try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
@@ -231,9 +229,7 @@ public class BatchNorm: Layer {
             gradientSums(dOut, xhat, rows, into: &chunkSums)
             let gb = beta.gradient(slot: slot), gg = gamma.gradient(slot: slot)
             for ch in 0..<c { gb[ch] += Float(chunkSums[ch]); gg[ch] += Float(chunkSums[c + ch]) }
-            exact.withUnsafeMutableBufferPointer { e in
-                for v in 0..<(2 * c) { ExactSum.add(chunkSums[v], into: e.baseAddress! + v * w) }
-            }
+            exact.withUnsafeMutableBufferPointer { e in ExactSum.add(chunkSums, count: 2 * c, into: e.baseAddress!) }
         }
         guard needInputGradient else { return nil }
         try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }

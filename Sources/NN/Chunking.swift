@@ -4,7 +4,7 @@
 // position in the global batch, and every rank holds whole chunks. Each layer runs its GEMMs
 // and reductions per chunk, so a chunk's arithmetic is the same on whichever rank computes it
 // and however many chunks share the rank; each chunk's parameter gradients go into a slot of
-// their own (Arena.useChunkSlots), to be summed exactly (TensorCore's FixedPoint) rather than in
+// their own (Arena.useChunkSlots), to be added in the fixed chunk tree (TensorCore's ChunkTree) rather than in
 // float order. In the default fast path (`size == nil`) the whole local batch is one chunk and
 // every chunk adds into the one gradient buffer.
 

@@ -1,7 +1,7 @@
 // Dense (fully connected): y = x·Wᵀ + b, with W of shape (out, in) as in PyTorch. Forward and the
-// input gradient go through CKernels' row-wise GEMM (batch-invariant); the weight gradient's chunk
-// sums are rounded into fixed point while hot in exact mode (fixed_dense.c), or summed by one
-// sgemm per chunk into the gradient on the float path.
+// input gradient go through CKernels' row-wise GEMM (batch-invariant); in exact mode the weight
+// gradient's chunk sums are added in the chunk tree while hot (tree_dense.c), on the float path
+// one sgemm per local batch adds into the gradient.
 import CKernels
 import TensorCore
 
@@ -32,7 +32,7 @@ public final class Dense: Layer {
         weight = Parameter(name: "\(name).weight", shape: [outFeatures, inFeatures], initializer: initializer,
                            fanIn: inFeatures, fanOut: outFeatures, isWeight: true)
         self.bias = bias ? Parameter(name: "\(name).bias", shape: [outFeatures], initializer: .zeros) : nil
-        weight.quantizesWhileHot = true
+        weight.sumsOwnChunks = true
     }
 
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
@@ -70,14 +70,11 @@ public final class Dense: Layer {
         let x = input!
         let n = x.shape[0]
         let dx = needInputGradient ? reuse(&dInput, [n, inFeatures]) : nil
-        if let hot = weight.hot, let size = chunking.size {
-            // Every chunk's dYᵀ·X, rounded into the fixed-point sums as it leaves the registers.
-            var maxAbs = hot.maxAbs
-            var bad: Int32 = 0
-            lockstep_fixed_dense_wgrad(-1, dOut.data, x.data, n, outFeatures, inFeatures, size,
-                                       hot.exponent == nil ? nil : hot.acc, Int32(hot.exponent ?? 0), &maxAbs, &bad)
-            hot.maxAbs = maxAbs
-            if bad != 0 { hot.nonFinite = true }
+        if let blocks = weight.hot, let size = chunking.size {
+            // Every chunk's dYᵀ·X, added in the chunk tree as it leaves the registers.
+            let dst = blocks.bases.map { $0.map { $0 + weight.offset } }
+            lockstep_tree_dense_wgrad(-1, dOut.data, x.data, n, outFeatures, inFeatures, size,
+                                      Int32(blocks.first.count), blocks.first, blocks.count, dst)
         }
         chunking.forEach(n) { rows, slot in
             let dY = dOut.data + rows.lowerBound * outFeatures

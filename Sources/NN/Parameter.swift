@@ -41,12 +41,13 @@ public final class Parameter {
     /// in place (stride 0), or a separate slot per chunk in exact mode (see Arena.useChunkSlots).
     var slotBase: UnsafeMutablePointer<Float>! = nil
     var slotStride = 0
-    /// Set by a layer whose backward rounds its chunk sums straight into fixed point (Dense's
-    /// weight, through CKernels' lockstep_fixed_dense_wgrad) instead of writing chunk slots.
-    public var quantizesWhileHot = false
-    /// Exact mode, for a parameter that quantizes while hot: where this step's sums go. Nil on
-    /// the float path (the layer then adds into `gradient(slot:)` as every other layer does).
-    public var hot: HotGradient?
+    /// Set by a layer whose backward sums its own chunks in the tree (Dense's weight, through
+    /// CKernels' lockstep_tree_dense_wgrad) instead of writing chunk slots.
+    public var sumsOwnChunks = false
+    /// Exact mode, for a parameter that sums its own chunks: where this micro-batch's block sums
+    /// go. Nil on the float path (the layer then adds into `gradient(slot:)` as every other
+    /// layer does).
+    public var hot: ChunkBlocks?
 
     public init(name: String, shape: [Int], initializer: Initializer, fanIn: Int = 1, fanOut: Int = 1, isWeight: Bool = false) {
         self.name = name
@@ -66,19 +67,15 @@ public final class Parameter {
     public func gradient(slot: Int) -> UnsafeMutablePointer<Float> { slotBase + slot * slotStride }
 }
 
-/// Exact mode's target for a layer that quantizes its chunk sums while they are in registers:
-/// acc[i] += round(chunk sum·2^exponent) (TensorCore's FixedPoint encoding), or, when `exponent`
-/// is nil (a measuring pass), nothing but `maxAbs`. The gradient reducer owns `acc` and reads back
-/// `maxAbs` (the largest |chunk sum| this rank saw) and `nonFinite`.
-public final class HotGradient {
-    public var acc: UnsafeMutablePointer<Int64>
-    public var exponent: Int?
-    public var maxAbs: Float = 0
-    public var nonFinite = false
-    public init(acc: UnsafeMutablePointer<Int64>, exponent: Int?) {
-        self.acc = acc
-        self.exponent = exponent
-    }
+/// Exact mode's target for a layer that sums its chunks itself: for each block b, the local
+/// chunks [first[b], first[b] + count[b]) of the micro-batch, added in the chunk tree (TensorCore's
+/// ChunkTree) and written to `bases[b] + parameter.offset` (each base a vector laid out like the
+/// arena). The gradient reducer owns the blocks and sets them before each micro-batch.
+public final class ChunkBlocks {
+    public var first: [Int32] = []
+    public var count: [Int32] = []
+    public var bases: [UnsafeMutablePointer<Float>?] = []
+    public init() {}
 }
 
 /// One flat buffer (and optionally a gradient buffer of the same layout) holding many parameters.
@@ -130,7 +127,7 @@ public final class Arena {
     public private(set) var slotCount = 0
 
     /// Gives every chunk of the next backward passes its own gradient slot (at least `n` slots),
-    /// so that chunk sums can be combined exactly rather than in float order.
+    /// so that chunk sums can be added in the chunk tree rather than in the order they arrive.
     public func useChunkSlots(_ n: Int) {
         precondition(grads != nil, "an arena without gradients has no slots")
         if n > slotCount {
@@ -154,9 +151,9 @@ public final class Arena {
     /// Zeroes the first `n` slots (of the parameters that use slots: not those that quantize while hot).
     public func zeroSlots(_ n: Int) {
         guard let slots, n > 0 else { return }
-        // The arena's ranges between parameters that quantize while hot.
+        // The arena's ranges between parameters that sum their own chunks.
         var ranges: [Range<Int>] = [], lo = 0
-        for p in entries where p.quantizesWhileHot {
+        for p in entries where p.sumsOwnChunks {
             if p.offset > lo { ranges.append(lo..<p.offset) }
             lo = p.offset + p.count
         }

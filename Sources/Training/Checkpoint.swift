@@ -75,9 +75,6 @@ extension Trainer {
             "bn_mode": config.bn.mode.rawValue,
             "config": config.resolvedYAML,
             "metrics": metricsJSON,
-            // Exact mode's scales for the next step (ExactGradients.swift), as float bit patterns:
-            // a resume on any number of ranks rounds the next step exactly as this run would.
-            "exact_scale_maxima": (sync.scaleMaxima ?? []).map { String($0.bitPattern, radix: 16) }.joined(separator: ","),
         ]
         var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
         for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
@@ -176,23 +173,10 @@ extension Trainer {
             for (block, full) in zip(optimizer.state, state) { _ = block.values.update(fromContentsOf: full.values[owned]) }
         }
         optimizer.stepCount = optimizerSteps.flatMap { $0 } ?? savedStep
-        sync.scaleMaxima = try Self.scaleMaxima(meta["exact_scale_maxima"], tensors: model.parameters.entries.count, path: path)
         step = savedStep
         let sums = stored.map { $0.map { $0! } } ?? [0, 0, 0]
         resumedSums = sums
         return sums
-    }
-}
-
-extension Trainer {
-    /// The stored exact-mode scales: nil when absent or empty (the next step measures first).
-    static func scaleMaxima(_ text: String?, tensors: Int, path: String) throws -> [Float]? {
-        guard let text, !text.isEmpty else { return nil }
-        let values = text.split(separator: ",", omittingEmptySubsequences: false).map { UInt32($0, radix: 16).map(Float.init(bitPattern:)) }
-        guard values.count == tensors, values.allSatisfy({ $0 != nil && $0!.isFinite && $0! >= 0 }) else {
-            throw SafeTensorsError("\(path): metadata 'exact_scale_maxima' holds \(values.count) values, expected \(tensors) finite non-negative float bit patterns (one per parameter tensor)")
-        }
-        return values.map { $0! }
     }
 }
 

@@ -1,207 +1,225 @@
-// Exact mode's gradient reduction: chunk sums rounded to per-tensor fixed point and summed in
-// integers, optionally in buckets that overlap backward.
+// Exact mode's gradient reduction: each micro-batch's chunk sums are added in the fixed chunk tree
+// (TensorCore's ChunkTree), whose shape depends on the micro-batch alone, never on the ranks.
 //
-// The scale of each tensor is agreed one step ahead: step n rounds its values to multiples of
-// 2^-s, with s derived from the largest |chunk sum| of step n-1 over every rank (`scaleMaxima`,
-// kept in checkpoints) and `growthBits` of headroom for growth. Dense weights round their chunk
-// sums while they are still in registers (HotGradient, CKernels' fixed_dense.c); every other
-// parameter's chunk sums land in slots (Arena.useChunkSlots), rounded here after backward.
-// 1. Each rank adds its rounded values in Int64: integer sums are exact, so the order of chunks
-//    and ranks does not matter.
-// 2. Two collectives, started together: an Int64 all-reduce (sum) of the integers, with the
-//    step's metric words riding along; and a small float all-reduce (max) of this step's largest
-//    |chunk sum| per tensor, a non-finite flag and the stop flag.
-// 3. If every tensor's global maximum fit the scale (below 2^(budget - headroom) after scaling,
-//    so no sum can overflow, and at least `minimumBits` above its unit, so no precision is
-//    lost), every rank decodes the same integers into the same floats. Otherwise (the first
-//    step, where no maxima exist yet, or a jump of more than 2^growthBits) every rank knows it
-//    from the same maxima: the step is run again with scales from those maxima. A tensor
-//    without a previous maximum (nil exponent) only measures, and passes only if it is all zero.
-// With buckets (train.bucket_mb > 0) both collectives start per bucket of whole tensors as soon
-// as backward has finished them (the tail of the arena first); scales and sums are per tensor,
-// so the bits are those of the one-shot reduction. Error bound: see FixedPoint (ExactSum.swift).
+// 1. Each rank holds a run of whole chunks and cuts it into the largest tree nodes it covers
+//    (its blocks). Dense weights add their chunks in the tree while the values are in registers
+//    (CKernels' tree_dense.c, writing each block straight into the exchange buffer); every other
+//    parameter's chunk sums land in slots (Arena.useChunkSlots) and are added in the same tree
+//    after backward (ChunkTree.sum).
+// 2. A reduce-scatter whose reduction is ours: the arena (or a bucket of it) is cut into one
+//    segment per rank; every rank sends each rank that segment of its blocks (one
+//    MPI_Alltoallw), and each rank adds its segment of every block up the tree (ChunkTree.combine):
+//    the additions one process makes over the whole micro-batch, so the same bits on any number
+//    of ranks. An all-gather of the segments follows (ZeRO-1 sharding skips it: its segments
+//    are the shards). With one block per rank the bytes are a float ring all-reduce's, half of
+//    the Int64 sums this replaced. One rank alone writes its root straight into the gradients.
+//    Two ranks with one block each need no reduction of ours: the root is b0 + b1, and float
+//    addition is commutative, so MPI's own all-reduce (or reduce-scatter) gives exactly the
+//    tree's bits, with the float path's traffic. A start-up self-test (`PairSum`) checks that
+//    the MPI at hand adds two floats as IEEE does (no flush of subnormals, no other precision,
+//    as an in-network reduction might use); if not, the general exchange is used.
+// 3. With accumulation, micro-batch m's tree sum T_m is exchanged when its backward ends and the
+//    step's gradient is ((T_0 + T_1) + T_2) + ..., in micro-batch order.
+// With buckets (train.bucket_mb > 0, the step's last micro-batch) each bucket's exchange starts
+// as soon as backward has finished its tensors (the tail of the arena first); its all-gather
+// runs after backward. A NaN or infinity in a chunk sum propagates through the same additions on
+// every rank. Error bound: ChunkTree.swift.
 import Collectives
+import Datasets
 import NN
 import TensorCore
 
 final class ExactGradientReducer {
     let arena: Arena
-    /// Elements per tile of the slot sum: 32 KiB of Int64, within L1/L2.
-    static let tile = 4096
-    /// How far (in powers of two) a tensor's largest chunk sum may grow over the previous step's
-    /// before the step is measured again.
-    static let growthBits = 6
-    /// The least number of bits a tensor's largest value keeps after scaling (float carries 24).
-    static let minimumBits = 30
-    /// Every tensor's largest |chunk sum| over all ranks in the last pass: the next step's scales
-    /// (nil before the first step of a run that did not restore them).
-    var scaleMaxima: [Float]?
-    /// Metric words first, then the gradients' integer sums (so the last bucket, from tensor 0,
-    /// is contiguous with the words). Stable storage: buckets in flight point into it.
-    private var sums = UnsafeMutableBufferPointer<Int64>.allocate(capacity: 0)
-    private var words = 0
-    private var slotCount = 0, totalChunks = 0
-    /// This pass's scale exponent per tensor; nil: no maximum known, the tensor only measures.
-    private var exponents: [Int?]
-    /// Per tensor: the global maximum once its all-reduce is back.
-    private var measured: [Float]
-    private var nonFinite = false
+    /// The blocks the parameters that sum their own chunks write to (shared by all of them).
+    let hot = ChunkBlocks()
+    private var communicator: Communicator?
+    /// This micro-batch: the global chunk count, every rank's blocks, and where rank r's first
+    /// block is in the global block order.
+    private var total = 0
+    private var blocks: [[Range<Int>]] = []
+    private var firstBlock: [Int] = []
+    private var part: LocalBatch?
+    /// One rank: its blocks are the whole tree, and the root is written into the target directly.
+    private var direct = false
+    /// Two ranks with one block each, summed by MPI's all-reduce (see the top of this file).
+    private var pair = false
+    /// Whether this MPI adds two floats exactly as IEEE does (PairSum; nil until measured).
+    private var pairSumIsExact: Bool?
+    /// This rank's block sums, one arena-sized vector each.
+    private var local = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+    /// Received segments: per exchange, every block's segment in global block order.
+    private var received = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+    private var scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+    /// Where micro-batches after the first put their tree sum before it is added to the gradient.
+    private var partial = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+    private var firstMicroBatch = true
     private var bucketFloats = Int.max
     private var unsentTensor = 0
-    private var communicator: Communicator?
-    private var hot: [HotGradient?]
+    private var shards: ShardLayout?
 
-    private final class Bucket {
-        let tensors: Range<Int>
-        /// Per tensor, then the non-finite flag; stable storage for the all-reduce in flight.
-        let maxima: UnsafeMutableBufferPointer<Float>
-        var maxRequest: PendingCollective?
-        var sumRequest: PendingCollective?
-        init(tensors: Range<Int>, extra: Int) {
-            self.tensors = tensors
-            maxima = .allocate(capacity: tensors.count + extra)
-            maxima.initialize(repeating: 0)
-        }
-        deinit { maxima.deallocate() }
+    /// An exchange in flight: an arena range, every rank's segment of it, where this rank's
+    /// segments of all blocks arrive.
+    private struct Exchange {
+        let range: Range<Int>
+        let segments: [Range<Int>]
+        let received: Int
+        let request: PendingCollective
+        /// Summed by MPI already (the pair case): nothing to combine or gather.
+        var summed = false
     }
-    private var buckets: [Bucket] = []
+    private var exchanges: [Exchange] = []
+    private var receivedUsed = 0
 
     init(arena: Arena) {
         self.arena = arena
-        exponents = [Int?](repeating: nil, count: arena.entries.count)
-        measured = [Float](repeating: 0, count: arena.entries.count)
-        hot = arena.entries.map { $0.quantizesWhileHot ? HotGradient(acc: UnsafeMutablePointer(bitPattern: 8)!, exponent: nil) : nil }
+        for p in arena.entries where p.sumsOwnChunks { p.hot = hot }
     }
     deinit {
-        sums.deallocate()
+        local.deallocate(); received.deallocate(); scratch.deallocate(); partial.deallocate()
         for p in arena.entries { p.hot = nil }
     }
 
-    struct Outcome {
-        /// Some rank asked to stop after this step.
-        var stop: Bool
-        /// Some rank's gradient held an infinity or NaN (the gradients are then NaN).
-        var nonFinite: Bool
-        /// A tensor's values did not fit its scale: run the step again (scales now fit).
-        var retry: Bool
+    /// Before the step's first micro-batch. With `shards` (ZeRO-1) each rank reduces its shard only.
+    func beginStep(communicator: Communicator, shards: ShardLayout? = nil) throws {
+        self.communicator = communicator
+        if pairSumIsExact == nil { pairSumIsExact = communicator.size == 2 ? try PairSum.isExact(communicator) : false }
+        self.shards = shards
+        firstMicroBatch = true
     }
 
-    /// Before the step's backward passes (each pass of a retried step too): scales from the last
-    /// maxima, zeroed sums, the hot targets. `bucketBytes` 0 reduces everything in `finish`.
-    func begin(slotCount: Int, totalChunks: Int, words: Int, bucketBytes: Int, communicator: Communicator) {
-        (self.slotCount, self.totalChunks, self.words, self.communicator) = (slotCount, totalChunks, words, communicator)
-        if sums.count != arena.count + words {
-            sums.deallocate()
-            sums = .allocate(capacity: arena.count + words)
+    /// Before each micro-batch's backward: its tree, this rank's blocks and their targets.
+    /// `bucketBytes` 0 reduces everything in `finishMicroBatch`.
+    func beginMicroBatch(_ part: LocalBatch, bucketBytes: Int) {
+        guard let communicator else { preconditionFailure("ExactGradientReducer.beginMicroBatch before beginStep") }
+        let ranks = communicator.size, rank = communicator.rank
+        self.part = part
+        total = part.globalChunks
+        blocks = (0..<ranks).map { ChunkTree.blocks(GlobalBatchSampler.shard(total: total, rank: $0, worldSize: ranks), total: total) }
+        firstBlock = blocks.reduce(into: [0]) { $0.append($0.last! + $1.count) }
+        let count = firstBlock.last!
+        direct = ranks == 1
+        pair = pairSumIsExact == true && ranks == 2 && blocks[0].count == 1 && blocks[1].count == 1
+        if !direct && !pair {
+            grow(&local, blocks[rank].count * arena.count)
+            // Segments of all exchanges: at most ⌈range/ranks⌉ per exchange, one exchange per
+            // tensor at most; or a shard.
+            let segment = max(shards?.counts.max() ?? 0, arena.count / ranks + arena.entries.count + 1)
+            grow(&received, count * segment)
+            grow(&scratch, ChunkTree.scratchNeeded(blocks.flatMap { $0 }, total: total) * segment)
         }
-        sums.update(repeating: 0)
-        for t in exponents.indices {
-            exponents[t] = scaleMaxima.flatMap { m in
-                m[t] > 0 && m[t].isFinite ? FixedPoint.scaleExponent(maximum: m[t], terms: totalChunks) - Self.growthBits : nil
-            }
-        }
-        for (t, p) in arena.entries.enumerated() {
-            guard let h = hot[t] else { continue }
-            h.acc = sums.baseAddress! + words + p.offset
-            h.exponent = exponents[t]
-            h.maxAbs = 0
-            h.nonFinite = false
-            p.hot = h
-        }
-        bucketFloats = bucketBytes > 0 ? max(bucketBytes / 8, 1) : Int.max   // Int64 words on the wire
+        if !firstMicroBatch { grow(&partial, arena.count) }
+        let mine = blocks[rank]
+        hot.first = mine.map { Int32($0.lowerBound - part.chunkRun.lowerBound) }
+        hot.count = mine.map { Int32($0.count) }
+        hot.bases = mine.indices.map { blockBase($0) }
+        bucketFloats = bucketBytes > 0 ? max(bucketBytes / 4, 1) : Int.max
         unsentTensor = arena.entries.count
-        nonFinite = false
-        buckets = []
+        exchanges = []
+        receivedUsed = 0
+    }
+
+    private func grow(_ buffer: inout UnsafeMutableBufferPointer<Float>, _ count: Int) {
+        if buffer.count < count { buffer.deallocate(); buffer = .allocate(capacity: count) }
+    }
+
+    /// The gradient this micro-batch's tree sum goes to.
+    private var target: UnsafeMutablePointer<Float> { firstMicroBatch ? arena.grads!.baseAddress! : partial.baseAddress! }
+
+    /// Where this rank's block k is summed (arena layout).
+    private func blockBase(_ k: Int) -> UnsafeMutablePointer<Float> {
+        direct || pair ? target : local.baseAddress! + k * arena.count
     }
 
     /// After a layer's backward (bucketed runs): gradients from arena offset `start` on are final.
     func layerFinished(start: Int) throws {
         let entries = arena.entries
         let first = entries.firstIndex { $0.offset >= start } ?? entries.count
-        guard first < unsentTensor, let communicator else { return }
+        guard first < unsentTensor else { return }
         if span(first..<unsentTensor).count >= bucketFloats {
-            let bucket = Bucket(tensors: first..<unsentTensor, extra: 1)
-            bucket.maxima[bucket.tensors.count] = reduceLocally(bucket.tensors, maxima: bucket.maxima) ? 1 : 0
-            bucket.maxRequest = try communicator.startAllReduce(bucket.maxima, op: .max)
-            let floats = span(bucket.tensors)
-            bucket.sumRequest = try communicator.startAllReduce(UnsafeMutableBufferPointer(rebasing: sums[(words + floats.lowerBound)..<(words + floats.upperBound)]), op: .sum)
-            buckets.append(bucket)
+            try send(first..<unsentTensor, wait: false)
             unsentTensor = first
         }
-        for b in buckets { _ = try b.maxRequest?.test(); _ = try b.sumRequest?.test() }
+        for e in exchanges { _ = try e.request.test() }
     }
 
-    /// After backward: reduces the tensors not yet sent (with the flags and `extras`, Int64 words
-    /// summed over ranks), waits for every bucket and decodes all gradients. With `shards` (no
-    /// buckets) the sums are reduce-scattered instead: each rank decodes its block only, and the
-    /// words reach rank 0 alone (zeros elsewhere).
-    func finish(stop: Bool, extras: inout [Int64], shards: ShardLayout? = nil) throws -> Outcome {
-        guard let communicator else { preconditionFailure("ExactGradientReducer.finish without begin") }
-        precondition(extras.count == words)
-        let rest = Bucket(tensors: 0..<unsentTensor, extra: 2)
-        // A non-finite loss (its words' overflow counter) poisons the step like a gradient does,
-        // so every rank learns of it even when only rank 0 receives the summed words.
-        let lossNonFinite = words >= ExactSum.width && extras[ExactSum.limbs] != 0
-        rest.maxima[rest.tensors.count] = reduceLocally(rest.tensors, maxima: rest.maxima) || lossNonFinite ? 1 : 0
-        rest.maxima[rest.tensors.count + 1] = stop ? 1 : 0
-        rest.maxRequest = try communicator.startAllReduce(rest.maxima, op: .max)
-        for (i, e) in extras.enumerated() { sums[i] = e }
-        let mine: Range<Int>
-        if let shards {
-            precondition(buckets.isEmpty && rest.tensors.count == arena.entries.count, "a sharded step has no buckets")
-            var counts = shards.counts
-            counts[0] += words
-            try communicator.reduceScatter(UnsafeMutableBufferPointer(rebasing: sums[0..<(words + arena.count)]), counts: counts)
-            mine = shards.ranges[communicator.rank]
-            for i in extras.indices { extras[i] = communicator.rank == 0 ? sums[i] : 0 }
-        } else {
-            try communicator.allReduce(UnsafeMutableBufferPointer(rebasing: sums[0..<(words + span(rest.tensors).upperBound)]), op: .sum)
-            mine = 0..<arena.count
-            for i in extras.indices { extras[i] = sums[i] }
-        }
-        for b in buckets + [rest] {
-            try b.maxRequest?.wait()
-            try b.sumRequest?.wait()
-            for (k, t) in b.tensors.enumerated() { measured[t] = b.maxima[k] }
-            if b.maxima[b.tensors.count] > 0 { nonFinite = true }
-        }
-        let outcome = Outcome(stop: rest.maxima[rest.tensors.count + 1] > 0, nonFinite: nonFinite, retry: false)
-        if outcome.nonFinite {   // every rank knows it alike
-            arena.flatGrads.update(repeating: .nan)
-            return outcome
-        }
-        let fits = measured.indices.allSatisfy { t in
-            guard measured[t] > 0 else { return true }
-            guard let s = exponents[t] else { return false }
-            let top = Int(measured[t].exponent) + s   // measured·2^s lies in [2^top, 2^(top+1))
-            return top + 1 <= FixedPoint.budget - FixedPoint.headroomBits(terms: totalChunks) && top >= Self.minimumBits
-        }
-        scaleMaxima = measured
-        if !fits { return Outcome(stop: false, nonFinite: false, retry: true) }
-        for (t, p) in arena.entries.enumerated() {
-            let r = (p.offset..<(p.offset + p.count)).clamped(to: mine)
-            if r.isEmpty { continue }
-            guard let s = exponents[t] else { (p.grad + (r.lowerBound - p.offset)).update(repeating: 0, count: r.count); continue }
-            FixedPoint.decode(sums.baseAddress! + words + r.lowerBound, r.count, exponent: s, into: p.grad + (r.lowerBound - p.offset))
-        }
-        return outcome
-    }
-
-    /// This rank's largest |chunk sum| per tensor of `tensors` into maxima[0...] (hot tensors
-    /// report theirs; slot tensors are scanned, then rounded into the sums); true when some
-    /// value is not finite.
-    private func reduceLocally(_ tensors: Range<Int>, maxima: UnsafeMutableBufferPointer<Float>) -> Bool {
-        var bad = false
-        for (k, t) in tensors.enumerated() {
-            if let h = hot[t] {
-                maxima[k] = h.maxAbs
-                bad = bad || h.nonFinite
-            } else {
-                bad = localMaximum(t, into: &maxima[k]) || bad
-                if let s = exponents[t] { quantize(t, exponent: s) }
+    /// Sums the slot tensors of `tensors` into this rank's blocks and starts their exchange.
+    private func send(_ tensors: Range<Int>, wait: Bool) throws {
+        guard let part, let communicator else { preconditionFailure("send before beginMicroBatch") }
+        let floats = span(tensors)
+        if floats.isEmpty { return }
+        for (k, block) in blocks[communicator.rank].enumerated() {
+            let leaves = (block.lowerBound..<block.upperBound).map {
+                UnsafePointer(arena.slot(part.chunkOffset + $0 - part.chunkRun.lowerBound).baseAddress!)
+            }
+            let base = blockBase(k)
+            for t in tensors where !arena.entries[t].sumsOwnChunks {
+                let p = arena.entries[t]
+                ChunkTree.sum(leaves.map { $0 + p.offset }, count: p.count, into: base + p.offset)
             }
         }
-        return bad
+        if direct { return }
+        if pair {
+            let values = UnsafeMutableBufferPointer(start: target + floats.lowerBound, count: floats.count)
+            var request: PendingCollective = CompletedCollective()
+            if let shards {
+                try communicator.reduceScatter(values, counts: shards.ranges.map { $0.clamped(to: floats).count })
+            } else if wait {
+                try communicator.allReduce(values, op: .sum)
+            } else {
+                request = try communicator.startAllReduce(values, op: .sum)
+            }
+            exchanges.append(Exchange(range: floats, segments: [], received: 0, request: request, summed: true))
+            return
+        }
+        let ranks = communicator.size
+        let segments = shards.map { s in s.ranges.map { $0.clamped(to: floats) } }
+            ?? (0..<ranks).map { q in (floats.lowerBound + floats.count * q / ranks)..<(floats.lowerBound + floats.count * (q + 1) / ranks) }
+        let into = receivedUsed
+        receivedUsed += firstBlock.last! * segments[communicator.rank].count
+        precondition(receivedUsed <= received.count, "chunk-tree exchange: receive buffer too small")
+        let pieces = blocks.map(\.count)
+        let request: PendingCollective
+        if wait {
+            try communicator.scatterPieces(local.baseAddress!, pieces: pieces, stride: arena.count, segments: segments, into: received.baseAddress! + into)
+            request = CompletedCollective()
+        } else {
+            request = try communicator.startScatterPieces(local.baseAddress!, pieces: pieces, stride: arena.count, segments: segments, into: received.baseAddress! + into)
+        }
+        exchanges.append(Exchange(range: floats, segments: segments, received: into, request: request))
+    }
+
+    /// After the micro-batch's backward: exchanges what buckets have not, adds every block's
+    /// segment up the tree, all-gathers the segments (not when sharded) and adds the result to
+    /// the previous micro-batches' sum, in order.
+    func finishMicroBatch() throws {
+        guard let communicator else { preconditionFailure("finishMicroBatch without beginStep") }
+        try send(0..<unsentTensor, wait: true)
+        let target = self.target, rank = communicator.rank
+        for e in exchanges {
+            try e.request.wait()
+            if e.summed { continue }
+            let mine = e.segments[rank]
+            if !mine.isEmpty {
+                var list: [(range: Range<Int>, values: UnsafePointer<Float>)] = []
+                for (r, rb) in blocks.enumerated() {
+                    for (k, b) in rb.enumerated() {
+                        list.append((b, UnsafePointer(received.baseAddress! + e.received + (firstBlock[r] + k) * mine.count)))
+                    }
+                }
+                ChunkTree.combine(list, total: total, count: mine.count, into: target + mine.lowerBound, scratch: scratch.baseAddress)
+            }
+            if shards == nil {
+                try communicator.allGather(UnsafeMutableBufferPointer(start: target + e.range.lowerBound, count: e.range.count), counts: e.segments.map(\.count))
+            }
+        }
+        if !firstMicroBatch {
+            let mine = shards?.ranges[rank] ?? 0..<arena.count
+            let grads = arena.grads!.baseAddress!
+            ChunkTree.sum([UnsafePointer(grads + mine.lowerBound), UnsafePointer(target + mine.lowerBound)], count: mine.count, into: grads + mine.lowerBound)
+        }
+        firstMicroBatch = false
+        exchanges = []
     }
 
     /// The arena offsets that the tensors `tensors` (consecutive, ascending) occupy.
@@ -210,46 +228,28 @@ final class ExactGradientReducer {
         let entries = arena.entries
         return entries[first].offset..<(entries[last].offset + entries[last].count)
     }
+}
 
-    /// This rank's largest |value| of tensor t over its slots; true when some value is not finite.
-    private func localMaximum(_ t: Int, into maximum: inout Float) -> Bool {
-        var nonFinite = false
-        let p = arena.entries[t]
-        var m = F8(), poison = F8()
-        var tail: Float = 0
-        for j in 0..<slotCount {
-            let src = arena.slot(j).baseAddress! + p.offset
-            var i = 0
-            while i + 8 <= p.count {
-                let v = UnsafeRawPointer(src + i).loadUnaligned(as: F8.self)
-                let a = v.replacing(with: -v, where: v .< 0)
-                m = m.replacing(with: a, where: a .> m)    // NaN compares false: ignored here,
-                poison += v - v                            // ...and caught here (inf − inf = NaN)
-                i += 8
-            }
-            while i < p.count {
-                let v = src[i]
-                if !v.isFinite { nonFinite = true } else { tail = Swift.max(tail, abs(v)) }
-                i += 1
-            }
+/// The pair case's start-up self-test: both ranks all-reduce values chosen to expose a sum that
+/// is not IEEE's (subnormals and their sums, signed zeros, cancellation, magnitudes far apart,
+/// results that round to even), and compare with the sums they compute themselves from both
+/// ranks' values. Both ranks agree on the answer (a max all-reduce of the failure flag).
+enum PairSum {
+    static func values(rank: Int) -> [Float] {
+        var v: [Float] = [0, -0, .leastNonzeroMagnitude, -.leastNonzeroMagnitude, .leastNormalMagnitude, 0x1p-140, 1, -1, 0x1p24, 3, .greatestFiniteMagnitude / 2]
+        for i in 0..<53 {   // both signs, exponents from -149 to 100, mantissas with low bits set
+            let e = -149 + (i * 47 + rank * 13) % 250
+            v.append(Float(sign: (i + rank) % 3 == 0 ? .minus : .plus, exponent: e, significand: 1 + Float(i * 2 + 1 + rank) * 0x1p-23))
         }
-        if !(poison.sum() == 0) { nonFinite = true }
-        maximum = Swift.max(m.max(), tail)
-        return nonFinite
+        return rank == 0 ? v : v.map { -$0 * 0.75 }.reversed() + []
     }
 
-    /// Integer sums of tensor t over this rank's slots, at scale 2^exponent.
-    private func quantize(_ t: Int, exponent: Int) {
-        let p = arena.entries[t]
-        let acc = sums.baseAddress! + words + p.offset
-        // Tiles of the tensor, every slot per tile, so the Int64 tile stays in cache.
-        var lo = 0
-        while lo < p.count {
-            let len = min(Self.tile, p.count - lo)
-            for j in 0..<slotCount {
-                FixedPoint.accumulate(arena.slot(j).baseAddress! + p.offset + lo, len, exponent: exponent, into: acc + lo)
-            }
-            lo += len
-        }
+    static func isExact(_ communicator: Communicator) throws -> Bool {
+        var mine = values(rank: communicator.rank)
+        let want = zip(values(rank: 0), values(rank: 1)).map { $0 + $1 }
+        try mine.withUnsafeMutableBufferPointer { try communicator.allReduce($0, op: .sum) }
+        var failed: [Int64] = [mine.map(\.bitPattern) == want.map(\.bitPattern) ? 0 : 1]
+        try communicator.allReduce(&failed, op: .max)
+        return failed[0] == 0
     }
 }

@@ -1,7 +1,8 @@
-// Exact mode's gradient synchronisation (the default): every rank holds whole chunks of the
-// global batch, each chunk's gradient is rounded to fixed point and the integers are summed over
-// chunks and ranks (ExactGradientReducer), with the step's loss and metric words riding along.
-// The bits do not depend on the number of ranks, on buckets or on sharding.
+// Exact mode's gradient synchronisation (the default): every rank holds whole chunks of each
+// micro-batch, the chunk sums are added in the fixed chunk tree across ranks
+// (ExactGradientReducer), and the step's loss and metric words, summed in integers
+// (TensorCore's ExactSum), travel in a small all-reduce with the stop flag. The bits do not
+// depend on the number of ranks, on buckets or on sharding.
 import Collectives
 import Datasets
 import NN
@@ -15,9 +16,10 @@ final class ExactSync: GradientSync {
     let bucketBytes: Int
     var collectiveSeconds = 0.0
     var probe: StepProbe?
-    /// The step's loss (ExactSum words), correct and sample counts.
-    private var words = [Int64](repeating: 0, count: ExactSum.width + 2)
-    private var stop = false
+    /// The step's loss (ExactSum words), correct and sample counts, then the stop flag.
+    private var words = [Int64](repeating: 0, count: ExactSum.width + 3)
+    private var plan: StepPlan?
+    private var microBatch = 0
     private var arena: Arena { update.arena }
     private var communicator: TimedCommunicator { update.communicator }
 
@@ -28,19 +30,16 @@ final class ExactSync: GradientSync {
         reducer = ExactGradientReducer(arena: update.arena)
     }
 
-    var scaleMaxima: [Float]? {
-        get { reducer.scaleMaxima }
-        set { reducer.scaleMaxima = newValue }
-    }
-
-    func begin(_ plan: StepPlan, stop: Bool) {
-        arena.zeroGrads()
+    func begin(_ plan: StepPlan, stop: Bool) throws {
+        self.plan = plan
+        microBatch = 0
+        if update.shards != nil { arena.zeroGrads() }   // elements outside this rank's block stay zero
         arena.useChunkSlots(plan.localChunks)
         arena.zeroSlots(plan.localChunks)
-        self.stop = stop
         words = [Int64](repeating: 0, count: words.count)
-        reducer.begin(slotCount: plan.localChunks, totalChunks: plan.totalChunks, words: words.count,
-                      bucketBytes: bucketBytes, communicator: communicator)
+        words[words.count - 1] = stop ? 1 : 0
+        try reducer.beginStep(communicator: communicator, shards: update.shards)
+        if let first = plan.microBatches.first { reducer.beginMicroBatch(first, bucketBytes: plan.microBatches.count == 1 ? bucketBytes : 0) }
     }
 
     var layerHook: ((Int) throws -> Void)? {
@@ -49,30 +48,47 @@ final class ExactSync: GradientSync {
         return { try reducer.layerFinished(start: $0) }
     }
 
-    func add(_ r: LossResult, sampleLosses: [Double]) {
+    /// After each micro-batch's backward: its words; every micro-batch but the last is reduced
+    /// here, so that the next one's chunk sums can reuse the slots and blocks.
+    func add(_ r: LossResult, sampleLosses: [Double]) throws {
         words.withUnsafeMutableBufferPointer { e in
             for l in sampleLosses { ExactSum.add(l, into: e.baseAddress!) }
         }
         words[ExactSum.width] += Int64(r.correct)
         words[ExactSum.width + 1] += Int64(r.count)
+        microBatch += 1
+        if let parts = plan?.microBatches, microBatch < parts.count {
+            try reduceMicroBatch()
+            reducer.beginMicroBatch(parts[microBatch], bucketBytes: microBatch == parts.count - 1 ? bucketBytes : 0)
+        }
     }
 
     /// The global sums on rank 0 and zeros elsewhere, so that summing over ranks is exact; a
-    /// non-finite loss or gradient gives a NaN loss on every rank alike.
-    func finish() throws -> (total: LossResult, stop: Bool?)? {
+    /// non-finite loss gives NaN gradients and a NaN loss on every rank alike.
+    func finish() throws -> (total: LossResult, stop: Bool?) {
+        try reduceMicroBatch()
         let t0 = monotonicSeconds(), c0 = communicator.seconds
-        let outcome = try reducer.finish(stop: stop, extras: &words, shards: update.shards)
-        // Its collectives count as the gradient all-reduce; the rest is arithmetic.
-        let collective = communicator.seconds - c0
-        collectiveSeconds += collective
-        probe?.exactSumSeconds += monotonicSeconds() - t0 - collective
-        if outcome.retry { return nil }
-        let w = ExactSum.width
-        if outcome.nonFinite { return (LossResult(lossSum: .nan, correct: 0, count: 0), outcome.stop) }
+        try words.withUnsafeMutableBufferPointer { try communicator.allReduce($0, op: .sum) }
+        collectiveSeconds += communicator.seconds - c0
+        probe?.exactSumSeconds += monotonicSeconds() - t0 - (communicator.seconds - c0)
+        let w = ExactSum.width, stop = words[w + 2] > 0
+        if words[ExactSum.limbs] != 0 {   // the loss words' non-finite counter
+            arena.flatGrads.update(repeating: .nan)
+            return (LossResult(lossSum: .nan, correct: 0, count: 0), stop)
+        }
         let lossSum = words.withUnsafeBufferPointer { ExactSum.value($0.baseAddress!) }
         let total = communicator.rank == 0 ? LossResult(lossSum: lossSum, correct: Int(words[w]), count: Int(words[w + 1]))
                                            : LossResult(lossSum: 0, correct: 0, count: 0)
-        return (total, outcome.stop)
+        return (total, stop)
+    }
+
+    /// Reduces the micro-batch whose backward just ended (the step's last: in `finish`).
+    private func reduceMicroBatch() throws {
+        let t0 = monotonicSeconds(), c0 = communicator.seconds
+        try reducer.finishMicroBatch()
+        let collective = communicator.seconds - c0   // counts as the gradient all-reduce; the rest is arithmetic
+        collectiveSeconds += collective
+        probe?.exactSumSeconds += monotonicSeconds() - t0 - collective
     }
 
     func update(rate: Float) throws -> Bool? {

@@ -2,8 +2,8 @@
 // the parameters are then updated. The strategy is chosen once, when the trainer is built
 // (`makeGradientSync`, the one place that reads train.exact); the step only calls
 //   begin → { forward, backward, add } per micro-batch → finish → update.
-// Two implementations: `ExactSync` (the default: fixed chunks summed in integers, the same bits
-// on any number of ranks; ExactSync.swift) and `FloatSync` (train.exact: false: one float
+// Two implementations: `ExactSync` (the default: fixed chunks added in a fixed tree, the same
+// bits on any number of ranks; ExactSync.swift) and `FloatSync` (train.exact: false: one float
 // all-reduce, whose bits depend on how samples were split; here). Overlap buckets and ZeRO-1
 // sharding are parameters of either, not branches of the step. Collectives on one rank are the
 // identity, so neither tests the number of ranks.
@@ -19,19 +19,16 @@ protocol GradientSync: AnyObject {
     /// Seconds in gradient collectives (and a sharded step's all-gather) since the last reset.
     var collectiveSeconds: Double { get set }
     var probe: StepProbe? { get set }
-    /// Exact mode's scales for the next step (kept in checkpoints); nil on the float path.
-    var scaleMaxima: [Float]? { get set }
     /// Before the step's first micro-batch (again when a step runs again): clears gradients;
     /// `stop` is this rank's wish to stop after the step.
-    func begin(_ plan: StepPlan, stop: Bool)
+    func begin(_ plan: StepPlan, stop: Bool) throws
     /// After each layer's backward in the step's last micro-batch (overlap buckets), or nil.
     var layerHook: ((Int) throws -> Void)? { get }
-    /// A micro-batch's loss sums (`sampleLosses`: its per-sample losses).
-    func add(_ r: LossResult, sampleLosses: [Double])
+    /// After a micro-batch's backward: its loss sums (`sampleLosses`: its per-sample losses).
+    func add(_ r: LossResult, sampleLosses: [Double]) throws
     /// Sums the gradients over chunks and ranks and agrees on stopping (nil when only `update`
-    /// can tell). Returns nil when the step must run again (every rank alike). The loss sums are
-    /// this rank's share: summing over ranks gives the global ones.
-    func finish() throws -> (total: LossResult, stop: Bool?)?
+    /// can tell). The loss sums are this rank's share: summing over ranks gives the global ones.
+    func finish() throws -> (total: LossResult, stop: Bool?)
     /// Clips (optimizer.clip_norm) and updates the parameters; returns the stop flag when the
     /// update is what agreed it.
     func update(rate: Float) throws -> Bool?
@@ -88,7 +85,6 @@ final class FloatSync: GradientSync {
     let bucketBytes: Int
     var collectiveSeconds = 0.0
     var probe: StepProbe?
-    var scaleMaxima: [Float]? { get { nil } set {} }
     var chunk: Int? { nil }
     private var buckets: GradientBuckets?
     private var local = LossResult(lossSum: 0, correct: 0, count: 0)
@@ -114,7 +110,7 @@ final class FloatSync: GradientSync {
         local.lossSum += r.lossSum; local.correct += r.correct; local.count += r.count
     }
 
-    func finish() throws -> (total: LossResult, stop: Bool?)? {
+    func finish() throws -> (total: LossResult, stop: Bool?) {
         let spare = arena.gradsWithSpare
         if let shards = update.shards {
             var counts = shards.counts

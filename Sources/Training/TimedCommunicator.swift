@@ -77,6 +77,19 @@ public final class TimedCommunicator: Communicator {
         try timed { try inner.allGather(buffer, counts: counts) }
     }
 
+    /// Counted with the all-reduces: the bytes this rank sends.
+    public func scatterPieces(_ local: UnsafeMutablePointer<Float>, pieces: [Int], stride: Int, segments: [Range<Int>],
+                              into received: UnsafeMutablePointer<Float>) throws {
+        counted(pieces[rank] * segments.reduce(0) { $0 + $1.count } * 4)
+        try timed { try inner.scatterPieces(local, pieces: pieces, stride: stride, segments: segments, into: received) }
+    }
+    public func startScatterPieces(_ local: UnsafeMutablePointer<Float>, pieces: [Int], stride: Int, segments: [Range<Int>],
+                                   into received: UnsafeMutablePointer<Float>) throws -> PendingCollective {
+        try started(bytes: pieces[rank] * segments.reduce(0) { $0 + $1.count } * 4) {
+            try inner.startScatterPieces(local, pieces: pieces, stride: stride, segments: segments, into: received)
+        }
+    }
+
     fileprivate func add(_ seconds: Double) { self.seconds += seconds }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {

@@ -139,25 +139,23 @@ public final class Trainer {
         enter("step \(step + 1)")
         let global = stepSamples(stepInEpoch, order: order)
         let plan = trainLoader.plan(global, microSteps: config.train.accumulateSteps, rank: rank, worldSize: worldSize)
-        while true {
-            measured(.zeroing) { sync.begin(plan, stop: localStopRequest) }
-            for (m, part) in plan.microBatches.enumerated() {
-                if m == plan.microBatches.count - 1 { model.afterLayerBackward = sync.layerHook }   // the last micro-batch finishes the gradients
-                defer { model.afterLayerBackward = nil }
-                let batch = try measured(.data) { try trainLoader.load(part.indices, epoch: epoch) }
-                prefetchAfter(m, of: plan, epoch: epoch, stepInEpoch: stepInEpoch, order: order)
-                let logits = try model.forward(batch.x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: part.indices,
-                                                                          chunking: sync.chunk.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole))
-                let (r, dLogits) = measured(.loss) {
-                    batch.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: global.count) }
-                }
-                try model.backward(dLogits)
-                sync.add(r, sampleLosses: loss.sampleLosses)
+        try measured(.zeroing) { try sync.begin(plan, stop: localStopRequest) }
+        for (m, part) in plan.microBatches.enumerated() {
+            if m == plan.microBatches.count - 1 { model.afterLayerBackward = sync.layerHook }   // the last micro-batch finishes the gradients
+            defer { model.afterLayerBackward = nil }
+            let batch = try measured(.data) { try trainLoader.load(part.indices, epoch: epoch) }
+            prefetchAfter(m, of: plan, epoch: epoch, stepInEpoch: stepInEpoch, order: order)
+            let logits = try model.forward(batch.x, context: ForwardContext(mode: .training, seed: seed, epoch: epoch, sampleIndices: part.indices,
+                                                                            chunking: sync.chunk.map { Chunking(size: $0, firstSlot: part.chunkOffset) } ?? .whole))
+            let (r, dLogits) = measured(.loss) {
+                batch.labels.withUnsafeBufferPointer { loss.forward(logits: logits, labels: $0, normalizer: global.count) }
             }
-            guard let (total, stop) = try sync.finish() else { continue }   // exact mode: a tensor outgrew its scale
-            stopAgreed = try sync.update(rate: Float(schedule.rate(at: step))) ?? stop ?? false
-            return total
+            try model.backward(dLogits)
+            try sync.add(r, sampleLosses: loss.sampleLosses)
         }
+        let (total, stop) = try sync.finish()
+        stopAgreed = try sync.update(rate: Float(schedule.rate(at: step))) ?? stop ?? false
+        return total
     }
 
     /// Starts reading the micro-batch after `m` (the next step's first at the end of a step,

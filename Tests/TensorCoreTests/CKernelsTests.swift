@@ -81,43 +81,39 @@ final class CKernelsTests: XCTestCase {
     /// columns (in 1, 15, 40, 77), and a short last chunk; values span six orders of magnitude.
     /// The AVX-512 and AVX2 bodies use different vector widths and tiles, so equal bits here are
     /// the promise that exact mode's gradients do not depend on the CPU's vector unit.
-    func testFixedPointDenseGradientMatchesScalarDefinitionAtEveryLevel() {
+    /// The dense weight gradient's chunk tree at every level against its definition: each chunk's
+    /// partial dYᵀ·X one fused multiply-add chain over the chunk's rows in order, the chunks of a
+    /// block added in the pairwise tree (treeRoot, ChunkTreeTests), bit for bit. Shapes cover a
+    /// short last chunk, rows and columns left over by the register tiles, blocks of 1, 2, 3 and
+    /// 4 chunks (3: a tree cut short), and several blocks in one call.
+    func testTreeDenseGradientMatchesItsDefinitionAtEveryLevel() {
         let rng = Philox(seed: 12)
-        for (k, (n, out, inF, chunk)) in [(5, 1, 1, 2), (16, 7, 15, 16), (37, 13, 40, 8), (33, 9, 77, 16), (64, 16, 96, 16)].enumerated() {
+        let cases: [(n: Int, out: Int, inF: Int, chunk: Int, blocks: [(Int, Int)])] = [
+            (5, 1, 1, 2, [(0, 3)]), (16, 7, 15, 16, [(0, 1)]), (37, 13, 40, 8, [(0, 4), (4, 1)]),
+            (33, 9, 77, 16, [(0, 2), (2, 1)]), (64, 16, 96, 16, [(0, 4)]), (96, 10, 35, 8, [(0, 8), (8, 2), (10, 1), (11, 1)])]
+        for (k, c) in cases.enumerated() {
             let s = rng.stream(.test, k, 0)
-            let dy = (0..<(n * out)).map { s.normal($0) * powf(10, Float($0 % 5) - 3) }
-            let x = (0..<(n * inF)).map { s.normal(100_000 + $0) * powf(10, Float($0 % 3) - 1) }
-            let exponent = 30
-            var want = [Int64](repeating: 3, count: out * inF)   // non-zero start: the kernel adds
-            var wantMax: Float = 0
-            for o in 0..<out {
-                for i in 0..<inF {
-                    for c in stride(from: 0, to: n, by: chunk) {
-                        var p: Float = 0
-                        for r in c..<min(c + chunk, n) { p = p.addingProduct(dy[r * out + o], x[r * inF + i]) }   // one fused multiply-add
-                        wantMax = max(wantMax, abs(p))
-                        want[o * inF + i] += Int64((Double(p) * 0x1p30).rounded(.toNearestOrEven))
-                    }
-                }
+            let dy = (0..<(c.n * c.out)).map { s.normal($0) * powf(10, Float($0 % 5) - 3) }
+            let x = (0..<(c.n * c.inF)).map { s.normal(100_000 + $0) * powf(10, Float($0 % 3) - 1) }
+            func chunkSum(_ j: Int, _ o: Int, _ i: Int) -> Float {
+                var p: Float = 0
+                for r in (j * c.chunk)..<min((j + 1) * c.chunk, c.n) { p = p.addingProduct(dy[r * c.out + o], x[r * c.inF + i]) }   // one fused multiply-add
+                return p
+            }
+            let want = c.blocks.map { (first, count) in
+                (0..<(c.out * c.inF)).map { e in treeRoot((first..<(first + count)).map { chunkSum($0, e / c.inF, e % c.inF) }) }
             }
             for level in levels {
-                var acc = [Int64](repeating: 3, count: out * inF)
-                var maxAbs: Float = 0
-                var bad: Int32 = 0
-                lockstep_fixed_dense_wgrad(level, dy, x, n, out, inF, chunk, &acc, Int32(exponent), &maxAbs, &bad)
-                XCTAssertEqual(acc, want, "level \(level), shape \(n)×\(out)×\(inF)")
-                XCTAssertEqual(maxAbs, wantMax, "level \(level)")
-                XCTAssertEqual(bad, 0)
-                // Measuring only: the sums stay untouched, the maximum is the same.
-                var measuredMax: Float = 0
-                lockstep_fixed_dense_wgrad(level, dy, x, n, out, inF, chunk, nil, Int32(exponent), &measuredMax, &bad)
-                XCTAssertEqual(measuredMax, wantMax)
-                // A NaN anywhere is reported.
-                var poisoned = dy
-                poisoned[poisoned.count / 2] = .nan
-                var flag: Int32 = 0
-                lockstep_fixed_dense_wgrad(level, poisoned, x, n, out, inF, chunk, &acc, Int32(exponent), &measuredMax, &flag)
-                XCTAssertEqual(flag, 1, "level \(level): a NaN must be flagged")
+                let out = UnsafeMutablePointer<Float>.allocate(capacity: c.blocks.count * c.out * c.inF)
+                defer { out.deallocate() }
+                out.initialize(repeating: .nan, count: c.blocks.count * c.out * c.inF)
+                let dst: [UnsafeMutablePointer<Float>?] = c.blocks.indices.map { out + $0 * c.out * c.inF }
+                lockstep_tree_dense_wgrad(level, dy, x, c.n, c.out, c.inF, c.chunk, Int32(c.blocks.count),
+                                          c.blocks.map { Int32($0.0) }, c.blocks.map { Int32($0.1) }, dst)
+                for b in c.blocks.indices {
+                    let got = (0..<(c.out * c.inF)).map { out[b * c.out * c.inF + $0].bitPattern }
+                    XCTAssertEqual(got, want[b].map(\.bitPattern), "level \(level), case \(k), block \(b)")
+                }
             }
         }
     }

@@ -1,4 +1,4 @@
-// ExactSum and FixedPoint: sums whose bits do not depend on the order or grouping of terms.
+// ExactSum: sums whose bits do not depend on the order or grouping of terms.
 import TensorCore
 import XCTest
 
@@ -72,44 +72,5 @@ final class ExactSumTests: XCTestCase {
         XCTAssertTrue(value(words([.nan, 2])).isNaN)
         XCTAssertTrue(value(words([0x1p95])).isNaN, "beyond the representable range")
         XCTAssertEqual(value(words([0x1p93, -0x1p93, 1])), 1)
-    }
-}
-
-final class FixedPointTests: XCTestCase {
-    func testScaleLeavesRoomForEveryTerm() {
-        for (maximum, terms) in [(Float(1), 1), (3.5, 8), (1e-30, 1000), (6e30, 3)] {
-            let s = FixedPoint.scaleExponent(maximum: maximum, terms: terms)
-            let scaled = Double(maximum) * pow(2, Double(s)) * Double(terms)
-            XCTAssertLessThan(scaled, 0x1p51, "max \(maximum), \(terms) terms: sums must stay below 2^51")
-            XCTAssertGreaterThanOrEqual(scaled, 0x1p47, "and the scale should not waste bits")
-        }
-    }
-
-    func testChunkSumsAreOrderFreeAndWithinTheBound() {
-        // 6 "chunks" of 1,000 floats each, with a wide range of magnitudes.
-        let s = Philox(seed: 9).stream(.test, 3, 0)
-        let chunks = (0..<6).map { c in (0..<1000).map { i in (s.uniform(c * 1000 + i) - 0.5) * pow(10, Float(i % 7) - 3) } }
-        let maximum = chunks.joined().map(abs).max()!
-        let e = FixedPoint.scaleExponent(maximum: maximum, terms: chunks.count)
-        func sum(_ order: [Int]) -> [Float] {
-            var acc = [Int64](repeating: 0, count: 1000)
-            for c in order {
-                chunks[c].withUnsafeBufferPointer { x in
-                    acc.withUnsafeMutableBufferPointer { FixedPoint.accumulate(x.baseAddress!, 1000, exponent: e, into: $0.baseAddress!) }
-                }
-            }
-            var out = [Float](repeating: 0, count: 1000)
-            acc.withUnsafeBufferPointer { a in out.withUnsafeMutableBufferPointer { FixedPoint.decode(a.baseAddress!, 1000, exponent: e, into: $0.baseAddress!) } }
-            return out
-        }
-        let forward = sum([0, 1, 2, 3, 4, 5])
-        XCTAssertEqual(forward.map(\.bitPattern), sum([5, 3, 1, 0, 2, 4]).map(\.bitPattern))
-        // Bound (ExactSum.swift): C·2^(h−50)·max for the fixed-point sum, with C = 6 chunks and
-        // h = ⌈log2 6⌉ = 3, plus half an ulp of float for the final rounding.
-        let bound = 6 * pow(2, 3 - 50) * Double(maximum)
-        for i in 0..<1000 {
-            let exact = chunks.reduce(0.0) { $0 + Double($1[i]) }   // 6 terms in Double: exact enough (error ~1e-16·max)
-            XCTAssertLessThanOrEqual(abs(Double(forward[i]) - exact), bound + Double(Float(exact).ulp) / 2 + 1e-15 * Double(maximum), "element \(i)")
-        }
     }
 }

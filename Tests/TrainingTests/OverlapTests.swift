@@ -53,9 +53,9 @@ final class OverlapTests: XCTestCase {
     }
 
     func testExactBucketsKeepTheBitsOfOneRank() throws {
-        // Exact mode in buckets: scales and integer sums are per tensor either way, so 3 or 8
-        // thread ranks (at 8 some hold no chunk) with a bucket per layer and 2 micro-batches give
-        // the bits of one rank without buckets.
+        // Exact mode in buckets: the chunk tree is per element either way, so 3 or 8 thread
+        // ranks (at 8 some hold no chunk) with a bucket per layer and 2 micro-batches give the
+        // bits of one rank without buckets.
         let data = makeData()
         let yaml = smallMLPConfig().replacingOccurrences(of: "  - dense: {out: 4}", with: "  - dense: {out: 32}\n  - batchnorm: {}\n  - relu\n  - dense: {out: 4}")
         func train(ranks: Int, bucket: String) throws -> (bits: [UInt32], allReduces: Int) {
@@ -74,9 +74,10 @@ final class OverlapTests: XCTestCase {
         XCTAssertEqual(whole.bits, one.bits)
         XCTAssertEqual(bucketed.bits, one.bits)
         XCTAssertEqual(try train(ranks: 8, bucket: "0.0001").bits, one.bits)
-        // A bucket per layer with parameters (5), each a max and a sum, besides the last pair
-        // with the flags: 10 more all-reduces a step, over the last epoch's 10 steps.
-        XCTAssertEqual(bucketed.allReduces, whole.allReduces + 10 * 10)
+        // A bucket per layer with parameters (5) in the step's last micro-batch, each an
+        // all-to-all and an all-gather, where the whole arena takes one of each: 8 more
+        // collectives a step, over the last epoch's 10 steps.
+        XCTAssertEqual(bucketed.allReduces, whole.allReduces + 8 * 10)
     }
 
     func testANonFiniteGradientInABucketStopsEveryRankAlike() throws {

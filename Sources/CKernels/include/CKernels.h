@@ -30,13 +30,18 @@ void lockstep_adam_step(int level, float *restrict w, const float *restrict g, f
 void lockstep_maxpool2x2(int level, const float *restrict src, size_t w, size_t ho, size_t wo,
                          float *restrict dst, int *restrict idx);
 
-/// Exact mode's dense weight gradient (fixed_dense.c): for each chunk of `chunk` rows of the
-/// n-row batch (the last may be shorter), P = dYᵀ·X over the chunk (out × in, each element a
-/// fused multiply-add chain in row order), then acc[o·in + i] += round(P[o][i]·2^exponent).
-/// acc NULL only measures. Raises *maxAbs to the largest |P| seen and sets *nonFinite on a NaN or
-/// infinity. Every level gives the same bits.
-void lockstep_fixed_dense_wgrad(int level, const float *dy, const float *x, size_t n, size_t out, size_t in,
-                                size_t chunk, long long *acc, int exponent, float *maxAbs, int *nonFinite);
+/// Exact mode's dense weight gradient (tree_dense.c). The batch's n rows (dy: n × out, x: n × in)
+/// form chunks of `chunk` rows (the last may be shorter); chunk c's partial dYᵀ·X has every
+/// element one fused multiply-add chain over its rows in order. For each of `blocks` blocks,
+/// chunks [first[b], first[b] + count[b]) are added in a fixed pairwise tree (lockstep_tree_sum's)
+/// and written to dst[b] (out × in, row stride in). Every level gives the same bits.
+void lockstep_tree_dense_wgrad(int level, const float *dy, const float *x, size_t n, size_t out, size_t in,
+                               size_t chunk, int blocks, const int *first, const int *count, float *const *dst);
+
+/// dst[i] = the pairwise tree sum of leaves[0..<count][i] (tree_dense.c: leaf t merges once per
+/// trailing one bit of t, left operand first; the rest folds from the top), or 0 for no leaves.
+/// dst may be one of the leaves.
+void lockstep_tree_sum(const float *const *leaves, int count, size_t len, float *dst);
 
 /// C[i][j] = Σ_t A[i][t]·B[t][j] (row-major, leading dimensions given) as one fused multiply-add
 /// chain over t in order for every element (rowwise.c): each row of C depends on the same row

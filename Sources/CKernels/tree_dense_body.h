@@ -1,0 +1,80 @@
+// The body of the exact dense weight gradient (tree_dense.c), included once per instruction-set
+// level with FN (the function's name), VL (floats per vector), R (weight rows per register
+// tile), NV and ATTR defined. Every level forms every chunk sum with the same chain of fused
+// multiply-adds in the same row order and adds the chunks in the same tree, so all levels give
+// the same bits (tree_dense.c says why).
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define NAME(s) CAT(FN, s)
+typedef float NAME(_vf) __attribute__((ext_vector_type(VL)));
+
+// Rows [o0, o0+rows) × columns [i0, i0 + nv·VL) of one block's tree sum (chunks
+// [first, first + count) of the batch), written to dst (row stride in).
+ATTR static inline __attribute__((always_inline))
+void NAME(_tile)(const float *dy, const float *x, size_t n, size_t out, size_t in, size_t chunk,
+                 int first, int count, float *dst, size_t o0, int rows, size_t i0, int nv) {
+    NAME(_vf) stack[TREE_DEPTH][R][NV];
+    int depth = 0;
+    for (int t = 0; t < count; t++) {
+        const size_t c0 = (size_t)(first + t) * chunk, c1 = c0 + chunk < n ? c0 + chunk : n;
+        NAME(_vf) p[R][NV];
+        for (int k = 0; k < R; k++) for (int v = 0; v < NV; v++) p[k][v] = (NAME(_vf))0;
+        for (size_t r = c0; r < c1; r++) {
+            NAME(_vf) xv[NV];
+            for (int v = 0; v < nv; v++) __builtin_memcpy(&xv[v], x + r * in + i0 + (size_t)v * VL, sizeof(NAME(_vf)));
+            const float *d = dy + r * out + o0;
+            for (int k = 0; k < rows; k++) {
+                const NAME(_vf) b = (NAME(_vf))d[k];
+                for (int v = 0; v < nv; v++) p[k][v] = __builtin_elementwise_fma(b, xv[v], p[k][v]);
+            }
+        }
+        for (unsigned m = (unsigned)t; m & 1; m >>= 1) {   // one merge per trailing one bit of t
+            --depth;
+            for (int k = 0; k < rows; k++) for (int v = 0; v < nv; v++) p[k][v] = stack[depth][k][v] + p[k][v];
+        }
+        for (int k = 0; k < rows; k++) for (int v = 0; v < nv; v++) stack[depth][k][v] = p[k][v];
+        depth++;
+    }
+    NAME(_vf) acc[R][NV];
+    for (int k = 0; k < rows; k++) for (int v = 0; v < nv; v++) acc[k][v] = depth > 0 ? stack[depth - 1][k][v] : (NAME(_vf))0;
+    for (int d = depth - 2; d >= 0; d--)
+        for (int k = 0; k < rows; k++) for (int v = 0; v < nv; v++) acc[k][v] = stack[d][k][v] + acc[k][v];
+    for (int k = 0; k < rows; k++)
+        for (int v = 0; v < nv; v++) __builtin_memcpy(dst + (o0 + (size_t)k) * in + i0 + (size_t)v * VL, &acc[k][v], sizeof(NAME(_vf)));
+}
+
+ATTR static void FN(const float *restrict dy, const float *restrict x, size_t n, size_t out, size_t in, size_t chunk,
+                    int blocks, const int *first, const int *count, float *const *dst) {
+    const size_t wide = in / (NV * VL) * (NV * VL), single = in / VL * VL;
+    for (int b = 0; b < blocks; b++) {
+        size_t o0 = 0;
+        for (; o0 + R <= out; o0 += R) {
+            for (size_t i0 = 0; i0 < wide; i0 += NV * VL) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, R, i0, NV);
+            for (size_t i0 = wide; i0 < single; i0 += VL) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, R, i0, 1);
+        }
+        for (; o0 < out; o0++) {   // the rows left over: one at a time
+            for (size_t i0 = 0; i0 < wide; i0 += NV * VL) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, 1, i0, NV);
+            for (size_t i0 = wide; i0 < single; i0 += VL) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, 1, i0, 1);
+        }
+        // Columns past the last whole vector: the same chains and tree, one element at a time.
+        for (size_t o = 0; o < out; o++)
+            for (size_t i = single; i < in; i++) {
+                float stack[TREE_DEPTH];
+                int depth = 0;
+                for (int t = 0; t < count[b]; t++) {
+                    const size_t c0 = (size_t)(first[b] + t) * chunk, c1 = c0 + chunk < n ? c0 + chunk : n;
+                    float p = 0;
+                    for (size_t r = c0; r < c1; r++) p = __builtin_fmaf(dy[r * out + o], x[r * in + i], p);
+                    for (unsigned m = (unsigned)t; m & 1; m >>= 1) p = stack[--depth] + p;
+                    stack[depth++] = p;
+                }
+                float acc = depth > 0 ? stack[depth - 1] : 0;
+                for (int d = depth - 2; d >= 0; d--) acc = stack[d] + acc;
+                dst[b][o * in + i] = acc;
+            }
+    }
+}
+
+#undef NAME
+#undef CAT
+#undef CAT_
