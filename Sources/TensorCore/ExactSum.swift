@@ -38,7 +38,11 @@ public enum ExactSum {
         guard v.isFinite, abs(v) < limit else { acc[limbs] += 1; return }
         // r = |v|·2^64 rounded to an integer: exact scaling by a power of two, then one rounding
         // (half to even, which is symmetric, so −v adds exactly the negated digits of v).
-        let r = (abs(v) * 0x1p64).rounded(.toNearestOrEven)
+        // (x + 2^52) − 2^52 rounds x ∈ [0, 2^52) to an integer, ties to even, in two additions
+        // (`rounded(.toNearestOrEven)` is a library call on baseline x86-64); larger x are
+        // integers already.
+        let x = abs(v) * 0x1p64
+        let r = x < 0x1p52 ? (x + 0x1p52) - 0x1p52 : x
         guard r != 0 else { return }
         // r = significand·2^k with a 53-bit integer significand; shift it into place with integer
         // arithmetic (no divisions) and split it into 32-bit digits.
