@@ -41,6 +41,8 @@ public final class Parameter {
     /// in place (stride 0), or a separate slot per chunk in exact mode (see Arena.useChunkSlots).
     var slotBase: UnsafeMutablePointer<Float>! = nil
     var slotStride = 0
+    /// Where this parameter sits within a chunk slot (Arena.useChunkSlots).
+    public internal(set) var slotOffset = 0
     /// Set by a layer whose backward sums its own chunks in the tree (Dense's weight, through
     /// CKernels' lockstep_tree_dense_wgrad) instead of writing chunk slots.
     public var sumsOwnChunks = false
@@ -121,46 +123,53 @@ public final class Arena {
         slots?.deallocate()
     }
 
-    /// Per-chunk gradient slots (exact mode): `slotCount` buffers of `count` floats, slot j at
-    /// j·count. Nil when chunks add into `grads` directly.
+    /// Per-chunk gradient slots (exact mode): `slotCount` buffers of `slotFloats` floats, slot j
+    /// at j·slotFloats, holding the parameters that do not sum their own chunks (at their
+    /// `slotOffset`). Nil when chunks add into `grads` directly.
     public private(set) var slots: UnsafeMutableBufferPointer<Float>?
     public private(set) var slotCount = 0
+    /// Floats per slot: the parameters that do not sum their own chunks.
+    public private(set) var slotFloats = 0
 
     /// Gives every chunk of the next backward passes its own gradient slot (at least `n` slots),
     /// so that chunk sums can be added in the chunk tree rather than in the order they arrive.
+    /// Parameters that sum their own chunks get none (they write their blocks themselves; a
+    /// layer that did not would add into the gradient).
     public func useChunkSlots(_ n: Int) {
         precondition(grads != nil, "an arena without gradients has no slots")
-        if n > slotCount {
+        var floats = 0
+        for p in entries where !p.sumsOwnChunks {
+            p.slotOffset = floats
+            floats += p.count
+        }
+        if n > slotCount || floats != slotFloats {
             slots?.deallocate()
-            let s = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(n * count, 1))
+            let s = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(n * floats, 1))
             s.initialize(repeating: 0)
             slots = s
             slotCount = n
+            slotFloats = floats
         }
         for p in entries {
-            p.slotBase = slots!.baseAddress! + p.offset
-            p.slotStride = count
+            if p.sumsOwnChunks {
+                p.slotBase = p.grad
+                p.slotStride = 0
+            } else {
+                p.slotBase = slots!.baseAddress! + p.slotOffset
+                p.slotStride = floats
+            }
         }
     }
 
-    /// Slot j as one buffer of `count` floats.
+    /// Slot j as one buffer of `slotFloats` floats.
     public func slot(_ j: Int) -> UnsafeMutableBufferPointer<Float> {
-        UnsafeMutableBufferPointer(rebasing: slots![(j * count)..<((j + 1) * count)])
+        UnsafeMutableBufferPointer(rebasing: slots![(j * slotFloats)..<((j + 1) * slotFloats)])
     }
 
-    /// Zeroes the first `n` slots (of the parameters that use slots: not those that quantize while hot).
+    /// Zeroes the first `n` slots.
     public func zeroSlots(_ n: Int) {
         guard let slots, n > 0 else { return }
-        // The arena's ranges between parameters that sum their own chunks.
-        var ranges: [Range<Int>] = [], lo = 0
-        for p in entries where p.sumsOwnChunks {
-            if p.offset > lo { ranges.append(lo..<p.offset) }
-            lo = p.offset + p.count
-        }
-        if count > lo { ranges.append(lo..<count) }
-        for j in 0..<min(n, slotCount) {
-            for r in ranges { UnsafeMutableBufferPointer(rebasing: slots[(j * count + r.lowerBound)..<(j * count + r.upperBound)]).update(repeating: 0) }
-        }
+        UnsafeMutableBufferPointer(rebasing: slots[0..<(min(n, slotCount) * slotFloats)]).update(repeating: 0)
     }
 
     /// The arena as one buffer of exactly `count` floats.

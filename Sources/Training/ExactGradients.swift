@@ -155,7 +155,7 @@ final class ExactGradientReducer {
             let base = blockBase(k)
             for t in tensors where !arena.entries[t].sumsOwnChunks {
                 let p = arena.entries[t]
-                ChunkTree.sum(leaves.map { $0 + p.offset }, count: p.count, into: base + p.offset)
+                ChunkTree.sum(leaves.map { $0 + p.slotOffset }, count: p.count, into: base + p.offset)
             }
         }
         if direct { return }

@@ -6,7 +6,9 @@
 import Collectives
 import Configuration
 import Foundation
+import Datasets
 import NN
+import TensorCore
 
 public struct MemoryEstimate: Sendable {
     /// (what, bytes) for one rank, in the order printed.
@@ -22,6 +24,7 @@ public struct MemoryEstimate: Sendable {
 
     public init(config: TrainingConfig, layers: [Layer], data: TrainingData, worldSize: Int) {
         let parameters = layers.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.count } }
+        let slotParameters = layers.reduce(0) { $0 + $1.parameters.filter { !$0.sumsOwnChunks }.reduce(0) { $0 + $1.count } }
         let buffers = layers.reduce(0) { $0 + $1.buffers.reduce(0) { $0 + $1.count } }
         let ranks = max(worldSize, 1)
         let sharded = config.optimizer.shard == .on || (config.optimizer.shard == .auto && ranks > 1)
@@ -34,13 +37,20 @@ public struct MemoryEstimate: Sendable {
         case .rmsprop: stateTensors = 1 + (config.optimizer.centered ? 1 : 0) + (config.optimizer.momentum > 0 ? 1 : 0)
         }
         // The samples of one micro-batch on one rank; in exact mode whole chunks, one gradient
-        // slot each, and Int64 sums beside the gradients.
+        // slot each for the parameters that do not sum their own chunks (dense weights do).
         let micro = config.train.globalBatch / max(config.train.accumulateSteps, 1)
         let local = (micro + ranks - 1) / ranks
-        var slots = 0
+        var slots = 0, exchangeBytes = 0
         if let chunk = config.train.exactChunk {
             let chunks = (config.train.globalBatch + chunk - 1) / chunk
             slots = (chunks + ranks - 1) / ranks
+            // The chunk tree's exchange (ExactGradients.swift): rank 0's blocks, and every
+            // block's segment of about 1/ranks; none on one rank or for two ranks of one block.
+            let perMicro = (micro + chunk - 1) / chunk
+            let blocks = (0..<ranks).map { ChunkTree.blocks(GlobalBatchSampler.shard(total: perMicro, rank: $0, worldSize: ranks), total: perMicro).count }
+            if ranks > 1 && !(ranks == 2 && blocks == [1, 1]) {
+                exchangeBytes = 4 * parameters * (blocks.max() ?? 0) + 4 * blocks.reduce(0, +) * (parameters / ranks + layers.count + 1)
+            }
         }
         fuseBatchNormReLU(layers)   // as Model does (it skips pairs already fused)
         // The first layer computes no input gradient (a flatten has none to skip).
@@ -50,7 +60,7 @@ public struct MemoryEstimate: Sendable {
         parts = [
             ("parameters and gradients (\(parameters) floats)", 8 * parameters + 4 * buffers),
             ("optimizer state", 4 * stateTensors * owned),
-            ("exact-mode chunk gradients and sums", config.train.exactChunk != nil ? 4 * slots * parameters + 8 * parameters : 0),
+            ("exact-mode chunk slots and exchange buffers", config.train.exactChunk != nil ? 4 * slots * slotParameters + exchangeBytes : 0),
             ("activations, training batch of \(local)", 4 * training),
             ("activations, evaluation batch of \(config.data.evalBatch) (beyond training's)", 4 * evaluation),
         ]

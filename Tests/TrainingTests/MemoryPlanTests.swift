@@ -26,9 +26,15 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertEqual(sgd.parts[1].1, 4 * p, "momentum SGD keeps one buffer")
         let sharded = try MemoryEstimate(config: config(model), data: data, worldSize: 4)
         XCTAssertEqual(sharded.parts[1].1, 8 * ((p + 3) / 4), "sharding keeps a quarter of the state per rank")
-        // Exact mode: 24 samples in chunks of 4 are 6 chunks, one gradient slot each on 1 rank.
+        // Exact mode: 24 samples in chunks of 4 are 6 chunks, one slot each on 1 rank for the
+        // parameters dense weights leave (the biases: they sum their own chunks), no exchange.
         let exact = try MemoryEstimate(config: config(model, ["train.exact=true", "train.chunk=4"]), data: data, worldSize: 1)
-        XCTAssertEqual(exact.parts[2].1, 4 * 6 * p + 8 * p)
+        XCTAssertEqual(exact.parts[2].1, 4 * 6 * (100 + 4))
+        // On 3 ranks: 2 chunks and one block each ([0,2), [2,4), [4,6)): slots for 2 chunks, rank
+        // 0's block of p floats, and 3 blocks' segments of up to p/3 + 5 floats (the bound for
+        // 4 layers' buckets).
+        let three = try MemoryEstimate(config: config(model, ["train.exact=true", "train.chunk=4"]), data: data, worldSize: 3)
+        XCTAssertEqual(three.parts[2].1, 4 * 2 * (100 + 4) + 4 * p * 1 + 4 * 3 * (p / 3 + 4 + 1))
         // Activations: the training batch's buffers (24 samples), less the first layer's unneeded
         // input gradient (flatten, first here, holds nothing and has none).
         XCTAssertEqual(adam.parts[3].1, 4 * 24 * ((100 + 144) + (100 + 100) + (4 + 100)))
