@@ -7,9 +7,10 @@
 // (batch-norm statistics, loss and metric sums); the gradients, large, are added in a fixed tree
 // of chunk sums instead (ChunkTree.swift), which costs no integer conversion.
 //
-// * `ExactSum` needs no agreed scale. A Double is rounded to a multiple of 2^-64 and stored as `limbs` 32-bit digits (each
-//   carrying the value's sign) held in Int64 words (digit i weighs 2^(32i-64)), plus one word counting non-finite inputs.
-//   Digit-wise sums of up to 2^31 values cannot overflow. Range |v| < 2^94; the rounding error
+// * `ExactSum` needs no agreed scale. A Double is rounded to a multiple of 2^-64 and stored as
+//   `limbs` signed digits of at most 2^31 in magnitude, held in Int64 words (digit i weighs
+//   2^(32i-64)), plus one word counting non-finite inputs. Digit-wise sums of up to 2^31 values
+//   cannot overflow. Range |v| < 2^94; the rounding error
 //   is at most 2^-65 per value added, so a sum of n values is within n·2^-65 of the exact sum of
 //   the Doubles given (then rounded once more when read back as a Double).
 
@@ -36,25 +37,22 @@ public enum ExactSum {
     @inline(__always)
     static func addOne(_ v: Double, into acc: UnsafeMutablePointer<Int64>) {
         guard v.isFinite, abs(v) < limit else { acc[limbs] += 1; return }
-        // r = |v|·2^64 rounded to an integer: exact scaling by a power of two, then one rounding
-        // (half to even, which is symmetric, so −v adds exactly the negated digits of v).
-        // (x + 2^52) − 2^52 rounds x ∈ [0, 2^52) to an integer, ties to even, in two additions
-        // (`rounded(.toNearestOrEven)` is a library call on baseline x86-64); larger x are
-        // integers already.
-        let x = abs(v) * 0x1p64
-        let r = x < 0x1p52 ? (x + 0x1p52) - 0x1p52 : x
-        guard r != 0 else { return }
-        // r = significand·2^k with a 53-bit integer significand; shift it into place with integer
-        // arithmetic (no divisions) and split it into 32-bit digits.
-        var significand = r.significandBitPattern | (1 << 52)
-        var k = Int(r.exponent) - 52
-        if k < 0 { significand >>= UInt64(-k); k = 0 }   // r is an integer: the bits shifted out are 0
-        let q = k >> 5, b = k & 31
-        let (high, low) = significand.multipliedFullWidth(by: UInt64(1) << UInt64(b))   // < 2^85
-        let sign: Int64 = v < 0 ? -1 : 1
-        acc[q] += sign * Int64(low & 0xFFFF_FFFF)
-        acc[q + 1] += sign * Int64(low >> 32)
-        if high != 0 { acc[q + 2] += sign * Int64(high) }
+        // Peel the digits off from the top: t = v rounded to a multiple of the digit's unit 2^u
+        // by adding and subtracting 1.5·2^(u+52) (one rounding, ties to even, valid while
+        // |v| < 2^(u+51)); v − t is exact, and |v| ≤ 2^(u−1) after it, within the next digit's
+        // range. The lowest digit's rounding is the only loss: v is held to the nearest multiple
+        // of 2^-64. Digits are signed, |digit| ≤ 2^31; branch-free, so a batch pipelines.
+        var r = v
+        let t4 = (r + 0x1.8p116) - 0x1.8p116; r -= t4   // unit 2^64
+        let t3 = (r + 0x1.8p84) - 0x1.8p84; r -= t3     // unit 2^32
+        let t2 = (r + 0x1.8p52) - 0x1.8p52; r -= t2     // unit 2^0
+        let t1 = (r + 0x1.8p20) - 0x1.8p20; r -= t1     // unit 2^-32
+        let t0 = (r + 0x1.8p-12) - 0x1.8p-12            // unit 2^-64
+        acc[4] &+= Int64(t4 * 0x1p-64)
+        acc[3] &+= Int64(t3 * 0x1p-32)
+        acc[2] &+= Int64(t2)
+        acc[1] &+= Int64(t1 * 0x1p32)
+        acc[0] &+= Int64(t0 * 0x1p64)
     }
 
     /// The sum held in `width` words, as a Double (NaN when any input was non-finite).
