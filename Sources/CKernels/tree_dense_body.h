@@ -47,14 +47,18 @@ ATTR static void FN(const float *restrict dy, const float *restrict x, size_t n,
                     int blocks, const int *first, const int *count, float *const *dst) {
     const size_t wide = in / (NV * VL) * (NV * VL), single = in / VL * VL;
     for (int b = 0; b < blocks; b++) {
-        size_t o0 = 0;
-        for (; o0 + R <= out; o0 += R) {
-            for (size_t i0 = 0; i0 < wide; i0 += NV * VL) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, R, i0, NV);
-            for (size_t i0 = wide; i0 < single; i0 += VL) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, R, i0, 1);
+        // Column blocks outermost: the block's rows of X in these columns (rows × NV·VL floats)
+        // stay in L1 while every tile of weight rows passes over them, and dY, whose rows are
+        // shorter, is what streams from L2.
+        for (size_t i0 = 0; i0 < wide; i0 += NV * VL) {
+            size_t o0 = 0;
+            for (; o0 + R <= out; o0 += R) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, R, i0, NV);
+            for (; o0 < out; o0++) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, 1, i0, NV);   // rows left over
         }
-        for (; o0 < out; o0++) {   // the rows left over: one at a time
-            for (size_t i0 = 0; i0 < wide; i0 += NV * VL) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, 1, i0, NV);
-            for (size_t i0 = wide; i0 < single; i0 += VL) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, 1, i0, 1);
+        for (size_t i0 = wide; i0 < single; i0 += VL) {
+            size_t o0 = 0;
+            for (; o0 + R <= out; o0 += R) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, R, i0, 1);
+            for (; o0 < out; o0++) NAME(_tile)(dy, x, n, out, in, chunk, first[b], count[b], dst[b], o0, 1, i0, 1);
         }
         // Columns past the last whole vector: the same chains and tree, one element at a time.
         for (size_t o = 0; o < out; o++)
