@@ -60,34 +60,56 @@ extension Trainer {
     /// metadata. Call on every rank (a sharded state is gathered); with `encode: false` a rank
     /// takes part in that and returns no bytes (ranks that write no file).
     public func checkpointBytes(epochSums: [Double], metricsJSON: String, encode: Bool = true) throws -> [UInt8] {
-        let meta: [String: String] = [
+        var storage = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+        defer { storage.deallocate() }
+        let snapshot = try checkpointSnapshot(epochSums: epochSums, metricsJSON: metricsJSON, take: encode) { count in
+            storage = .allocate(capacity: count)
+            return storage
+        }
+        return try snapshot?.encode() ?? []
+    }
+
+    /// The metadata that does not change during a run (built once: the config's YAML and the
+    /// architecture's JSON take milliseconds).
+    var fixedCheckpointMetadata: [String: String] {
+        if let m = fixedMetadataCache { return m }
+        let m = deploymentMetadata.merging([
             "format": "lockstep",
             "format_version": Checkpointer.formatVersion,
-            "step": "\(step)",
-            "epoch": "\(step / sampler.stepsPerEpoch)",
             "seed": "\(config.train.seed)",
             "global_batch": "\(config.train.globalBatch)",
             "world_size": "\(worldSize)",
             "optimizer": config.optimizer.kind.rawValue,
-            "optimizer_steps": "\(optimizer.stepCount)",
-            "epoch_sums": epochSums.map { String($0) }.joined(separator: ","),
             "model_fingerprint": modelFingerprint,
             "bn_mode": config.bn.mode.rawValue,
             "config": config.resolvedYAML,
-            "metrics": metricsJSON,
-        ]
+        ]) { $1 }
+        fixedMetadataCache = m
+        return m
+    }
+
+    /// The full training state as a snapshot in `storage(count)` (nil when `take` is false: the
+    /// rank only takes part in gathering a sharded state).
+    func checkpointSnapshot(epochSums: [Double], metricsJSON: String, take: Bool,
+                            storage: (Int) throws -> UnsafeMutableBufferPointer<Float>) throws -> CheckpointSnapshot? {
+        var meta = fixedCheckpointMetadata
+        meta["step"] = "\(step)"
+        meta["epoch"] = "\(step / sampler.stepsPerEpoch)"
+        meta["optimizer_steps"] = "\(optimizer.stepCount)"
+        meta["epoch_sums"] = epochSums.map { String($0) }.joined(separator: ",")
+        meta["metrics"] = metricsJSON
         var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
         for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
         // The whole arena's state (a sharded step's blocks gathered from every rank).
         return try withFullOptimizerState { state in
-            guard encode else { return [] }
+            guard take else { return nil }
             for (stateName, buffer) in state {
                 for p in model.parameters.entries {
                     tensors.append(("optimizer.\(stateName).\(p.name)", p.shape,
                                     UnsafeBufferPointer(rebasing: buffer[p.offset..<(p.offset + p.count)])))
                 }
             }
-            return try SafeTensorsFile.encode(tensors: tensors, metadata: meta.merging(deploymentMetadata) { $1 })
+            return CheckpointSnapshot(metadata: meta, sources: tensors, storage: try storage(tensors.reduce(0) { $0 + $1.values.count }))
         }
     }
 

@@ -14,7 +14,7 @@ extension Trainer {
         guard let run else { return }
         let periodic = config.checkpoint.everySteps > 0 && step % config.checkpoint.everySteps == 0
         guard (stopping || periodic) && step % sampler.stepsPerEpoch != 0 && step < totalSteps else { return }
-        try writeCheckpoint(run, try epochCheckpointBytes(sums: sums, metricsJSON: "{\"step\":\(step)}"))
+        try writeCheckpoint(run, try epochCheckpoint(sums: sums, metricsJSON: "{\"step\":\(step)}"))
     }
 
     /// After an epoch: every `checkpoint.every_epochs` epochs and at the end, and
@@ -37,33 +37,36 @@ extension Trainer {
         guard periodic || best else { return }
         // One serialisation serves both files (the epoch's train sums are complete: 0).
         let json = String(decoding: MetricsCoding.line(metrics), as: UTF8.self)
-        let bytes = try epochCheckpointBytes(sums: [0, 0, 0], metricsJSON: json)
-        try submit(run, (periodic ? [(bytes, Checkpointer.fileName(step: step))] : []) + (best ? [(bytes, "best.safetensors")] : []), prune: periodic)
+        let snapshot = try epochCheckpoint(sums: [0, 0, 0], metricsJSON: json)
+        try submit(run, snapshot, (periodic ? [Checkpointer.fileName(step: step)] : []) + (best ? ["best.safetensors"] : []), prune: periodic)
     }
 
-    /// The checkpoint of the current state. `sums` is this rank's share of the epoch's train sums;
-    /// they are all-reduced so the file holds the global sums. Call on every rank.
-    func epochCheckpointBytes(sums: [Double], metricsJSON: String) throws -> [UInt8] {
+    /// The checkpoint of the current state (nil on ranks that write no file). `sums` is this
+    /// rank's share of the epoch's train sums; they are all-reduced so the file holds the global
+    /// sums. Call on every rank.
+    func epochCheckpoint(sums: [Double], metricsJSON: String) throws -> CheckpointSnapshot? {
         enter("checkpoint at step \(step)")
         var global = sums
         try communicator.allReduce(&global)
         // With local BN the file holds the running statistics that evaluation uses.
-        // Only the ranks that write a file (rank 0, the replica) encode the bytes.
+        // Only the ranks that write a file (rank 0, the replica) copy the state.
         let writes = rank == 0 || replicaDirectory != nil
-        return try withEvaluationBuffers { try checkpointBytes(epochSums: global, metricsJSON: metricsJSON, encode: writes) }
+        return try withEvaluationBuffers {
+            try checkpointSnapshot(epochSums: global, metricsJSON: metricsJSON, take: writes) { try checkpointWriter.storage(count: $0) }
+        }
     }
 
     /// Writes `ckpt-step<step>.safetensors` (rank 0) and prunes old ones, on the background
     /// writer (CheckpointWriter.swift): the step goes on while the file is written.
-    func writeCheckpoint(_ run: RunDirectory, _ bytes: [UInt8]) throws {
-        try submit(run, [(bytes, Checkpointer.fileName(step: step))], prune: true)
+    func writeCheckpoint(_ run: RunDirectory, _ snapshot: CheckpointSnapshot?) throws {
+        try submit(run, snapshot, [Checkpointer.fileName(step: step)], prune: true)
     }
 
     /// Hands `files` (names in the run directory) to the background writer on rank 0, and on the
     /// replica rank (node-local directories) into its own directory.
-    func submit(_ run: RunDirectory, _ files: [(bytes: [UInt8], name: String)], prune: Bool) throws {
-        guard let dir = run.isEnabled ? run.path : replicaDirectory, !files.isEmpty else { return }
-        try checkpointWriter.submit(files.map { ($0.bytes, (dir as NSString).appendingPathComponent($0.name)) },
+    func submit(_ run: RunDirectory, _ snapshot: CheckpointSnapshot?, _ names: [String], prune: Bool) throws {
+        guard let dir = run.isEnabled ? run.path : replicaDirectory, let snapshot, !names.isEmpty else { return }
+        try checkpointWriter.submit(snapshot, to: names.map { (dir as NSString).appendingPathComponent($0) },
                                     prune: prune ? (dir, config.checkpoint.keep) : nil)
     }
 }

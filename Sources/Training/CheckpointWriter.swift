@@ -1,7 +1,8 @@
-// Writing checkpoint files off the step: rank 0 hands the serialised bytes (a copy of the state,
-// taken between steps) to one background thread, which writes each file atomically (temporary
-// file, fsync, rename, directory fsync) and prunes old checkpoints. At most one write is in
-// flight: the next checkpoint waits for the previous one, so memory holds at most two copies.
+// Writing checkpoint files off the step: rank 0 hands a snapshot (a copy of the state, taken
+// between steps into storage this writer keeps) to one background thread, which encodes it,
+// writes each file atomically (temporary file, fsync, rename, directory fsync) and prunes old
+// checkpoints. At most one write is in flight: the next checkpoint waits for the previous one,
+// so memory holds the state and one copy.
 // A write that fails is reported by the next checkpoint or by the end of the run, naming the file.
 import Formats
 import Foundation
@@ -15,15 +16,29 @@ final class CheckpointWriter: @unchecked Sendable {
     /// between two checkpoints).
     private(set) var waitedSeconds = 0.0
 
-    /// Queues `files` (written in order) and then a prune of `prune.directory` to `prune.keep`
-    /// checkpoints; first waits for the write before it and rethrows its failure.
-    func submit(_ files: [(bytes: [UInt8], path: String)], prune: (directory: String, keep: Int)?) throws {
+    /// Storage for the next snapshot (`count` floats), once the write before has finished (its
+    /// failure is rethrown). Reused from one checkpoint to the next: no fresh pages to fault in.
+    func storage(count: Int) throws -> UnsafeMutableBufferPointer<Float> {
+        try wait()
+        if buffer.count < count {
+            buffer.deallocate()
+            buffer = .allocate(capacity: count)
+        }
+        return buffer
+    }
+    private var buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+    deinit { group.wait(); buffer.deallocate() }
+
+    /// Queues `snapshot`'s file at each of `paths` and then a prune of `prune.directory` to
+    /// `prune.keep` checkpoints; first waits for the write before it and rethrows its failure.
+    func submit(_ snapshot: CheckpointSnapshot, to paths: [String], prune: (directory: String, keep: Int)?) throws {
         try wait()
         group.enter()
         queue.async { [self] in
             defer { group.leave() }
             do {
-                for f in files { try writeAtomically(f.bytes, to: f.path) }
+                let bytes = try snapshot.encode()
+                for path in paths { try writeAtomically(bytes, to: path) }
                 if let prune { Checkpointer.prune(prune.directory, keep: prune.keep) }
             } catch {
                 lock.lock()

@@ -37,7 +37,7 @@ extension Trainer {
             }
         }
         if let run {
-            try writeCheckpoint(run, try epochCheckpointBytes(sums: [0, 0, 0], metricsJSON: "{\"early_stopped_after_epoch\":\(m.epoch),\"best_epoch\":\(earlyStop.bestEpoch)}"))
+            try writeCheckpoint(run, try epochCheckpoint(sums: [0, 0, 0], metricsJSON: "{\"early_stopped_after_epoch\":\(m.epoch),\"best_epoch\":\(earlyStop.bestEpoch)}"))
         }
         return true
     }

@@ -67,6 +67,8 @@ public final class Trainer {
     let faults: FaultInjection
     /// Writes checkpoint files on a background thread, one at a time (rank 0).
     let checkpointWriter = CheckpointWriter()
+    /// Checkpoint metadata that does not change during a run (Checkpoint.swift).
+    var fixedMetadataCache: [String: String]?
     /// On the rank that keeps a copy of every checkpoint (node-local run directories on several
     /// hosts: ResumableRun.swift), its own directory; nil elsewhere.
     var replicaDirectory: String?
