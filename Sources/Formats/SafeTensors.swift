@@ -26,21 +26,8 @@ public struct SafeTensorsFile {
     /// Serialises named float32 tensors and metadata.
     public static func encode(tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)],
                               metadata: [String: String]) throws -> [UInt8] {
-        var header: [String: Any] = ["__metadata__": metadata]
-        var offset = 0
-        for t in tensors {
-            precondition(t.shape.reduce(1, *) == t.values.count, "\(t.name): shape \(t.shape) for \(t.values.count) values")
-            let size = t.values.count * 4
-            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + size]] as [String: Any]
-            offset += size
-        }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        // Pad the header with spaces so the data section starts 8-byte aligned.
-        while (8 + json.count) % 8 != 0 { json.append(0x20) }
-        var out = [UInt8]()
-        out.reserveCapacity(8 + json.count + offset)
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
-        out.append(contentsOf: json)
+        var out = try header(tensors: tensors.map { ($0.name, $0.shape, $0.values.count) }, metadata: metadata)
+        out.reserveCapacity(out.count + tensors.reduce(0) { $0 + 4 * $1.values.count })
         for t in tensors {
             #if _endian(little)
             out.append(contentsOf: UnsafeRawBufferPointer(t.values))   // already little-endian: one copy
@@ -48,6 +35,27 @@ public struct SafeTensorsFile {
             for v in t.values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
             #endif
         }
+        return out
+    }
+
+    /// The file's first bytes: the header's length, the JSON header (tensors in the order given,
+    /// their data back to back) padded so that the data starts 8-byte aligned. The data follows
+    /// as little-endian floats.
+    public static func header(tensors: [(name: String, shape: [Int], count: Int)], metadata: [String: String]) throws -> [UInt8] {
+        var header: [String: Any] = ["__metadata__": metadata]
+        var offset = 0
+        for t in tensors {
+            precondition(t.shape.reduce(1, *) == t.count, "\(t.name): shape \(t.shape) for \(t.count) values")
+            let size = t.count * 4
+            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + size]] as [String: Any]
+            offset += size
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        // Pad the header with spaces so the data section starts 8-byte aligned.
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }
+        var out = [UInt8]()
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: json)
         return out
     }
 

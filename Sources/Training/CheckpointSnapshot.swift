@@ -1,7 +1,7 @@
 // A checkpoint taken between steps: its metadata and one copy of every tensor's values, encoded
-// into safetensors bytes later, on the background writer (CheckpointWriter). Taking it costs the
-// step one memory copy of the state into storage the writer reuses; the JSON header, the file's
-// bytes and the write itself happen off the step.
+// into a safetensors file later, on the background writer (CheckpointWriter). Taking it costs the
+// step one memory copy of the state into storage the writer reuses; the JSON header and the
+// write (straight from that storage: no second copy) happen off the step.
 import Formats
 import Foundation
 
@@ -25,6 +25,20 @@ final class CheckpointSnapshot: @unchecked Sendable {
         }
         tensors = list
         values = storage
+    }
+
+    /// Writes the safetensors file atomically: its header, then the values straight from the
+    /// snapshot's storage (tensors are back to back there, in file order).
+    func write(to path: String) throws {
+        let head = try SafeTensorsFile.header(tensors: tensors.map { ($0.name, $0.shape, $0.range.count) }, metadata: metadata)
+        let count = tensors.last?.range.upperBound ?? 0
+        #if _endian(little)
+        try head.withUnsafeBytes { h in
+            try writeAtomically(parts: [h, UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: values[0..<count]))], to: path)
+        }
+        #else
+        try writeAtomically(try encode(), to: path)
+        #endif
     }
 
     /// The safetensors file's bytes.

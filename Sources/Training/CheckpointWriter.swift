@@ -1,6 +1,6 @@
 // Writing checkpoint files off the step: rank 0 hands a snapshot (a copy of the state, taken
-// between steps into storage this writer keeps) to one background thread, which encodes it,
-// writes each file atomically (temporary file, fsync, rename, directory fsync) and prunes old
+// between steps into storage this writer keeps) to one background thread, which writes
+// each file atomically (temporary file, fsync, rename, directory fsync) and prunes old
 // checkpoints. At most one write is in flight: the next checkpoint waits for the previous one,
 // so memory holds the state and one copy.
 // A write that fails is reported by the next checkpoint or by the end of the run, naming the file.
@@ -37,8 +37,7 @@ final class CheckpointWriter: @unchecked Sendable {
         queue.async { [self] in
             defer { group.leave() }
             do {
-                let bytes = try snapshot.encode()
-                for path in paths { try writeAtomically(bytes, to: path) }
+                for path in paths { try snapshot.write(to: path) }
                 if let prune { Checkpointer.prune(prune.directory, keep: prune.keep) }
             } catch {
                 lock.lock()
