@@ -1,4 +1,4 @@
-// Instantiates a kernel body once per instruction-set level (rowwise.c, fixed_dense.c): include
+// Instantiates a kernel body once per instruction-set level (rowwise.c, tree_dense.c): include
 // with BODY (the body header's name, quoted) and PREFIX defined; defines PREFIX_avx512,
 // PREFIX_avx2 (x86-64 with clang) and PREFIX_baseline. Register tiles: R rows × NV vectors of VL
 // floats, chosen by timing on a Zen 4 (8×2 at AVX-512, 16 of its 32 registers; 6×2 at AVX2).
