@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Single-threaded PyTorch CPU reference for Lockstep's training throughput.
 
-Trains an MLP and/or a small CNN on random Fashion-MNIST-shaped data
+Trains an MLP, a small CNN and/or the small ResNet on random Fashion-MNIST-shaped data
 (batch 128, inputs (128, 1, 28, 28), integer labels 0..9) with
 torch.set_num_threads(1), and prints training samples per second as the
 median of several timed runs.
@@ -11,7 +11,7 @@ measured. Each timed step is: forward, cross-entropy loss,
 optimizer.zero_grad(), backward(), optimizer.step().
 
 Usage:
-    python3 bench/pytorch_reference.py [--model mlp|cnn|both]
+    python3 bench/pytorch_reference.py [--model mlp|cnn|resnet|both|all]
         [--steps 200] [--warmup 20] [--runs 5] [--batch 128] [--seed 0]
 """
 
@@ -56,12 +56,53 @@ def make_cnn() -> nn.Module:
     )
 
 
+class BasicBlock(nn.Module):
+    """He et al. 2016's basic block as configs/fmnist-resnet.yaml builds it: conv-BN-ReLU-conv-BN
+    plus the shortcut (a 1x1 strided conv and BN when the shape changes), then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.inner = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return F.relu(self.inner(x) + self.shortcut(x))
+
+
+def make_resnet() -> nn.Module:
+    """configs/fmnist-resnet.yaml: a 3x3 stem and max pooling, one block per stage at 14x14x48,
+    7x7x96 and 4x4x192, global average pooling, one dense layer (0.69 M parameters)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 48, 3, padding=1, bias=False),
+        nn.BatchNorm2d(48),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        BasicBlock(48, 48, 1),
+        BasicBlock(48, 96, 2),
+        BasicBlock(96, 192, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(192, 10),
+    )
+
+
 def make_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
     if name == "mlp":
         return torch.optim.Adam(model.parameters(), lr=1e-3)
     if name == "cnn":
         return torch.optim.SGD(
             model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4
+        )
+    if name == "resnet":
+        return torch.optim.SGD(
+            model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4
         )
     raise ValueError(f"unknown model {name!r}")
 
@@ -77,7 +118,7 @@ def train_steps(model, optimizer, x, y, steps: int) -> None:
 
 def bench(name: str, args) -> float:
     torch.manual_seed(args.seed)
-    model = make_mlp() if name == "mlp" else make_cnn()
+    model = {"mlp": make_mlp, "cnn": make_cnn, "resnet": make_resnet}[name]()
     model.train()
     optimizer = make_optimizer(name, model)
 
@@ -103,7 +144,8 @@ def bench(name: str, args) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
+    p.add_argument("--model", choices=["mlp", "cnn", "resnet", "both", "all"], default="both",
+                   help="both: the MLP and the CNN; all: the ResNet too")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--runs", type=int, default=5)
@@ -121,7 +163,7 @@ def main() -> None:
           f"steps {args.steps}, warmup {args.warmup}, runs {args.runs}",
           flush=True)
 
-    names = ["mlp", "cnn"] if args.model == "both" else [args.model]
+    names = {"both": ["mlp", "cnn"], "all": ["mlp", "cnn", "resnet"]}.get(args.model, [args.model])
     for name in names:
         bench(name, args)
 
