@@ -95,12 +95,12 @@ public class BatchNorm: Layer {
         var chunkStats = [Double](repeating: 0, count: 2 * c)
         context.chunking.forEach(n) { rows, _ in
             statistics(x, rows, into: &chunkStats)
-            exact.withUnsafeMutableBufferPointer { e in ExactSum.add(chunkStats, count: 2 * c, into: e.baseAddress!) }
+            exact.withUnsafeMutableBufferPointer { e in ExactSum.addColumns(chunkStats, count: 2 * c, into: e.baseAddress!) }
         }
         exact[2 * c * w] = Int64(n * s)
         try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
         exact.withUnsafeBufferPointer { e in
-            for v in 0..<(2 * c) { stats[v] = ExactSum.value(e.baseAddress! + v * w) }
+            for v in 0..<(2 * c) { stats[v] = ExactSum.columnValue(e.baseAddress!, count: 2 * c, index: v) }
         }
         stats[2 * c] = Double(exact[2 * c * w])
         let count = Int(stats[2 * c])
@@ -229,12 +229,12 @@ public class BatchNorm: Layer {
             gradientSums(dOut, xhat, rows, into: &chunkSums)
             let gb = beta.gradient(slot: slot), gg = gamma.gradient(slot: slot)
             for ch in 0..<c { gb[ch] += Float(chunkSums[ch]); gg[ch] += Float(chunkSums[c + ch]) }
-            exact.withUnsafeMutableBufferPointer { e in ExactSum.add(chunkSums, count: 2 * c, into: e.baseAddress!) }
+            exact.withUnsafeMutableBufferPointer { e in ExactSum.addColumns(chunkSums, count: 2 * c, into: e.baseAddress!) }
         }
         guard needInputGradient else { return nil }
         try exact.withUnsafeMutableBufferPointer { try reduceExact($0) }
         exact.withUnsafeBufferPointer { e in
-            for v in 0..<(2 * c) { sums[v] = ExactSum.value(e.baseAddress! + v * w) }
+            for v in 0..<(2 * c) { sums[v] = ExactSum.columnValue(e.baseAddress!, count: 2 * c, index: v) }
         }
         let dx = reuse(&dInput, dOut.shape)
         let total = Double(globalCount)

@@ -28,10 +28,47 @@ public enum ExactSum {
     @inline(never)
     public static func add(_ v: Double, into acc: UnsafeMutablePointer<Int64>) { addOne(v, into: acc) }
 
-    /// Adds values[i] into the `width` words at acc + i·width, for i < count (batch norm's
-    /// per-chunk statistics: one call per chunk rather than one per value).
-    public static func add(_ values: UnsafePointer<Double>, count: Int, into acc: UnsafeMutablePointer<Int64>) {
-        for i in 0..<count { addOne(values[i], into: acc + i * width) }
+    /// Digit-major batches (batch norm's per-chunk statistics): values[i]'s words go to
+    /// acc[d·count + i] for d < width (the digits, then the non-finite counter), so that one
+    /// call adds a whole chunk's values with vector arithmetic. The words are the ones `add`
+    /// gives each value: digit d = round(r·2^(64−32d)) by adding 1.5·2^52, read from the bit
+    /// pattern (no conversion instruction), r reduced by it exactly, from the top digit down.
+    public static func addColumns(_ values: UnsafePointer<Double>, count: Int, into acc: UnsafeMutablePointer<Int64>) {
+        let magic = SIMD4<Double>(repeating: 0x1.8p52)
+        let magicBits = SIMD4<Int64>(repeating: Int64(bitPattern: (0x1.8p52 as Double).bitPattern))
+        let bound = SIMD4<Double>(repeating: limit)
+        var i = 0
+        while i + 4 <= count {
+            var r = UnsafeRawPointer(values + i).loadUnaligned(as: SIMD4<Double>.self)
+            let ok = (r .< bound) .& (-r .< bound)   // false for NaN, infinities and |v| ≥ limit
+            r.replace(with: 0, where: .!ok)
+            addColumn(acc + limbs * count + i, SIMD4<Int64>(repeating: 0).replacing(with: 1, where: .!ok))
+            for d in stride(from: limbs - 1, through: 0, by: -1) {
+                let down = SIMD4<Double>(repeating: Double(sign: .plus, exponent: fractionBits - 32 * d, significand: 1))
+                let up = SIMD4<Double>(repeating: Double(sign: .plus, exponent: 32 * d - fractionBits, significand: 1))
+                let q = r * down + magic
+                addColumn(acc + d * count + i, unsafeBitCast(q, to: SIMD4<Int64>.self) &- magicBits)
+                r -= (q - magic) * up
+            }
+            i += 4
+        }
+        while i < count {   // the rest, one at a time, into the same columns
+            var words = [Int64](repeating: 0, count: width)
+            words.withUnsafeMutableBufferPointer { addOne(values[i], into: $0.baseAddress!) }
+            for d in 0..<width { acc[d * count + i] &+= words[d] }
+            i += 1
+        }
+    }
+
+    @inline(__always)
+    private static func addColumn(_ p: UnsafeMutablePointer<Int64>, _ v: SIMD4<Int64>) {
+        let raw = UnsafeMutableRawPointer(p)
+        raw.storeBytes(of: raw.loadUnaligned(as: SIMD4<Int64>.self) &+ v, as: SIMD4<Int64>.self)
+    }
+
+    /// Value `index` of digit-major sums of `count` values (addColumns's layout).
+    public static func columnValue(_ acc: UnsafePointer<Int64>, count: Int, index: Int) -> Double {
+        value(acc + index, stride: count)
     }
 
     @inline(__always)
@@ -57,22 +94,27 @@ public enum ExactSum {
 
     /// The sum held in `width` words, as a Double (NaN when any input was non-finite).
     @inline(__always)
-    public static func value(_ acc: UnsafePointer<Int64>) -> Double {
-        if acc[limbs] != 0 { return .nan }
+    public static func value(_ acc: UnsafePointer<Int64>) -> Double { value(acc, stride: 1) }
+
+    /// The sum whose words are acc[0], acc[stride], acc[2·stride], ... (`width` of them).
+    @inline(__always)
+    static func value(_ acc: UnsafePointer<Int64>, stride: Int) -> Double {
+        if acc[limbs * stride] != 0 { return .nan }
         // Normalise carries so that digits 0..<limbs-1 lie in [0, 2^32), then combine from the top:
         // the result depends only on the integer held, never on how it was accumulated.
-        var digits = [Int64](repeating: 0, count: limbs)
-        var carry: Int64 = 0
-        for i in 0..<limbs {
-            let t = acc[i] &+ carry
-            if i == limbs - 1 { digits[i] = t; break }
-            digits[i] = t & 0xFFFF_FFFF
-            carry = t >> 32   // arithmetic shift: floor division for negative values too
-        }
-        var v = 0.0
-        for i in stride(from: limbs - 1, through: 0, by: -1) {
-            v += Double(digits[i]) * Double(sign: .plus, exponent: 32 * i - fractionBits, significand: 1)
-        }
+        let (d0, c0) = (acc[0] & 0xFFFF_FFFF, acc[0] >> 32)   // arithmetic shift: floor division
+        let t1 = acc[stride] &+ c0
+        let (d1, c1) = (t1 & 0xFFFF_FFFF, t1 >> 32)
+        let t2 = acc[2 * stride] &+ c1
+        let (d2, c2) = (t2 & 0xFFFF_FFFF, t2 >> 32)
+        let t3 = acc[3 * stride] &+ c2
+        let (d3, c3) = (t3 & 0xFFFF_FFFF, t3 >> 32)
+        let d4 = acc[4 * stride] &+ c3
+        var v = Double(d4) * 0x1p64
+        v += Double(d3) * 0x1p32
+        v += Double(d2)
+        v += Double(d1) * 0x1p-32
+        v += Double(d0) * 0x1p-64
         return v
     }
 

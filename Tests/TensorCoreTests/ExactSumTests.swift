@@ -73,4 +73,23 @@ final class ExactSumTests: XCTestCase {
         XCTAssertTrue(value(words([0x1p95])).isNaN, "beyond the representable range")
         XCTAssertEqual(value(words([0x1p93, -0x1p93, 1])), 1)
     }
+
+    /// The digit-major batch (batch norm's) gives every value the words `add` gives it, in its
+    /// column, and reads the same sums back: across the vector body and the tail, with values
+    /// over the whole range, ties at the last digit, zeros of both signs, and the non-finite.
+    func testColumnsHoldTheWordsOfAddAndTheSameSums() {
+        var values = wideTerms(37, seed: 5).map { $0 * 1e8 }
+        values += [0, -0.0, 0x1p-65, 3 * 0x1p-65, -0x1p-66, 0x1p93, -0x1.fffffp93, 0x1p94, .nan, -.infinity, 1e-300, 0x1p-64 * 5]
+        let n = values.count
+        var columns = [Int64](repeating: 0, count: n * ExactSum.width)
+        for _ in 0..<3 {   // three rounds, so sums of several values are compared too
+            columns.withUnsafeMutableBufferPointer { ExactSum.addColumns(values, count: n, into: $0.baseAddress!) }
+        }
+        for (i, v) in values.enumerated() {
+            let want = words([v, v, v])
+            XCTAssertEqual((0..<ExactSum.width).map { columns[$0 * n + i] }, want, "value \(i): \(v)")
+            let got = columns.withUnsafeBufferPointer { ExactSum.columnValue($0.baseAddress!, count: n, index: i) }
+            XCTAssertEqual(got.bitPattern, value(want).bitPattern, "value \(i)")
+        }
+    }
 }
