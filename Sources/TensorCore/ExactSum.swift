@@ -12,7 +12,9 @@
 //   2^(32i-64)), plus one word counting non-finite inputs. Digit-wise sums of up to 2^31 values
 //   cannot overflow. Range |v| < 2^94; the rounding error
 //   is at most 2^-65 per value added, so a sum of n values is within n·2^-65 of the exact sum of
-//   the Doubles given (then rounded once more when read back as a Double).
+//   the Doubles given (then rounded once more when read back as a Double). A value's words lie
+//   together (`add`), or, for batches, digit-major: digit d of value i at d·count + i
+//   (`addColumns`, `columnValue`), which lets one chunk's values be added with vector arithmetic.
 
 public enum ExactSum {
     /// 32-bit digits per value.
