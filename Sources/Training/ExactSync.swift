@@ -33,7 +33,6 @@ final class ExactSync: GradientSync {
     func begin(_ plan: StepPlan, stop: Bool) throws {
         self.plan = plan
         microBatch = 0
-        if update.shards != nil { arena.zeroGrads() }   // elements outside this rank's block stay zero
         arena.useChunkSlots(plan.localChunks)
         arena.zeroSlots(plan.localChunks)
         words = [Int64](repeating: 0, count: words.count)
