@@ -28,7 +28,8 @@ extension TrainingConfig {
             spec = .conv(inputs: try a.scalar("in") == nil ? nil : try a.int("in", default: 1, min: 1),
                          out: try required(a, "out"), kernel: try required(a, "kernel"),
                          stride: try a.int("stride", default: 1, min: 1), padding: try a.int("padding", default: 0, min: 0),
-                         bias: try a.bool("bias", default: true), initializer: try initializer())
+                         bias: try a.bool("bias", default: true), initializer: try initializer(),
+                         algorithm: try a.scalar("algorithm") == nil ? nil : try a.choice("algorithm", default: ConvAlgorithm.auto))
         case "maxpool":
             let size = try required(a, "size")
             spec = .maxPool(size: size, stride: try a.scalar("stride") == nil ? nil : try a.int("stride", default: size, min: 1))

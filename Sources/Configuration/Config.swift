@@ -98,6 +98,12 @@ public struct TrainingConfig {
     public struct Output {
         public var dir: String? = nil
     }
+    public struct Conv {
+        /// The algorithm of conv layers that name none: `auto` (Winograd F(4,3) for 3×3 stride-1
+        /// layers of 16 channels or more), `direct` (im2col + GEMM), `winograd` or `winograd-f2`
+        /// (wherever they apply). A layer's own `algorithm` must apply to it.
+        public var algorithm = ConvAlgorithm.auto
+    }
     public struct Checkpoint {
         public var everySteps = 0
         public var everyEpochs = 1
@@ -115,6 +121,7 @@ public struct TrainingConfig {
     public var check = Check()
     public var output = Output()
     public var checkpoint = Checkpoint()
+    public var conv = Conv()
     /// The resolved document (after overrides), as YAML.
     public var resolvedYAML = ""
 
@@ -162,6 +169,9 @@ public struct TrainingConfig {
         guard let layers = try root.list("model"), !layers.isEmpty else {
             throw ConfigError("\(file): 'model' must be a non-empty list of layers, e.g. '- dense: {out: 10}'")
         }
+        let cv = try root.section("conv")
+        config.conv.algorithm = try cv.choice("algorithm", default: config.conv.algorithm)
+        try cv.finish()
         config.model = try layers.enumerated().map { try parseLayer($0.element, path: "model[\($0.offset)]", file: file, classes: config.data.classes) }
 
         let o = try root.section("optimizer")

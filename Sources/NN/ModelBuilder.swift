@@ -22,7 +22,8 @@ public enum LayerSpec: Equatable, Sendable {
     /// `inputs`, when given, is the input size the user expects; a mismatch is an error.
     case dense(inputs: Int? = nil, out: Int, bias: Bool, initializer: Initializer?)
     /// `inputs`, when given, is the number of input channels the user expects.
-    case conv(inputs: Int? = nil, out: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, initializer: Initializer?)
+    case conv(inputs: Int? = nil, out: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, initializer: Initializer?,
+              algorithm: ConvAlgorithm? = nil)
     case maxPool(size: Int, stride: Int?)
     case avgPool(size: Int, stride: Int?)
     case globalAvgPool
@@ -72,10 +73,14 @@ public enum LayerSpec: Equatable, Sendable {
 public struct ModelBuilder {
     public var batchNormMode: BatchNormMode
     public var communicator: Communicator
+    /// The algorithm of conv layers that name none (config `conv.algorithm`). Unlike a layer's
+    /// own choice, a Winograd default falls back to im2col + GEMM where Winograd does not apply.
+    public var convAlgorithm: ConvAlgorithm
 
-    public init(batchNormMode: BatchNormMode = .sync, communicator: Communicator) {
+    public init(batchNormMode: BatchNormMode = .sync, communicator: Communicator, convAlgorithm: ConvAlgorithm = .auto) {
         self.batchNormMode = batchNormMode
         self.communicator = communicator
+        self.convAlgorithm = convAlgorithm
     }
 
     /// Builds layers named `<kind><k>` (conv1, batchnorm1, dense2, ...). The default initialiser
@@ -111,12 +116,13 @@ public struct ModelBuilder {
                 }
                 layer = try Dense(name: name, inputShape: shape, outFeatures: out, bias: bias,
                                   initializer: initializer ?? defaultInit)
-            case let .conv(inputs, out, kernel, stride, padding, bias, initializer):
+            case let .conv(inputs, out, kernel, stride, padding, bias, initializer, algorithm):
                 if let inputs, shape.first != inputs || shape.count != 3 {
                     throw ShapeError("\(name): conv expects \(inputs) input channels but the layer before it gives \(shape)")
                 }
                 layer = try Conv2D(name: name, inputShape: shape, outChannels: out, kernel: kernel, stride: stride,
-                                   padding: padding, bias: bias, initializer: initializer ?? defaultInit)
+                                   padding: padding, bias: bias, initializer: initializer ?? defaultInit,
+                                   algorithm: algorithm ?? convAlgorithm, strictAlgorithm: algorithm != nil)
             case let .maxPool(size, stride):
                 layer = try MaxPool2D(name: name, inputShape: shape, size: size, stride: stride)
             case let .avgPool(size, stride):

@@ -72,7 +72,8 @@ public struct MemoryEstimate: Sendable {
 
     /// The estimate of a config's model (built without allocating) on `data`.
     public init(config: TrainingConfig, data: TrainingData, worldSize: Int) throws {
-        let layers = try ModelBuilder(batchNormMode: config.bn.mode, communicator: SingleProcessCommunicator())
+        let layers = try ModelBuilder(batchNormMode: config.bn.mode, communicator: SingleProcessCommunicator(),
+                                    convAlgorithm: config.conv.algorithm)
             .layers(config.model, inputShape: data.train.sampleShape)
         self.init(config: config, layers: layers, data: data, worldSize: worldSize)
     }

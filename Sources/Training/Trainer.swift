@@ -93,7 +93,8 @@ public final class Trainer {
         seed = UInt64(config.train.seed)
         normalization = data.normalization
         faults = FaultInjection(ProcessInfo.processInfo.environment, rank: communicator.rank)
-        let builder = ModelBuilder(batchNormMode: config.bn.mode, communicator: self.communicator)
+        let builder = ModelBuilder(batchNormMode: config.bn.mode, communicator: self.communicator,
+                                   convAlgorithm: config.conv.algorithm)
         let layers: [Layer]
         do {
             layers = try builder.layers(config.model, inputShape: data.train.sampleShape)

@@ -52,4 +52,32 @@ void lockstep_rowwise_gemm(int level, const float *a, size_t lda, const float *b
 /// dst (cols × rows) = srcᵀ, src row-major rows × cols.
 void lockstep_transpose(const float *restrict src, size_t rows, size_t cols, float *restrict dst);
 
+/// Winograd F(m×m, 3×3) for 3×3 stride-1 convolutions, m = 2 or 4, α = m + 2 (winograd.c).
+/// pack: one sample's x (c, h, w) → p (hp, wp, c), channels innermost, the image at (pad, pad),
+/// zeros around it (hp = th·m + 2 ≥ h + pad, wp likewise).
+void lockstep_winograd_pack(int level, const float *restrict x, size_t c, size_t h, size_t w, size_t pad,
+                            size_t hp, size_t wp, float *restrict p);
+/// input: the th × tw tiles of p → α² matrices: tile t (= ty·tw + tx) of element ξ at
+/// v[ξ·ldx + t·c + channel]. Every level gives the same bits.
+void lockstep_winograd_input(int level, int m, const float *p, size_t wp, size_t c, size_t th, size_t tw,
+                             float *v, size_t ldx);
+/// output: α² matrices (tile t of element ξ at mm[ξ·ldx + t·k + channel]) → q (th·m, wq, k),
+/// channels innermost, wq = tw·m. Every level gives the same bits.
+void lockstep_winograd_output(int level, int m, const float *mm, size_t ldx, size_t k, size_t th, size_t tw,
+                              float *q, size_t wq);
+/// gradient tiles: the th × tw m×m tiles of p (a packed output gradient, (th·m, wp, k), zeros
+/// past the output) → α² matrices A·dY·Aᵀ, laid out as `input`'s. Every level gives the same bits.
+void lockstep_winograd_gradient_tiles(int level, int m, const float *p, size_t wp, size_t k, size_t th, size_t tw,
+                                      float *v, size_t ldx);
+/// weight gradient: dw (k, c, 3, 3) += Gᵀ·dU·G for dU's α² matrices (c × k) (du[ξ·c·k + i·k + o]),
+/// in double, rounded once and added.
+void lockstep_winograd_weight_gradient(int m, const float *du, size_t k, size_t c, float *dw);
+/// unpack: q (rows ≥ ho, wq, k) → y (k, ho, wo), cropping.
+void lockstep_winograd_unpack(int level, const float *restrict q, size_t wq, size_t k, size_t ho, size_t wo,
+                              float *restrict y);
+/// weights: w (k, c, 3, 3) → u, α² matrices of G·g·Gᵀ computed in double and rounded once:
+/// u[ξ] is (c × k) (u[ξ·c·k + i·k + o]); with flip, the input gradient's weights, each kernel
+/// rotated by 180°, as (k × c) (u[ξ·k·c + o·c + i]).
+void lockstep_winograd_weights(int m, const float *w, size_t k, size_t c, int flip, float *u);
+
 #endif

@@ -1,0 +1,147 @@
+// CKernels: Winograd F(2×2, 3×3) and F(4×4, 3×3) transforms for 3×3 stride-1 convolutions
+// (declared in CKernels.h; the per-level bodies are in winograd_body.h).
+//
+// Layout: channels innermost. A sample's input is packed into a zero-padded (hp, wp, c) buffer,
+// each α×α tile (α = m + 2) is transformed with all its channels as one vector per element, and
+// the transformed tiles form α² matrices (tiles × channels): one GEMM per element with the
+// transformed weights (channels × outputs) gives α² matrices (tiles × outputs), transformed
+// back into (m × m) output tiles. Vectors over channels stay full for every plane size (the
+// ResNet's 7×7 planes have 4 tiles of 4×4), which vectors over tiles would not.
+//
+// Every transform is a fixed sequence of IEEE additions and multiplications by small integers
+// (no fused multiply-add: -ffp-contract=off), written once and used by the vector and scalar
+// paths alike, so every level gives the same bits. The weight transform (G g Gᵀ, with thirds
+// and sixths) is computed in double and rounded once.
+#include "CKernels.h"
+#include <string.h>
+
+#define PREFIX winograd
+#define BODY "winograd_body.h"
+#include "kernel_levels.h"
+#undef PREFIX
+#undef BODY
+
+#define WG_ARGS_IN const float *p, size_t wp, size_t c, size_t th, size_t tw, float *v, size_t ldx
+#define WG_ARGS_OUT const float *mm, size_t ldx, size_t k, size_t th, size_t tw, float *q, size_t wq
+
+void lockstep_winograd_input(int level, int m, WG_ARGS_IN) {
+    if (level < 0) level = lockstep_kernel_level();
+#if defined(__x86_64__) && defined(__clang__)
+    if (level == 2) { (m == 4 ? winograd_avx512_in4 : winograd_avx512_in2)(p, wp, c, th, tw, v, ldx); return; }
+    if (level == 1) { (m == 4 ? winograd_avx2_in4 : winograd_avx2_in2)(p, wp, c, th, tw, v, ldx); return; }
+#endif
+    (m == 4 ? winograd_baseline_in4 : winograd_baseline_in2)(p, wp, c, th, tw, v, ldx);
+}
+
+void lockstep_winograd_output(int level, int m, WG_ARGS_OUT) {
+    if (level < 0) level = lockstep_kernel_level();
+#if defined(__x86_64__) && defined(__clang__)
+    if (level == 2) { (m == 4 ? winograd_avx512_out4 : winograd_avx512_out2)(mm, ldx, k, th, tw, q, wq); return; }
+    if (level == 1) { (m == 4 ? winograd_avx2_out4 : winograd_avx2_out2)(mm, ldx, k, th, tw, q, wq); return; }
+#endif
+    (m == 4 ? winograd_baseline_out4 : winograd_baseline_out2)(mm, ldx, k, th, tw, q, wq);
+}
+
+void lockstep_winograd_gradient_tiles(int level, int m, const float *p, size_t wp, size_t k, size_t th, size_t tw,
+                                      float *v, size_t ldx) {
+    if (level < 0) level = lockstep_kernel_level();
+#if defined(__x86_64__) && defined(__clang__)
+    if (level == 2) { (m == 4 ? winograd_avx512_grad4 : winograd_avx512_grad2)(p, wp, k, th, tw, v, ldx); return; }
+    if (level == 1) { (m == 4 ? winograd_avx2_grad4 : winograd_avx2_grad2)(p, wp, k, th, tw, v, ldx); return; }
+#endif
+    (m == 4 ? winograd_baseline_grad4 : winograd_baseline_grad2)(p, wp, k, th, tw, v, ldx);
+}
+
+void lockstep_winograd_pack(int level, const float *restrict x, size_t c, size_t h, size_t w, size_t pad,
+                            size_t hp, size_t wp, float *restrict p) {
+    if (level < 0) level = lockstep_kernel_level();
+    // Zero the rows above and below the image, and the columns left and right of it.
+    memset(p, 0, pad * wp * c * sizeof(float));
+    const size_t below = pad + h < hp ? pad + h : hp;
+    memset(p + below * wp * c, 0, (hp - below) * wp * c * sizeof(float));
+    for (size_t r = pad; r < below; r++) {
+        memset(p + r * wp * c, 0, pad * c * sizeof(float));
+        memset(p + (r * wp + pad + w) * c, 0, (wp - pad - w) * c * sizeof(float));
+    }
+#if defined(__x86_64__) && defined(__clang__)
+    if (level == 2) { winograd_avx512_pack(x, c, h, w, pad, wp, p); return; }
+    if (level == 1) { winograd_avx2_pack(x, c, h, w, pad, wp, p); return; }
+#endif
+    winograd_baseline_pack(x, c, h, w, pad, wp, p);
+}
+
+void lockstep_winograd_unpack(int level, const float *restrict q, size_t wq, size_t k, size_t ho, size_t wo,
+                              float *restrict y) {
+    if (level < 0) level = lockstep_kernel_level();
+#if defined(__x86_64__) && defined(__clang__)
+    if (level == 2) { winograd_avx512_unpack(q, wq, k, ho, wo, y); return; }
+    if (level == 1) { winograd_avx2_unpack(q, wq, k, ho, wo, y); return; }
+#endif
+    winograd_baseline_unpack(q, wq, k, ho, wo, y);
+}
+
+// G (α × 3) for each tile size (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
+// Networks", with interpolation points 0, ±1, ∞ and 0, ±1, ±2, ∞).
+static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double G4[6][3] = {{1.0 / 4, 0, 0},
+                                {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                {0, 0, 1}};
+
+void lockstep_winograd_weights(int m, const float *w, size_t k, size_t c, int flip, float *u) {
+    const int a = m + 2;
+    const double *G = m == 4 ? &G4[0][0] : &G2[0][0];
+    const size_t rows = flip ? k : c, cols = flip ? c : k;   // u[ξ] is (rows × cols)
+    for (size_t o = 0; o < k; o++)
+        for (size_t i = 0; i < c; i++) {
+            const float *g = w + (o * c + i) * 9;
+            double gg[3][3], t[6][3];
+            for (int y = 0; y < 3; y++)
+                for (int x = 0; x < 3; x++) gg[y][x] = flip ? g[(2 - y) * 3 + (2 - x)] : g[y * 3 + x];
+            for (int e = 0; e < a; e++)
+                for (int x = 0; x < 3; x++)
+                    t[e][x] = G[e * 3 + 0] * gg[0][x] + G[e * 3 + 1] * gg[1][x] + G[e * 3 + 2] * gg[2][x];
+            const size_t at = flip ? o * cols + i : i * cols + o;
+            for (int e = 0; e < a; e++)
+                for (int f = 0; f < a; f++) {
+                    const double s = t[e][0] * G[f * 3 + 0] + t[e][1] * G[f * 3 + 1] + t[e][2] * G[f * 3 + 2];
+                    u[(size_t)(e * a + f) * rows * cols + at] = (float)s;
+                }
+        }
+}
+
+void lockstep_winograd_weight_gradient(int m, const float *du, size_t k, size_t c, float *dw) {
+    // dw[o][i][y][x] += Σ_ξ G[e][y]·G[f][x]·dU[ξ = (e, f)][i][o]: 9 coefficients per element,
+    // applied to blocks of B (i, o) pairs so that the sums run as vectors over the pairs, in
+    // double, in the order of ξ; each sum is rounded once and added.
+    const int a = m + 2;
+    const double *G = m == 4 ? &G4[0][0] : &G2[0][0];
+    double coef[9][36];
+    for (int y = 0; y < 3; y++)
+        for (int x = 0; x < 3; x++)
+            for (int e = 0; e < a; e++)
+                for (int f = 0; f < a; f++) coef[y * 3 + x][e * a + f] = G[e * 3 + y] * G[f * 3 + x];
+    enum { B = 256 };
+    double acc[9][B];
+    const size_t total = c * k;
+    for (size_t j0 = 0; j0 < total; j0 += B) {
+        const size_t n = j0 + B <= total ? B : total - j0;
+        for (int t = 0; t < 9; t++)
+            for (size_t j = 0; j < n; j++) acc[t][j] = 0;
+        for (int xi = 0; xi < a * a; xi++) {
+            const float *src = du + (size_t)xi * total + j0;
+            for (int t = 0; t < 9; t++) {
+                const double w = coef[t][xi];
+                if (w == 0) continue;
+                for (size_t j = 0; j < n; j++) acc[t][j] += w * (double)src[j];
+            }
+        }
+        for (size_t j = 0; j < n; j++) {
+            const size_t i = (j0 + j) / k, o = (j0 + j) % k;   // dU's (i, o) layout
+            float *g = dw + (o * c + i) * 9;
+            for (int t = 0; t < 9; t++) g[t] += (float)acc[t][j];
+        }
+    }
+}

@@ -1,0 +1,226 @@
+// The body of the Winograd transforms (winograd.c), included once per instruction-set level
+// with FN, VL and ATTR defined. Each transform is a macro over its element type, so the vector
+// path (VL channels at once) and the scalar path (the channels past the last whole vector) run
+// the same operations in the same order.
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define NAME(s) CAT(FN, s)
+typedef float NAME(_vf) __attribute__((ext_vector_type(VL)));
+
+#ifndef WG_TRANSFORMS
+#define WG_TRANSFORMS
+// Bᵀd for F(2,3): rows [1 0 −1 0], [0 1 1 0], [0 −1 1 0], [0 1 0 −1].
+#define WG_IN2(T, o, d) do { o[0] = d[0] - d[2]; o[1] = d[1] + d[2]; o[2] = d[2] - d[1]; o[3] = d[1] - d[3]; } while (0)
+// Bᵀd for F(4,3): rows [4 0 −5 0 1 0], [0 −4 −4 1 1 0], [0 4 −4 −1 1 0], [0 −2 −1 2 1 0],
+// [0 2 −1 −2 1 0], [0 4 0 −5 0 1].
+#define WG_IN4(T, o, d) do {                                              \
+        const T s42 = d[4] - d[2], s31 = d[3] - d[1];                      \
+        o[0] = (4.0f * d[0] - 5.0f * d[2]) + d[4];                         \
+        o[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);                       \
+        o[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);                       \
+        o[3] = s42 + 2.0f * s31;                                           \
+        o[4] = s42 - 2.0f * s31;                                           \
+        o[5] = (4.0f * d[1] - 5.0f * d[3]) + d[5];                         \
+    } while (0)
+// Aᵀm for F(2,3): rows [1 1 1 0], [0 1 −1 −1].
+#define WG_OUT2(T, o, s) do { o[0] = (s[0] + s[1]) + s[2]; o[1] = (s[1] - s[2]) - s[3]; } while (0)
+// Aᵀm for F(4,3): rows [1 1 1 1 1 0], [0 1 −1 2 −2 0], [0 1 1 4 4 0], [0 1 −1 8 −8 1].
+#define WG_OUT4(T, o, s) do {                                             \
+        const T a = s[1] + s[2], b = s[1] - s[2], c = s[3] + s[4], d = s[3] - s[4]; \
+        o[0] = (s[0] + a) + c;                                             \
+        o[1] = b + 2.0f * d;                                               \
+        o[2] = a + 4.0f * c;                                               \
+        o[3] = (b + 8.0f * d) + s[5];                                      \
+    } while (0)
+// A·d for the weight gradient's output tiles, m → α values (A = the output transform's
+// transpose). F(2,3): rows [1 0], [1 1], [1 −1], [0 −1].
+#define WG_GIN2(T, o, d) do { o[0] = d[0]; o[1] = d[0] + d[1]; o[2] = d[0] - d[1]; o[3] = -d[1]; } while (0)
+// F(4,3): rows [1 0 0 0], [1 1 1 1], [1 −1 1 −1], [1 2 4 8], [1 −2 4 −8], [0 0 0 1].
+#define WG_GIN4(T, o, d) do {                                             \
+        const T e = d[0] + d[2], f = d[1] + d[3];                          \
+        const T g = d[0] + 4.0f * d[2], h = 2.0f * d[1] + 8.0f * d[3];     \
+        o[0] = d[0]; o[1] = e + f; o[2] = e - f; o[3] = g + h; o[4] = g - h; o[5] = d[3]; \
+    } while (0)
+#endif
+
+// One m×m output-gradient tile → α×α (A·dY·Aᵀ) for channels [k0, k0 + lanes of T); base points
+// at the tile's top-left element of channel 0 in the packed (th·m, wp, k) buffer.
+#define WG_GRAD_TILE(T, A, M, LOAD, STORE)                                                   \
+    do {                                                                                     \
+        T rt[M][A];                                                                          \
+        for (int i = 0; i < M; i++) {                                                        \
+            T d[M];                                                                          \
+            for (int x = 0; x < M; x++) d[x] = LOAD(base + ((size_t)i * wp + (size_t)x) * k + k0); \
+            CAT(WG_GIN, M)(T, rt[i], d);                                                     \
+        }                                                                                    \
+        for (int x = 0; x < A; x++) {                                                        \
+            T d[M], o[A];                                                                    \
+            for (int i = 0; i < M; i++) d[i] = rt[i][x];                                     \
+            CAT(WG_GIN, M)(T, o, d);                                                         \
+            for (int y = 0; y < A; y++) STORE(out + (size_t)(y * A + x) * ldx + k0, o[y]);   \
+        }                                                                                    \
+    } while (0)
+
+// One α×α tile's input transform for channels [c0, c0 + lanes of T): base points at the tile's
+// top-left element of channel 0 in the packed (hp, wp, c) buffer.
+#define WG_IN_TILE(T, A, M, LOAD, STORE)                                                     \
+    do {                                                                                     \
+        T rt[A][A];                                                                          \
+        for (int i = 0; i < A; i++) {                                                        \
+            T d[A];                                                                          \
+            for (int x = 0; x < A; x++) d[x] = LOAD(base + ((size_t)i * wp + (size_t)x) * c + c0); \
+            CAT(WG_IN, M)(T, rt[i], d);                          \
+        }                                                                                    \
+        for (int x = 0; x < A; x++) {                                                        \
+            T d[A], o[A];                                                                    \
+            for (int i = 0; i < A; i++) d[i] = rt[i][x];                                     \
+            CAT(WG_IN, M)(T, o, d);                                  \
+            for (int y = 0; y < A; y++) STORE(out + (size_t)(y * A + x) * ldx + c0, o[y]);   \
+        }                                                                                    \
+    } while (0)
+
+#define WG_OUT_TILE(T, A, M, LOAD, STORE)                                                    \
+    do {                                                                                     \
+        T rt[A][M];                                                                          \
+        for (int y = 0; y < A; y++) {                                                        \
+            T s[A];                                                                          \
+            for (int x = 0; x < A; x++) s[x] = LOAD(in + (size_t)(y * A + x) * ldx + k0);    \
+            CAT(WG_OUT, M)(T, rt[y], s);                        \
+        }                                                                                    \
+        for (int x = 0; x < M; x++) {                                                        \
+            T s[A], o[M];                                                                    \
+            for (int y = 0; y < A; y++) s[y] = rt[y][x];                                     \
+            CAT(WG_OUT, M)(T, o, s);                                \
+            for (int i = 0; i < M; i++) STORE(dst + ((size_t)i * wq + (size_t)x) * k + k0, o[i]); \
+        }                                                                                    \
+    } while (0)
+
+#define WG_VLOAD(ptr) ({ NAME(_vf) _v; __builtin_memcpy(&_v, (ptr), sizeof _v); _v; })
+#define WG_VSTORE(ptr, val) do { NAME(_vf) _v = (val); __builtin_memcpy((ptr), &_v, sizeof _v); } while (0)
+#define WG_SLOAD(ptr) (*(ptr))
+#define WG_SSTORE(ptr, val) (*(ptr) = (val))
+
+#define WG_INPUT_FN(M, A)                                                                    \
+ATTR static void NAME(CAT(_in, M))(const float *p, size_t wp, size_t c, size_t th, size_t tw, \
+                                   float *v, size_t ldx) {                                  \
+    for (size_t ty = 0; ty < th; ty++)                                                       \
+        for (size_t tx = 0; tx < tw; tx++) {                                                 \
+            const float *base = p + ((ty * M) * wp + tx * M) * c;                            \
+            float *out = v + (ty * tw + tx) * c;                                             \
+            size_t c0 = 0;                                                                   \
+            for (; c0 + VL <= c; c0 += VL) WG_IN_TILE(NAME(_vf), A, M, WG_VLOAD, WG_VSTORE); \
+            for (; c0 < c; c0++) WG_IN_TILE(float, A, M, WG_SLOAD, WG_SSTORE);               \
+        }                                                                                    \
+}
+
+#define WG_OUTPUT_FN(M, A)                                                                   \
+ATTR static void NAME(CAT(_out, M))(const float *mm, size_t ldx, size_t k, size_t th, size_t tw, \
+                                    float *q, size_t wq) {                                  \
+    for (size_t ty = 0; ty < th; ty++)                                                       \
+        for (size_t tx = 0; tx < tw; tx++) {                                                 \
+            const float *in = mm + (ty * tw + tx) * k;                                       \
+            float *dst = q + ((ty * M) * wq + tx * M) * k;                                   \
+            size_t k0 = 0;                                                                   \
+            for (; k0 + VL <= k; k0 += VL) WG_OUT_TILE(NAME(_vf), A, M, WG_VLOAD, WG_VSTORE); \
+            for (; k0 < k; k0++) WG_OUT_TILE(float, A, M, WG_SLOAD, WG_SSTORE);              \
+        }                                                                                    \
+}
+
+#define WG_GRAD_FN(M, A)                                                                     \
+ATTR static void NAME(CAT(_grad, M))(const float *p, size_t wp, size_t k, size_t th, size_t tw, \
+                                     float *v, size_t ldx) {                                \
+    for (size_t ty = 0; ty < th; ty++)                                                       \
+        for (size_t tx = 0; tx < tw; tx++) {                                                 \
+            const float *base = p + ((ty * M) * wp + tx * M) * k;                            \
+            float *out = v + (ty * tw + tx) * k;                                             \
+            size_t k0 = 0;                                                                   \
+            for (; k0 + VL <= k; k0 += VL) WG_GRAD_TILE(NAME(_vf), A, M, WG_VLOAD, WG_VSTORE); \
+            for (; k0 < k; k0++) WG_GRAD_TILE(float, A, M, WG_SLOAD, WG_SSTORE);             \
+        }                                                                                    \
+}
+
+// 8 × 8 transposes for packing and unpacking (copies: every level gives the same bits).
+typedef float NAME(_f8) __attribute__((ext_vector_type(8)));
+ATTR static inline __attribute__((always_inline)) void NAME(_tr8)(NAME(_f8) r[8]) {
+    NAME(_f8) t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; j++) {
+            u[i + j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + j + 2] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    // u[0]: rows 0-3 of columns 0, 4 (lanes 0-3 | 4-7); u[4]: rows 4-7. Order: u0 c0/c4, u2 c1/c5,
+    // u1 c2/c6, u3 c3/c7.
+    const int order[4] = {0, 2, 1, 3};
+    for (int j = 0; j < 4; j++) {
+        const int a = order[j];
+        r[j] = __builtin_shufflevector(u[a], u[a + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        r[j + 4] = __builtin_shufflevector(u[a], u[a + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+// x (c, h, w) → the interior of p (hp, wp, c): the plane is read as one flat run of h·w
+// positions, 8 positions × 8 channels at a time, each transposed vector stored at its
+// position's padded place.
+ATTR static void NAME(_pack)(const float *restrict x, size_t c, size_t h, size_t w, size_t pad, size_t wp,
+                             float *restrict p) {
+    const size_t hw = h * w, c8 = c / 8 * 8;
+    size_t dst[8];
+    for (size_t q0 = 0; q0 < hw; q0 += 8) {
+        const size_t n = q0 + 8 <= hw ? 8 : hw - q0;
+        for (size_t j = 0; j < n; j++) dst[j] = (((q0 + j) / w + pad) * wp + (q0 + j) % w + pad) * c;
+        size_t c0 = 0;
+        if (n == 8)
+            for (; c0 < c8; c0 += 8) {
+                NAME(_f8) r[8];
+                for (int i = 0; i < 8; i++) __builtin_memcpy(&r[i], x + (c0 + (size_t)i) * hw + q0, sizeof r[i]);
+                NAME(_tr8)(r);
+                for (int j = 0; j < 8; j++) __builtin_memcpy(p + dst[j] + c0, &r[j], sizeof r[j]);
+            }
+        for (; c0 < c; c0++)
+            for (size_t j = 0; j < n; j++) p[dst[j] + c0] = x[c0 * hw + q0 + j];
+    }
+}
+
+// q (rows, wq, k) → y (k, ho, wo), cropping: 8 output positions × 8 channels at a time.
+ATTR static void NAME(_unpack)(const float *restrict q, size_t wq, size_t k, size_t ho, size_t wo,
+                               float *restrict y) {
+    const size_t hw = ho * wo, k8 = k / 8 * 8;
+    size_t src[8];
+    for (size_t q0 = 0; q0 < hw; q0 += 8) {
+        const size_t n = q0 + 8 <= hw ? 8 : hw - q0;
+        for (size_t j = 0; j < n; j++) src[j] = ((q0 + j) / wo * wq + (q0 + j) % wo) * k;
+        size_t k0 = 0;
+        if (n == 8)
+            for (; k0 < k8; k0 += 8) {
+                NAME(_f8) r[8];
+                for (int j = 0; j < 8; j++) __builtin_memcpy(&r[j], q + src[j] + k0, sizeof r[j]);
+                NAME(_tr8)(r);
+                for (int i = 0; i < 8; i++) __builtin_memcpy(y + (k0 + (size_t)i) * hw + q0, &r[i], sizeof r[i]);
+            }
+        for (; k0 < k; k0++)
+            for (size_t j = 0; j < n; j++) y[k0 * hw + q0 + j] = q[src[j] + k0];
+    }
+}
+
+WG_GRAD_FN(2, 4)
+WG_GRAD_FN(4, 6)
+WG_INPUT_FN(2, 4)
+WG_INPUT_FN(4, 6)
+WG_OUTPUT_FN(2, 4)
+WG_OUTPUT_FN(4, 6)
+
+#undef WG_INPUT_FN
+#undef WG_GRAD_FN
+#undef WG_GRAD_TILE
+#undef WG_OUTPUT_FN
+#undef WG_IN_TILE
+#undef WG_OUT_TILE
+#undef WG_VLOAD
+#undef WG_VSTORE
+#undef WG_SLOAD
+#undef WG_SSTORE
+#undef NAME
