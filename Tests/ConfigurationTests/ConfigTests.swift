@@ -131,6 +131,26 @@ final class ConfigTests: XCTestCase {
         configError(try TrainingConfig.parse(yaml: yaml, file: "choice.yaml"), mentions: ["optimizer.name", "adadelta", "rmsprop"])
     }
 
+    func testConvAlgorithmDefaultAndPerLayerChoice() throws {
+        let yaml = "model:\n  - conv: {out: 4, kernel: 3, padding: 1, algorithm: winograd-f2}\n  - conv: {out: 4, kernel: 3}\n  - flatten\n  - dense: {out: 2}\n"
+        let config = try TrainingConfig.parse(yaml: yaml, file: "conv.yaml", overrides: ["conv.algorithm=direct"])
+        XCTAssertEqual(config.conv.algorithm, .direct)
+        guard case let .conv(_, _, _, _, _, _, _, first) = config.model[0], case let .conv(_, _, _, _, _, _, _, second) = config.model[1] else {
+            return XCTFail("expected two conv layers")
+        }
+        XCTAssertEqual(first, .winogradF2)
+        XCTAssertNil(second, "a layer without its own choice takes conv.algorithm")
+        XCTAssertEqual(try TrainingConfig.parse(yaml: yaml, file: "conv.yaml").conv.algorithm, .auto)
+        configError(try TrainingConfig.parse(yaml: yaml, file: "conv.yaml", overrides: ["conv.algorithm=fft"]),
+                    mentions: ["conv.algorithm", "fft", "winograd"])
+        // A layer's own Winograd choice must apply to it: the builder names the layer.
+        let strided = "model:\n  - conv: {out: 4, kernel: 3, stride: 2, algorithm: winograd}\n  - flatten\n  - dense: {out: 2}\n"
+        let specs = try TrainingConfig.parse(yaml: strided, file: "conv.yaml").model
+        XCTAssertThrowsError(try ModelBuilder(communicator: SingleProcessCommunicator()).build(specs, inputShape: [1, 8, 8])) { error in
+            XCTAssertTrue("\(error)".contains("conv1") && "\(error)".contains("stride 1"), "\(error)")
+        }
+    }
+
     func testUnknownLayer() {
         let yaml = "model:\n  - flatten\n  - convolution: {out: 8, kernel: 3}\n"
         configError(try TrainingConfig.parse(yaml: yaml, file: "layers.yaml"), mentions: ["convolution", "layers.yaml", "model[1]"])

@@ -54,37 +54,60 @@ final class ExactModeTests: XCTestCase {
                                                                        "train.accumulate_steps=2", "optimizer.clip_norm=0.5"])
     }
 
+    /// A residual block with sync BN inside and a projected, strided one: the block's inner
+    /// layers and shortcut follow the same chunks and slots.
+    let residualYAML = """
+    name: small-resnet
+    data: {path: /nonexistent, classes: 4, augment: {horizontal_flip: true}}
+    model:
+      - conv: {out: 4, kernel: 3, padding: 1, bias: false}
+      - batchnorm: {}
+      - relu
+      - residual:
+          layers:
+            - conv: {out: 4, kernel: 3, padding: 1, bias: false}
+            - batchnorm: {}
+            - relu
+            - conv: {out: 4, kernel: 3, padding: 1, bias: false}
+            - batchnorm: {}
+      - relu
+      - residual:
+          layers:
+            - conv: {out: 8, kernel: 3, stride: 2, padding: 1, bias: false}
+            - batchnorm: {}
+          projection: auto
+      - relu
+      - global_avgpool
+      - flatten
+      - dense: {out: 4}
+    optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
+    train: {epochs: 5, max_steps: 50, global_batch: 24, seed: 3, log_every: 0}
+    """
+
     func testResidualNetworkFromConfigHasTheSameBits() throws {
-        // A residual block with sync BN inside and a projected, strided one: the block's inner
-        // layers and shortcut follow the same chunks and slots.
-        let yaml = """
-        name: small-resnet
-        data: {path: /nonexistent, classes: 4, augment: {horizontal_flip: true}}
-        model:
-          - conv: {out: 4, kernel: 3, padding: 1, bias: false}
-          - batchnorm: {}
-          - relu
-          - residual:
-              layers:
-                - conv: {out: 4, kernel: 3, padding: 1, bias: false}
-                - batchnorm: {}
-                - relu
-                - conv: {out: 4, kernel: 3, padding: 1, bias: false}
-                - batchnorm: {}
-          - relu
-          - residual:
-              layers:
-                - conv: {out: 8, kernel: 3, stride: 2, padding: 1, bias: false}
-                - batchnorm: {}
-              projection: auto
-          - relu
-          - global_avgpool
-          - flatten
-          - dense: {out: 4}
-        optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
-        train: {epochs: 5, max_steps: 50, global_batch: 24, seed: 3, log_every: 0}
-        """
-        try assertSameBitsOnAnyWorldSize(yaml)
+        try assertSameBitsOnAnyWorldSize(residualYAML)
+    }
+
+    func testWinogradConvolutionsHaveTheSameBits() throws {
+        // Every 3×3 stride-1 convolution through Winograd, forward, input and weight gradient:
+        // F(4,3) in the residual network (its strided convolution and 1×1 projection fall back
+        // to im2col), F(2,3) in the CNN with accumulation.
+        func tiles(_ layers: [Layer]) -> [Int?] {
+            layers.flatMap { l -> [Int?] in
+                if let c = l as? Conv2D { return [c.winogradTile] }
+                if let r = l as? Residual { return tiles(r.inner + r.shortcut) }
+                return []
+            }
+        }
+        for (yaml, algorithm, want) in [(residualYAML, "winograd", [4, 4, 4, nil, nil]), (smallCNNConfig(), "winograd-f2", [2])] {
+            let config = try TrainingConfig.parse(yaml: yaml, file: "exact.yaml", overrides: exact + ["conv.algorithm=\(algorithm)"])
+            let trainer = try Trainer(config: config, communicator: SingleProcessCommunicator(), data: makeData(),
+                                      console: Console(isEnabled: false))
+            XCTAssertEqual(tiles(trainer.model.layers), want, "guard: the convolutions run Winograd")
+        }
+        try assertSameBitsOnAnyWorldSize(residualYAML, overrides: ["conv.algorithm=winograd"])
+        try assertSameBitsOnAnyWorldSize(smallCNNConfig(), overrides: ["conv.algorithm=winograd-f2", "train.max_steps=50",
+                                                                       "train.epochs=5", "train.accumulate_steps=2"])
     }
 
     func testEvaluationHasTheSameBitsOnAnyRanksAndEvalBatch() throws {
