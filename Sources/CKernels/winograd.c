@@ -90,58 +90,34 @@ static const double G4[6][3] = {{1.0 / 4, 0, 0},
                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                 {0, 0, 1}};
 
-void lockstep_winograd_weights(int m, const float *w, size_t k, size_t c, int flip, float *u) {
+/// coef[ξ = (e, f)][t = (y, x)] = G[e][y]·G[f][x], for tile m.
+static void coefficients(int m, double coef[36 * 9]) {
     const int a = m + 2;
     const double *G = m == 4 ? &G4[0][0] : &G2[0][0];
-    const size_t rows = flip ? k : c, cols = flip ? c : k;   // u[ξ] is (rows × cols)
-    for (size_t o = 0; o < k; o++)
-        for (size_t i = 0; i < c; i++) {
-            const float *g = w + (o * c + i) * 9;
-            double gg[3][3], t[6][3];
+    for (int e = 0; e < a; e++)
+        for (int f = 0; f < a; f++)
             for (int y = 0; y < 3; y++)
-                for (int x = 0; x < 3; x++) gg[y][x] = flip ? g[(2 - y) * 3 + (2 - x)] : g[y * 3 + x];
-            for (int e = 0; e < a; e++)
-                for (int x = 0; x < 3; x++)
-                    t[e][x] = G[e * 3 + 0] * gg[0][x] + G[e * 3 + 1] * gg[1][x] + G[e * 3 + 2] * gg[2][x];
-            const size_t at = flip ? o * cols + i : i * cols + o;
-            for (int e = 0; e < a; e++)
-                for (int f = 0; f < a; f++) {
-                    const double s = t[e][0] * G[f * 3 + 0] + t[e][1] * G[f * 3 + 1] + t[e][2] * G[f * 3 + 2];
-                    u[(size_t)(e * a + f) * rows * cols + at] = (float)s;
-                }
-        }
+                for (int x = 0; x < 3; x++) coef[(e * a + f) * 9 + y * 3 + x] = G[e * 3 + y] * G[f * 3 + x];
 }
 
-void lockstep_winograd_weight_gradient(int m, const float *du, size_t k, size_t c, float *dw) {
-    // dw[o][i][y][x] += Σ_ξ G[e][y]·G[f][x]·dU[ξ = (e, f)][i][o]: 9 coefficients per element,
-    // applied to blocks of B (i, o) pairs so that the sums run as vectors over the pairs, in
-    // double, in the order of ξ; each sum is rounded once and added.
-    const int a = m + 2;
-    const double *G = m == 4 ? &G4[0][0] : &G2[0][0];
-    double coef[9][36];
-    for (int y = 0; y < 3; y++)
-        for (int x = 0; x < 3; x++)
-            for (int e = 0; e < a; e++)
-                for (int f = 0; f < a; f++) coef[y * 3 + x][e * a + f] = G[e * 3 + y] * G[f * 3 + x];
-    enum { B = 256 };
-    double acc[9][B];
-    const size_t total = c * k;
-    for (size_t j0 = 0; j0 < total; j0 += B) {
-        const size_t n = j0 + B <= total ? B : total - j0;
-        for (int t = 0; t < 9; t++)
-            for (size_t j = 0; j < n; j++) acc[t][j] = 0;
-        for (int xi = 0; xi < a * a; xi++) {
-            const float *src = du + (size_t)xi * total + j0;
-            for (int t = 0; t < 9; t++) {
-                const double w = coef[t][xi];
-                if (w == 0) continue;
-                for (size_t j = 0; j < n; j++) acc[t][j] += w * (double)src[j];
-            }
-        }
-        for (size_t j = 0; j < n; j++) {
-            const size_t i = (j0 + j) / k, o = (j0 + j) % k;   // dU's (i, o) layout
-            float *g = dw + (o * c + i) * 9;
-            for (int t = 0; t < 9; t++) g[t] += (float)acc[t][j];
-        }
-    }
+void lockstep_winograd_weights(int level, int m, const float *w, size_t k, size_t c, int flip, float *u) {
+    double coef[36 * 9];
+    coefficients(m, coef);
+    if (level < 0) level = lockstep_kernel_level();
+#if defined(__x86_64__) && defined(__clang__)
+    if (level == 2) { winograd_avx512_weights(m + 2, coef, w, k, c, flip, u); return; }
+    if (level == 1) { winograd_avx2_weights(m + 2, coef, w, k, c, flip, u); return; }
+#endif
+    winograd_baseline_weights(m + 2, coef, w, k, c, flip, u);
+}
+
+void lockstep_winograd_weight_gradient(int level, int m, const float *du, size_t k, size_t c, float *dw) {
+    double coef[36 * 9];
+    coefficients(m, coef);
+    if (level < 0) level = lockstep_kernel_level();
+#if defined(__x86_64__) && defined(__clang__)
+    if (level == 2) { winograd_avx512_wgrad(m + 2, coef, du, k, c, dw); return; }
+    if (level == 1) { winograd_avx2_wgrad(m + 2, coef, du, k, c, dw); return; }
+#endif
+    winograd_baseline_wgrad(m + 2, coef, du, k, c, dw);
 }

@@ -206,6 +206,56 @@ ATTR static void NAME(_unpack)(const float *restrict q, size_t wq, size_t k, siz
     }
 }
 
+// The weight transforms, as vectors of double over blocks of (output, input) channel pairs.
+// u[ξ] = Σ_t coef[ξ][t]·g[t] over the 9 taps (coef[ξ][t] = G[e][y]·G[f][x], zeros skipped), and
+// dw[t] += Σ_ξ coef[ξ][t]·dU[ξ], each sum in double in a fixed order and rounded once.
+#define WG_BLOCK 64
+ATTR static void NAME(_weights)(int a, const double *coef, const float *w, size_t k, size_t c, int flip, float *u) {
+    double gt[9][WG_BLOCK], acc[WG_BLOCK];
+    const size_t outer = flip ? k : c, inner = flip ? c : k;   // u[ξ] is (outer × inner)
+    for (size_t r = 0; r < outer; r++)
+        for (size_t j0 = 0; j0 < inner; j0 += WG_BLOCK) {
+            const size_t n = j0 + WG_BLOCK <= inner ? WG_BLOCK : inner - j0;
+            for (size_t j = 0; j < n; j++) {
+                // flip: row r is output channel o, column j input channel i, taps rotated.
+                const float *g = flip ? w + (r * c + j0 + j) * 9 : w + ((j0 + j) * c + r) * 9;
+                for (int t = 0; t < 9; t++) gt[t][j] = (double)g[flip ? 8 - t : t];
+            }
+            for (int e = 0; e < a * a; e++) {
+                for (size_t j = 0; j < n; j++) acc[j] = 0;
+                for (int t = 0; t < 9; t++) {
+                    const double cf = coef[e * 9 + t];
+                    if (cf == 0) continue;
+                    for (size_t j = 0; j < n; j++) acc[j] += cf * gt[t][j];
+                }
+                float *dst = u + (size_t)e * k * c + r * inner + j0;
+                for (size_t j = 0; j < n; j++) dst[j] = (float)acc[j];
+            }
+        }
+}
+
+ATTR static void NAME(_wgrad)(int a, const double *coef, const float *du, size_t k, size_t c, float *dw) {
+    double acc[9][WG_BLOCK];
+    for (size_t i = 0; i < c; i++)
+        for (size_t o0 = 0; o0 < k; o0 += WG_BLOCK) {
+            const size_t n = o0 + WG_BLOCK <= k ? WG_BLOCK : k - o0;
+            for (int t = 0; t < 9; t++)
+                for (size_t j = 0; j < n; j++) acc[t][j] = 0;
+            for (int e = 0; e < a * a; e++) {
+                const float *src = du + (size_t)e * c * k + i * k + o0;
+                for (int t = 0; t < 9; t++) {
+                    const double cf = coef[e * 9 + t];
+                    if (cf == 0) continue;
+                    for (size_t j = 0; j < n; j++) acc[t][j] += cf * (double)src[j];
+                }
+            }
+            for (size_t j = 0; j < n; j++) {
+                float *g = dw + ((o0 + j) * c + i) * 9;
+                for (int t = 0; t < 9; t++) g[t] += (float)acc[t][j];
+            }
+        }
+}
+
 WG_GRAD_FN(2, 4)
 WG_GRAD_FN(4, 6)
 WG_INPUT_FN(2, 4)

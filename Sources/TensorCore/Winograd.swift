@@ -77,9 +77,9 @@ public final class WinogradConvolution {
     /// 180°: the convolution that gives the forward's input gradient.
     public func setWeights(_ w: UnsafePointer<Float>, flipped: Bool = false) {
         if flipped {
-            lockstep_winograd_weights(Int32(tile), w, inChannels, outChannels, 1, weights)
+            lockstep_winograd_weights(-1, Int32(tile), w, inChannels, outChannels, 1, weights)
         } else {
-            lockstep_winograd_weights(Int32(tile), w, outChannels, inChannels, 0, weights)
+            lockstep_winograd_weights(-1, Int32(tile), w, outChannels, inChannels, 0, weights)
         }
     }
 
@@ -163,6 +163,6 @@ public final class WinogradConvolution {
     /// dw (out, in, 3, 3) += Gᵀ·dU·G, computed in double and rounded once per element.
     public func addWeightGradient(into dw: UnsafeMutablePointer<Float>) {
         hasWeightGradient = true
-        lockstep_winograd_weight_gradient(Int32(tile), weightGradient, outChannels, inChannels, dw)
+        lockstep_winograd_weight_gradient(-1, Int32(tile), weightGradient, outChannels, inChannels, dw)
     }
 }

@@ -163,7 +163,7 @@ final class WinogradTests: XCTestCase {
             for g in winogradCases {
                 let th = (g.h + 2 * g.pad - 2 + tile - 1) / tile, tw = (g.w + 2 * g.pad - 2 + tile - 1) / tile
                 let hp = th * tile + 2, wp = tw * tile + 2, a2 = (tile + 2) * (tile + 2)
-                let x = floats(g.c * g.h * g.w, seed: 7), m = floats(a2 * th * tw * g.k, seed: 8)
+                let x = floats(g.c * g.h * g.w, seed: 7), m = floats(a2 * max(th * tw, g.c) * g.k, seed: 8)
                 var results: [[Float]] = []
                 for level in levels {
                     let l = Int32(level)
@@ -177,7 +177,13 @@ final class WinogradTests: XCTestCase {
                     lockstep_winograd_output(l, Int32(tile), m, th * tw * g.k, g.k, th, tw, &q, tw * tile)
                     lockstep_winograd_unpack(l, q, tw * tile, g.k, min(g.h, th * tile), min(g.w, tw * tile), &y)
                     lockstep_winograd_gradient_tiles(l, Int32(tile), q, tw * tile, g.k, th, tw, &d, th * tw * g.k)
-                    results.append(p + v + q + y + d)
+                    let w = floats(g.k * g.c * 9, seed: 9)
+                    var u = [Float](repeating: .nan, count: a2 * g.k * g.c), uf = u
+                    lockstep_winograd_weights(l, Int32(tile), w, g.k, g.c, 0, &u)
+                    lockstep_winograd_weights(l, Int32(tile), w, g.k, g.c, 1, &uf)
+                    var dw = w
+                    lockstep_winograd_weight_gradient(l, Int32(tile), m, g.k, g.c, &dw)
+                    results.append(p + v + q + y + d + u + uf + dw)
                 }
                 for (level, r) in zip(levels, results) {
                     XCTAssertEqual(r.map(\.bitPattern), results[0].map(\.bitPattern), "level \(level), F(\(tile),3), \(g)")

@@ -70,14 +70,16 @@ void lockstep_winograd_output(int level, int m, const float *mm, size_t ldx, siz
 void lockstep_winograd_gradient_tiles(int level, int m, const float *p, size_t wp, size_t k, size_t th, size_t tw,
                                       float *v, size_t ldx);
 /// weight gradient: dw (k, c, 3, 3) += Gᵀ·dU·G for dU's α² matrices (c × k) (du[ξ·c·k + i·k + o]),
-/// in double, rounded once and added.
-void lockstep_winograd_weight_gradient(int m, const float *du, size_t k, size_t c, float *dw);
+/// each element one sum in double over the α² elements, rounded once and added (every level
+/// gives the same bits).
+void lockstep_winograd_weight_gradient(int level, int m, const float *du, size_t k, size_t c, float *dw);
 /// unpack: q (rows ≥ ho, wq, k) → y (k, ho, wo), cropping.
 void lockstep_winograd_unpack(int level, const float *restrict q, size_t wq, size_t k, size_t ho, size_t wo,
                               float *restrict y);
-/// weights: w (k, c, 3, 3) → u, α² matrices of G·g·Gᵀ computed in double and rounded once:
+/// weights: w (k, c, 3, 3) → u, α² matrices of G·g·Gᵀ, each element one sum in double over the
+/// 9 taps, rounded once (every level gives the same bits):
 /// u[ξ] is (c × k) (u[ξ·c·k + i·k + o]); with flip, the input gradient's weights, each kernel
 /// rotated by 180°, as (k × c) (u[ξ·k·c + o·c + i]).
-void lockstep_winograd_weights(int m, const float *w, size_t k, size_t c, int flip, float *u);
+void lockstep_winograd_weights(int level, int m, const float *w, size_t k, size_t c, int flip, float *u);
 
 #endif
