@@ -1,7 +1,6 @@
 // Conv2D over NCHW input: im2col + GEMM, a few samples per GEMM (whole chunks in exact mode), or
 // Winograd F(m×m, 3×3) for the forward pass and the input gradient of 3×3 stride-1 layers
 // (TensorCore's WinogradConvolution; the weight gradient stays im2col + GEMM).
-import Foundation
 import TensorCore
 
 /// How a convolution computes its forward pass and input gradient.
@@ -42,7 +41,7 @@ public final class Conv2D: Layer {
     public let inputShape: [Int], outputShape: [Int]
     public let weight: Parameter   // (Cout, Cin, KH, KW)
     public let bias: Parameter?    // (Cout)
-    let geometry: ConvGeometry
+    public let geometry: ConvGeometry
     let outChannels: Int
     var input: Tensor?             // (N, Cin, H, W), borrowed from the previous layer
     var columns: Tensor?           // (Cin·KH·KW, chunk·HO·WO)
@@ -181,10 +180,10 @@ public final class Conv2D: Layer {
         let dx = needInputGradient ? reuse(&dInput, [n] + inputShape) : nil
         let inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
         let winogradInput = needInputGradient ? winogradBackward : nil
-        if let winograd = winogradForward, Self.winogradWeightGradient {
+        if let winograd = winogradForward, winogradWeightGradient {
             winogradWeightGradient(winograd, dOut, x, n)
         }
-        let directWeights = winogradForward == nil || !Self.winogradWeightGradient
+        let directWeights = !winogradWeightGradient
         if directWeights || (needInputGradient && winogradInput == nil) {
             directBackward(dOut, x, n, weights: directWeights, dx: winogradInput == nil ? dx : nil)
         }
@@ -198,9 +197,18 @@ public final class Conv2D: Layer {
         return dx
     }
 
-    /// Whether Winograd layers also take their weight gradient in the Winograd domain (dU summed
-    /// over each chunk's tiles, then Gᵀ·dU·G) rather than by im2col + GEMM.
-    public static let winogradWeightGradient = getenv("LOCKSTEP_WINOGRAD_WGRAD").map { String(cString: $0) != "0" } ?? true
+    /// A Winograd layer takes its weight gradient in the Winograd domain (dU summed over each
+    /// chunk's tiles by one sgemm per element, then Gᵀ·dU·G per chunk) when a sample has at least
+    /// this many tiles, and by im2col + GEMM otherwise. Measured (`lockstep bench-conv`, Zen 4,
+    /// Cooperlake, chunks of 16): 96→96 on 7×7 (4 F(4,3) tiles) 62 µs per sample against 107 by
+    /// im2col; 192→192 on 4×4 (1 tile) 154 against 136: the sums over 16 tiles are too short for
+    /// the α² sgemms that accumulate a 192 × 192 matrix each.
+    public static let winogradWeightGradientMinimumTiles = 4
+
+    /// Whether this layer's weight gradient is Winograd's (see winogradWeightGradientMinimumTiles).
+    public var winogradWeightGradient: Bool {
+        (winogradForward?.tilesPerSample ?? 0) >= Self.winogradWeightGradientMinimumTiles
+    }
 
     /// dW (and db) of each chunk in the Winograd domain, pieces of the forward's size.
     func winogradWeightGradient(_ winograd: WinogradConvolution, _ dOut: Tensor, _ x: Tensor, _ n: Int) {

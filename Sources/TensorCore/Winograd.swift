@@ -18,7 +18,9 @@ public final class WinogradConvolution {
     public let inChannels: Int, outChannels: Int, height: Int, width: Int, padding: Int
     public let outHeight: Int, outWidth: Int
     let tilesHigh: Int, tilesWide: Int, elements: Int
-    var tiles: Int { tilesHigh * tilesWide }
+    /// Tiles per sample.
+    public var tilesPerSample: Int { tilesHigh * tilesWide }
+    var tiles: Int { tilesPerSample }
     let weights: UnsafeMutablePointer<Float>      // α² × in × out
     private var packed: UnsafeMutablePointer<Float>, transformed: UnsafeMutablePointer<Float>
     private var products: UnsafeMutablePointer<Float>, outputTiles: UnsafeMutablePointer<Float>

@@ -14,7 +14,7 @@ struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lockstep",
         abstract: "Data-parallel neural-network training on CPU clusters, over MPI.",
-        subcommands: [Train.self, CompareBN.self, ReportCommand.self, Eval.self, Calibrate.self, Export.self, Predict.self, Inspect.self, Bench.self, CommBench.self, Ranks.self, Pack.self])
+        subcommands: [Train.self, CompareBN.self, ReportCommand.self, Eval.self, Calibrate.self, Export.self, Predict.self, Inspect.self, Bench.self, BenchConv.self, CommBench.self, Ranks.self, Pack.self])
 }
 
 enum BNModeOption: String, ExpressibleByArgument, CaseIterable {
