@@ -2,11 +2,14 @@
 // of (N, C, H, W) input.
 //
 // Training uses the batch's statistics, evaluation the running ones. Statistics are
-// accumulated in Double per channel, with the sum of squared deviations computed about the
-// local mean (two passes), never as float32 E[x²]−E[x]², per chunk (the whole local batch on
-// the float path) and summed with ExactSum, so they do not depend on how samples are spread
-// over ranks.
+// accumulated in Double per channel, with the sum of squared deviations computed about a shift
+// near the mean (the chunk's first plane's mean for channels, the local mean for features),
+// never as float32 E[x²]−E[x]², per chunk (the whole local batch on the float path) and summed
+// with ExactSum, so they do not depend on how samples are spread over ranks. Over channels the
+// passes are CKernels' (norm.c): one read for the moments, one read-write that normalises (and
+// applies a fused ReLU), and backward recomputes x̂ from x instead of storing it.
 // `SyncBatchNorm` overrides only the reduction hooks below to make "the batch" the global batch across ranks.
+import CKernels
 import Collectives
 import Foundation
 import TensorCore
@@ -22,7 +25,9 @@ public class BatchNorm: Layer {
     public let momentum: Float
     public let epsilon: Float
     let channels: Int, spatial: Int
-    var normalized: Tensor?              // (N, C, S): x̂
+    var normalized: Tensor?              // (N, F): x̂, for features only
+    var input: Tensor?                   // (N, C, S): x, borrowed (x̂ is recomputed from it)
+    var means: [Float]                   // (C): the batch means of the last forward
     var output: Tensor?                  // (N, C, S)
     var dInput: Tensor?                  // (N, C, S)
     var invStd: [Float]                  // (C)
@@ -54,6 +59,7 @@ public class BatchNorm: Layer {
         runningMean = Parameter(name: "\(name).running_mean", shape: [channels], initializer: .zeros)
         runningVar = Parameter(name: "\(name).running_var", shape: [channels], initializer: .ones)
         invStd = [Float](repeating: 0, count: channels)
+        means = invStd
         stats = [Double](repeating: 0, count: 2 * channels + 1)
     }
 
@@ -110,8 +116,7 @@ public class BatchNorm: Layer {
         guard count > 1 || (count == 0 && n == 0) else {
             throw ShapeError("\(name): batch norm in training needs more than one value per channel, got \(count); use a larger batch")
         }
-        let xhat = reuse(&normalized, x.shape)
-        var means = [Float](repeating: 0, count: c)
+        input = x
         for ch in 0..<c where count > 0 {
             let mean = stats[ch] / Double(count)
             // Double arithmetic: the cancellation costs ~1e-16·(mean²/var) relative, harmless.
@@ -128,6 +133,7 @@ public class BatchNorm: Layer {
             // loop at the mercy of the optimiser (unrelated code added to this module once made
             // it 15x slower: 0.05 → 0.8 ms on the MLP).
             let g = gamma.value!, b = beta.value!
+            let xhat = reuse(&normalized, x.shape)
             invStd.withUnsafeBufferPointer { inv in
                 means.withUnsafeBufferPointer { mu in
                     for i in 0..<n {
@@ -142,16 +148,12 @@ public class BatchNorm: Layer {
             }
             return y
         }
+        let level = lockstep_kernel_level(), relu: Int32 = appliesReLU ? 1 : 0
         for i in 0..<n {
             for ch in 0..<c {
                 let base = (i * c + ch) * s
-                if appliesReLU {
-                    Vector.normalizeReLU(x.data + base, xhat.data + base, y.data + base, s,
-                                         mean: means[ch], inv: invStd[ch], gamma: gamma.value[ch], beta: beta.value[ch])
-                } else {
-                    Vector.normalize(x.data + base, xhat.data + base, y.data + base, s,
-                                     mean: means[ch], inv: invStd[ch], gamma: gamma.value[ch], beta: beta.value[ch])
-                }
+                lockstep_bn_forward(level, x.data + base, y.data + base, s, means[ch], invStd[ch],
+                                    gamma.value[ch], beta.value[ch], relu)
             }
         }
         return y
@@ -176,12 +178,26 @@ public class BatchNorm: Layer {
                     for ch in 0..<c { let d = Double(row[ch] - mean[ch]); sq[ch] += d * d }
                 }
             } else {
+                // One pass: Σ(x − K) and Σ(x − K)² about K, the mean of the chunk's first plane of
+                // the channel (near the chunk's mean, so the M2 = Σ(x−K)² − (Σ(x−K))²/n below
+                // cancels little), then Σx = Σ(x − K) + n·K.
+                let level = lockstep_kernel_level()
+                var o: (Float, Float) = (0, 0)
+                var shift = [Float](repeating: 0, count: c)
+                for ch in 0..<c {
+                    withUnsafeMutableBytes(of: &o) { lockstep_plane_moments(level, x.data + (rows.lowerBound * c + ch) * s, s, 0, $0.baseAddress!.assumingMemoryBound(to: Float.self)) }
+                    shift[ch] = o.0 / Float(s)
+                }
                 for i in rows {
-                    for ch in 0..<c { sum[ch] += Double(Vector.sum(x.data + (i * c + ch) * s, s)) }
+                    for ch in 0..<c {
+                        withUnsafeMutableBytes(of: &o) { lockstep_plane_moments(level, x.data + (i * c + ch) * s, s, shift[ch], $0.baseAddress!.assumingMemoryBound(to: Float.self)) }
+                        sum[ch] += Double(o.0)
+                        sq[ch] += Double(o.1)
+                    }
                 }
                 for ch in 0..<c {
-                    let mean = Float(sum[ch] / Double(count))
-                    for i in rows { sq[ch] += Double(Vector.sumSquaredDeviations(x.data + (i * c + ch) * s, s, from: mean)) }
+                    sq[ch] -= sum[ch] * sum[ch] / Double(count)
+                    sum[ch] += Double(shift[ch]) * Double(count)
                 }
             }
             // Σx² = M2 + (Σx)²/n, exact in Double to ~1e-16 relative.
@@ -189,24 +205,29 @@ public class BatchNorm: Layer {
         }
     }
 
-    /// Σdy (C) then Σdy·x̂ (C) over samples `rows`, into `st`.
-    func gradientSums(_ dOut: Tensor, _ xhat: Tensor, _ rows: Range<Int>, into st: inout [Double]) {
+    /// Σdy (C) then Σdy·x̂ (C) over samples `rows`, into `st` (x̂ stored for features, recomputed
+    /// from x for channels).
+    func gradientSums(_ dOut: Tensor, _ xhat: Tensor?, _ x: Tensor?, _ rows: Range<Int>, into st: inout [Double]) {
         let c = channels, s = spatial
         for v in 0..<(2 * c) { st[v] = 0 }
         st.withUnsafeMutableBufferPointer { st in
             let a = st.baseAddress!, b = st.baseAddress! + c
-            let y = appliesReLU ? output!.data : nil
+            let y = appliesReLU ? UnsafePointer(output!.data) : nil
+            let level = lockstep_kernel_level()
+            var o: (Float, Float) = (0, 0)
             for i in rows {
                 if s == 1 {
-                    let g = dOut.data + i * c, xh = xhat.data + i * c
+                    let g = dOut.data + i * c, xh = xhat!.data + i * c
                     for ch in 0..<c { a[ch] += Double(g[ch]); b[ch] += Double(g[ch] * xh[ch]) }
                 } else {
                     for ch in 0..<c {
                         let base = (i * c + ch) * s
-                        let (u, v) = y.map { Vector.sumAndDotMasked(dOut.data + base, xhat.data + base, mask: $0 + base, s) }
-                            ?? Vector.sumAndDot(dOut.data + base, xhat.data + base, s)
-                        a[ch] += Double(u)
-                        b[ch] += Double(v)
+                        withUnsafeMutableBytes(of: &o) {
+                            lockstep_bn_gradient_sums(level, dOut.data + base, x!.data + base, y.map { $0 + base }, s, means[ch], invStd[ch],
+                                                      $0.baseAddress!.assumingMemoryBound(to: Float.self))
+                        }
+                        a[ch] += Double(o.0)
+                        b[ch] += Double(o.1)
                     }
                 }
             }
@@ -218,7 +239,7 @@ public class BatchNorm: Layer {
         let n = dOut.shape[0]
         if globalCount == 0 { return reuse(&dInput, dOut.shape) }   // no samples here (see forward)
         let c = channels, s = spatial
-        let xhat = normalized!
+        let xhat = s == 1 ? normalized! : nil, x = s == 1 ? nil : input!
         var sums = [Double](repeating: 0, count: 2 * c)
         // Each chunk's γ/β gradient goes to its slot (the gradient itself on the float path);
         // the sums behind dx are exact over chunks and ranks.
@@ -226,7 +247,7 @@ public class BatchNorm: Layer {
         var exact = [Int64](repeating: 0, count: 2 * c * w)
         var chunkSums = sums
         chunking.forEach(n) { rows, slot in
-            gradientSums(dOut, xhat, rows, into: &chunkSums)
+            gradientSums(dOut, xhat, x, rows, into: &chunkSums)
             let gb = beta.gradient(slot: slot), gg = gamma.gradient(slot: slot)
             for ch in 0..<c { gb[ch] += Float(chunkSums[ch]); gg[ch] += Float(chunkSums[c + ch]) }
             exact.withUnsafeMutableBufferPointer { e in ExactSum.addColumns(chunkSums, count: 2 * c, into: e.baseAddress!) }
@@ -242,23 +263,19 @@ public class BatchNorm: Layer {
         let meanDyXhat = (0..<c).map { Float(sums[c + $0] / total) }
         let k = (0..<c).map { gamma.value[$0] * invStd[$0] }
         let y = appliesReLU ? output!.data : nil
-        if s == 1 {
+        if let xhat {
             for i in 0..<n {
                 let g = dOut.data + i * c, xh = xhat.data + i * c, d = dx.data + i * c
                 for ch in 0..<c { d[ch] = k[ch] * (g[ch] - meanDy[ch] - xh[ch] * meanDyXhat[ch]) }
             }
             return dx
         }
+        let level = lockstep_kernel_level()
         for i in 0..<n {
             for ch in 0..<c {
                 let base = (i * c + ch) * s
-                if let y {
-                    Vector.batchNormInputGradientMasked(dOut.data + base, xhat.data + base, mask: y + base, dx.data + base, s,
-                                                        k: k[ch], a: meanDy[ch], b: meanDyXhat[ch])
-                } else {
-                    Vector.batchNormInputGradient(dOut.data + base, xhat.data + base, dx.data + base, s,
-                                                  k: k[ch], a: meanDy[ch], b: meanDyXhat[ch])
-                }
+                lockstep_bn_input_gradient(level, dOut.data + base, x!.data + base, y.map { UnsafePointer($0) + base }, dx.data + base, s,
+                                           means[ch], invStd[ch], k[ch], meanDy[ch], meanDyXhat[ch])
             }
         }
         return dx

@@ -78,60 +78,6 @@ public enum Vector {
         while i < n { let v = (x[i] - mean) * inv; xh[i] = v; y[i] = gamma * v + beta; i += 1 }
     }
 
-    /// d[i] = k·(g[i] − a − h[i]·b)
-    @inline(__always)
-    public static func batchNormInputGradient(_ g: UnsafePointer<Float>, _ h: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>,
-                                              _ n: Int, k: Float, a: Float, b: Float) {
-        let kv = F8(repeating: k), av = F8(repeating: a), bv = F8(repeating: b)
-        var i = 0
-        while i + 8 <= n { store8(kv * (load8(g + i) - av - load8(h + i) * bv), d + i); i += 8 }
-        while i < n { d[i] = k * (g[i] - a - h[i] * b); i += 1 }
-    }
-
-    /// xh[i] = (x[i] − mean)·inv; y[i] = relu(γ·xh[i] + β): `normalize` fused with the ReLU after
-    /// it (the same operations in the same order, so the same bits as the two passes).
-    @inline(__always)
-    public static func normalizeReLU(_ x: UnsafePointer<Float>, _ xh: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                                     _ n: Int, mean: Float, inv: Float, gamma: Float, beta: Float) {
-        let mv = F8(repeating: mean), iv = F8(repeating: inv), gv = F8(repeating: gamma), bv = F8(repeating: beta), z = F8()
-        var i = 0
-        while i + 8 <= n {
-            let v = (load8(x + i) - mv) * iv
-            let o = gv * v + bv
-            store8(v, xh + i); store8(o.replacing(with: z, where: o .< z), y + i); i += 8
-        }
-        while i < n { let v = (x[i] - mean) * inv; xh[i] = v; let o = gamma * v + beta; y[i] = o < 0 ? 0 : o; i += 1 }
-    }
-
-    /// (Σ g'[i], Σ g'[i]·h[i]) with g'[i] = y[i] > 0 ? g[i] : 0 (`sumAndDot` of a ReLU's gradient).
-    @inline(__always)
-    public static func sumAndDotMasked(_ g: UnsafePointer<Float>, _ h: UnsafePointer<Float>, mask y: UnsafePointer<Float>,
-                                       _ n: Int) -> (Float, Float) {
-        var a = F8(), b = F8()
-        let z = F8()
-        var i = 0
-        while i + 8 <= n {
-            let gv = z.replacing(with: load8(g + i), where: load8(y + i) .> z)
-            a += gv; b += gv * load8(h + i); i += 8
-        }
-        var s = a.sum(), d = b.sum()
-        while i < n { let gi: Float = y[i] > 0 ? g[i] : 0; s += gi; d += gi * h[i]; i += 1 }
-        return (s, d)
-    }
-
-    /// d[i] = k·(g'[i] − a − h[i]·b) with g'[i] = y[i] > 0 ? g[i] : 0.
-    @inline(__always)
-    public static func batchNormInputGradientMasked(_ g: UnsafePointer<Float>, _ h: UnsafePointer<Float>, mask y: UnsafePointer<Float>,
-                                                    _ d: UnsafeMutablePointer<Float>, _ n: Int, k: Float, a: Float, b: Float) {
-        let kv = F8(repeating: k), av = F8(repeating: a), bv = F8(repeating: b), z = F8()
-        var i = 0
-        while i + 8 <= n {
-            let gv = z.replacing(with: load8(g + i), where: load8(y + i) .> z)
-            store8(kv * (gv - av - load8(h + i) * bv), d + i); i += 8
-        }
-        while i < n { let gi: Float = y[i] > 0 ? g[i] : 0; d[i] = k * (gi - a - h[i] * b); i += 1 }
-    }
-
     /// y[i] = x[i] < 0 ? 0 : x[i] (−0 and NaN pass, in the vector body and the tail alike)
     @inline(__always)
     public static func relu(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {

@@ -82,4 +82,18 @@ void lockstep_winograd_unpack(int level, const float *restrict q, size_t wq, siz
 /// rotated by 180°, as (k × c) (u[ξ·k·c + o·c + i]).
 void lockstep_winograd_weights(int level, int m, const float *w, size_t k, size_t c, int flip, float *u);
 
+/// Batch norm over one channel plane of n values (norm.c). Every level gives the same bits.
+/// moments: out = (Σ (x − shift), Σ (x − shift)²).
+void lockstep_plane_moments(int level, const float *x, size_t n, float shift, float out[2]);
+/// forward: y = γ·((x − mean)·inv) + β, with relu ≠ 0 then max(·, 0).
+void lockstep_bn_forward(int level, const float *x, float *y, size_t n, float mean, float inv, float gamma,
+                         float beta, int relu);
+/// gradient sums: out = (Σ g, Σ g·x̂), x̂ = (x − mean)·inv, g = dy or, with a mask (the fused ReLU's
+/// output), 0 where mask ≤ 0.
+void lockstep_bn_gradient_sums(int level, const float *dy, const float *x, const float *mask, size_t n,
+                               float mean, float inv, float out[2]);
+/// input gradient: dx = k·(g − a − x̂·b), g and x̂ as in the sums.
+void lockstep_bn_input_gradient(int level, const float *dy, const float *x, const float *mask, float *dx,
+                                size_t n, float mean, float inv, float k, float a, float b);
+
 #endif
