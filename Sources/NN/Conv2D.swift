@@ -1,9 +1,9 @@
 // Conv2D over NCHW input: im2col + GEMM, a few samples per GEMM (whole chunks in exact mode), or
-// Winograd F(m×m, 3×3) for the forward pass and the input gradient of 3×3 stride-1 layers
-// (TensorCore's WinogradConvolution; the weight gradient stays im2col + GEMM).
+// Winograd F(m×m, 3×3) for 3×3 stride-1 layers (TensorCore's WinogradConvolution): the forward
+// pass, the input gradient and, with 4 tiles or more per sample, the weight gradient.
 import TensorCore
 
-/// How a convolution computes its forward pass and input gradient.
+/// How a convolution computes its passes (config `conv.algorithm` or a layer's `algorithm`).
 public enum ConvAlgorithm: String, Sendable, CaseIterable {
     /// Winograd F(4×4, 3×3) where it applies and has the channels to pay for its transforms
     /// (`Conv2D.autoWinogradChannels`), im2col + GEMM elsewhere.
@@ -60,8 +60,9 @@ public final class Conv2D: Layer {
     public var winogradTile: Int? { winogradForward?.tile }
 
     /// `auto` uses Winograd when both channel counts reach this. ncnn's rule is 16; measured here
-    /// (bench/conv-algorithms) the 32→64 and 48→48 layers gain, and a 1-channel input (the
-    /// first layer of every Fashion-MNIST model) has no inner dimension for the GEMMs to use.
+    /// (`lockstep bench-conv`, docs/benchmarks.md) the 32→64, 48→48, 96→96 and 192→192 layers
+    /// run 2-2.5× faster, and a 1-channel input (the first layer of every Fashion-MNIST model),
+    /// which gives the α² GEMMs no inner dimension, 2-3× slower.
     public static let autoWinogradChannels = 16
 
     public init(name: String, inputShape: [Int], outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
