@@ -182,7 +182,7 @@ public final class Conv2D: Layer {
         let inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
         let winogradInput = needInputGradient ? winogradBackward : nil
         if let winograd = winogradForward, winogradWeightGradient {
-            winogradWeightGradient(winograd, dOut, x, n)
+            accumulateWinogradWeightGradient(winograd, dOut, x, n)
         }
         let directWeights = !winogradWeightGradient
         if directWeights || (needInputGradient && winogradInput == nil) {
@@ -212,7 +212,7 @@ public final class Conv2D: Layer {
     }
 
     /// dW (and db) of each chunk in the Winograd domain, pieces of the forward's size.
-    func winogradWeightGradient(_ winograd: WinogradConvolution, _ dOut: Tensor, _ x: Tensor, _ n: Int) {
+    func accumulateWinogradWeightGradient(_ winograd: WinogradConvolution, _ dOut: Tensor, _ x: Tensor, _ n: Int) {
         let inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
         let plane = geometry.outHeight * geometry.outWidth
         let sub = subBatch(n, preferred: winograd.preferredSamples)

@@ -10,14 +10,20 @@ extension Layer {
         case let block as Residual:
             return (block.inner + block.shortcut).reduce(2 * outputs + inputs) { $0 + $1.activationFloats(batch: n) }
         case let conv as Conv2D:
-            // Columns and their gradient (patch × sub·plane), the product and its gradient.
+            // Columns and their gradient (patch × sub·plane), the product and its gradient, and
+            // the Winograd convolutions' transformed weights and tiles.
             let plane = conv.geometry.outHeight * conv.geometry.outWidth
             let sub = min(conv.chunkSize, max(n, 1))
-            return outputs + inputs + 2 * sub * plane * (conv.geometry.patchSize + conv.outChannels)
+            let winograd = [conv.winogradForward, conv.winogradBackward].reduce(0) { total, w in
+                total + (w.map { $0.scratchFloats(samples: min($0.preferredSamples, max(n, 1)), weightGradient: conv.winogradWeightGradient) } ?? 0)
+            }
+            return outputs + inputs + 2 * sub * plane * (conv.geometry.patchSize + conv.outChannels) + winograd
         case let relu as ReLU where relu.isFused:
             return 0   // the batch norm before it applies it (fuseBatchNormReLU)
         case is Flatten:
             return 0   // a reshaped view
+        case let bn as BatchNorm where bn.inputShape.count == 3:
+            return outputs + inputs       // over channels x̂ is recomputed from the input
         case is BatchNorm, is GroupNorm, is Dropout:
             return 2 * outputs + inputs   // normalised values or the mask
         default:

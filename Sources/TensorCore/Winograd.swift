@@ -26,13 +26,9 @@ public final class WinogradConvolution {
     private var products: UnsafeMutablePointer<Float>, outputTiles: UnsafeMutablePointer<Float>
     private var capacity = 0                       // samples the two tile buffers hold
     private var packedGradient: UnsafeMutablePointer<Float>?    // (th·m, tw·m, out), on first use
-    /// dL/dU, α² × in × out, accumulated over a chunk's pieces by `accumulateWeightGradient`.
-    public private(set) lazy var weightGradient: UnsafeMutablePointer<Float> = {
-        let p = UnsafeMutablePointer<Float>.allocate(capacity: elements * inChannels * outChannels)
-        p.initialize(repeating: 0, count: elements * inChannels * outChannels)
-        return p
-    }()
-    private var hasWeightGradient = false
+    /// dL/dU, α² × in × out, accumulated over a chunk's pieces by `accumulateWeightGradient`
+    /// (allocated on first use: a convolution that only runs forward never needs it).
+    private var weightGradient: UnsafeMutablePointer<Float>?
 
     /// Whether Winograd applies: a 3×3 kernel, stride 1, padding 0...2, and an output.
     public static func supports(kernel: Int, stride: Int, padding: Int, height: Int, width: Int) -> Bool {
@@ -63,7 +59,7 @@ public final class WinogradConvolution {
         weights.deallocate(); packed.deallocate(); outputTiles.deallocate()
         transformed.deallocate(); products.deallocate()
         packedGradient?.deallocate()
-        if hasWeightGradient { weightGradient.deallocate() }
+        weightGradient?.deallocate()
     }
 
     /// Samples per call that keep the transformed tiles (and their products) within 512 KiB, half
@@ -72,6 +68,17 @@ public final class WinogradConvolution {
     public var preferredSamples: Int {
         let perSample = elements * tiles * max(inChannels, outChannels) * MemoryLayout<Float>.size
         return max(1, (512 << 10) / perSample)
+    }
+
+    /// Floats this convolution allocates for calls of `samples` samples: the transformed weights,
+    /// the packed sample, the transformed tiles and their products, the output tiles, and with
+    /// `weightGradient` the packed output gradient and dU.
+    public func scratchFloats(samples n: Int, weightGradient: Bool) -> Int {
+        let rows = n * tiles
+        let base = elements * inChannels * outChannels + (tilesHigh * tile + 2) * (tilesWide * tile + 2) * inChannels
+            + tilesHigh * tile * tilesWide * tile * outChannels
+            + elements * (Self.leadingDimension(rows: rows, channels: inChannels) + Self.leadingDimension(rows: rows, channels: outChannels))
+        return base + (weightGradient ? elements * inChannels * outChannels + tilesHigh * tile * tilesWide * tile * outChannels : 0)
     }
 
     /// Sets the transformed weights from w (outChannels, inChannels, 3, 3), or, with `flipped`,
@@ -136,8 +143,11 @@ public final class WinogradConvolution {
                                          accumulate: Bool) {
         guard n > 0 else { return }
         reserve(samples: n)
-        hasWeightGradient = true
-        let du = weightGradient
+        if weightGradient == nil {
+            weightGradient = .allocate(capacity: elements * inChannels * outChannels)
+            weightGradient!.initialize(repeating: 0, count: elements * inChannels * outChannels)
+        }
+        let du = weightGradient!
         let level = lockstep_kernel_level(), m = Int32(tile)
         let rows = n * tiles
         let ldv = Self.leadingDimension(rows: rows, channels: inChannels)
@@ -164,7 +174,7 @@ public final class WinogradConvolution {
 
     /// dw (out, in, 3, 3) += Gᵀ·dU·G, computed in double and rounded once per element.
     public func addWeightGradient(into dw: UnsafeMutablePointer<Float>) {
-        hasWeightGradient = true
-        lockstep_winograd_weight_gradient(-1, Int32(tile), weightGradient, outChannels, inChannels, dw)
+        guard let du = weightGradient else { preconditionFailure("addWeightGradient before accumulateWeightGradient") }
+        lockstep_winograd_weight_gradient(-1, Int32(tile), du, outChannels, inChannels, dw)
     }
 }
