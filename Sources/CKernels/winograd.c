@@ -21,40 +21,39 @@
 #undef PREFIX
 #undef BODY
 
+// Calls winograd_<level>_<fn>(...) for the level asked (−1: the best this CPU runs); WG_TILED
+// picks fn's F(4,3) or F(2,3) body by m.
+#if defined(__x86_64__) && defined(__clang__)
+#define WG_DISPATCH(fn, ...)                                                           \
+    do {                                                                               \
+        if (level < 0) level = lockstep_kernel_level();                                \
+        if (level == 2) winograd_avx512_##fn(__VA_ARGS__);                             \
+        else if (level == 1) winograd_avx2_##fn(__VA_ARGS__);                          \
+        else winograd_baseline_##fn(__VA_ARGS__);                                      \
+    } while (0)
+#else
+#define WG_DISPATCH(fn, ...) do { (void)level; winograd_baseline_##fn(__VA_ARGS__); } while (0)
+#endif
+#define WG_TILED(fn, ...) do { if (m == 4) WG_DISPATCH(fn##4, __VA_ARGS__); else WG_DISPATCH(fn##2, __VA_ARGS__); } while (0)
+
 #define WG_ARGS_IN const float *p, size_t wp, size_t c, size_t th, size_t tw, float *v, size_t ldx
 #define WG_ARGS_OUT const float *mm, size_t ldx, size_t k, size_t th, size_t tw, float *q, size_t wq
 
 void lockstep_winograd_input(int level, int m, WG_ARGS_IN) {
-    if (level < 0) level = lockstep_kernel_level();
-#if defined(__x86_64__) && defined(__clang__)
-    if (level == 2) { (m == 4 ? winograd_avx512_in4 : winograd_avx512_in2)(p, wp, c, th, tw, v, ldx); return; }
-    if (level == 1) { (m == 4 ? winograd_avx2_in4 : winograd_avx2_in2)(p, wp, c, th, tw, v, ldx); return; }
-#endif
-    (m == 4 ? winograd_baseline_in4 : winograd_baseline_in2)(p, wp, c, th, tw, v, ldx);
+    WG_TILED(in, p, wp, c, th, tw, v, ldx);
 }
 
 void lockstep_winograd_output(int level, int m, WG_ARGS_OUT) {
-    if (level < 0) level = lockstep_kernel_level();
-#if defined(__x86_64__) && defined(__clang__)
-    if (level == 2) { (m == 4 ? winograd_avx512_out4 : winograd_avx512_out2)(mm, ldx, k, th, tw, q, wq); return; }
-    if (level == 1) { (m == 4 ? winograd_avx2_out4 : winograd_avx2_out2)(mm, ldx, k, th, tw, q, wq); return; }
-#endif
-    (m == 4 ? winograd_baseline_out4 : winograd_baseline_out2)(mm, ldx, k, th, tw, q, wq);
+    WG_TILED(out, mm, ldx, k, th, tw, q, wq);
 }
 
 void lockstep_winograd_gradient_tiles(int level, int m, const float *p, size_t wp, size_t k, size_t th, size_t tw,
                                       float *v, size_t ldx) {
-    if (level < 0) level = lockstep_kernel_level();
-#if defined(__x86_64__) && defined(__clang__)
-    if (level == 2) { (m == 4 ? winograd_avx512_grad4 : winograd_avx512_grad2)(p, wp, k, th, tw, v, ldx); return; }
-    if (level == 1) { (m == 4 ? winograd_avx2_grad4 : winograd_avx2_grad2)(p, wp, k, th, tw, v, ldx); return; }
-#endif
-    (m == 4 ? winograd_baseline_grad4 : winograd_baseline_grad2)(p, wp, k, th, tw, v, ldx);
+    WG_TILED(grad, p, wp, k, th, tw, v, ldx);
 }
 
 void lockstep_winograd_pack(int level, const float *restrict x, size_t c, size_t h, size_t w, size_t pad,
                             size_t hp, size_t wp, float *restrict p) {
-    if (level < 0) level = lockstep_kernel_level();
     // Zero the rows above and below the image, and the columns left and right of it.
     memset(p, 0, pad * wp * c * sizeof(float));
     const size_t below = pad + h < hp ? pad + h : hp;
@@ -63,21 +62,12 @@ void lockstep_winograd_pack(int level, const float *restrict x, size_t c, size_t
         memset(p + r * wp * c, 0, pad * c * sizeof(float));
         memset(p + (r * wp + pad + w) * c, 0, (wp - pad - w) * c * sizeof(float));
     }
-#if defined(__x86_64__) && defined(__clang__)
-    if (level == 2) { winograd_avx512_pack(x, c, h, w, pad, wp, p); return; }
-    if (level == 1) { winograd_avx2_pack(x, c, h, w, pad, wp, p); return; }
-#endif
-    winograd_baseline_pack(x, c, h, w, pad, wp, p);
+    WG_DISPATCH(pack, x, c, h, w, pad, wp, p);
 }
 
 void lockstep_winograd_unpack(int level, const float *restrict q, size_t wq, size_t k, size_t ho, size_t wo,
                               float *restrict y) {
-    if (level < 0) level = lockstep_kernel_level();
-#if defined(__x86_64__) && defined(__clang__)
-    if (level == 2) { winograd_avx512_unpack(q, wq, k, ho, wo, y); return; }
-    if (level == 1) { winograd_avx2_unpack(q, wq, k, ho, wo, y); return; }
-#endif
-    winograd_baseline_unpack(q, wq, k, ho, wo, y);
+    WG_DISPATCH(unpack, q, wq, k, ho, wo, y);
 }
 
 // G (α × 3) for each tile size (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
@@ -103,21 +93,11 @@ static void coefficients(int m, double coef[36 * 9]) {
 void lockstep_winograd_weights(int level, int m, const float *w, size_t k, size_t c, int flip, float *u) {
     double coef[36 * 9];
     coefficients(m, coef);
-    if (level < 0) level = lockstep_kernel_level();
-#if defined(__x86_64__) && defined(__clang__)
-    if (level == 2) { winograd_avx512_weights(m + 2, coef, w, k, c, flip, u); return; }
-    if (level == 1) { winograd_avx2_weights(m + 2, coef, w, k, c, flip, u); return; }
-#endif
-    winograd_baseline_weights(m + 2, coef, w, k, c, flip, u);
+    WG_DISPATCH(weights, m + 2, coef, w, k, c, flip, u);
 }
 
 void lockstep_winograd_weight_gradient(int level, int m, const float *du, size_t k, size_t c, float *dw) {
     double coef[36 * 9];
     coefficients(m, coef);
-    if (level < 0) level = lockstep_kernel_level();
-#if defined(__x86_64__) && defined(__clang__)
-    if (level == 2) { winograd_avx512_wgrad(m + 2, coef, du, k, c, dw); return; }
-    if (level == 1) { winograd_avx2_wgrad(m + 2, coef, du, k, c, dw); return; }
-#endif
-    winograd_baseline_wgrad(m + 2, coef, du, k, c, dw);
+    WG_DISPATCH(wgrad, m + 2, coef, du, k, c, dw);
 }
