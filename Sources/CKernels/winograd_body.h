@@ -43,38 +43,22 @@ typedef float NAME(_vf) __attribute__((ext_vector_type(VL)));
     } while (0)
 #endif
 
-// One m×m output-gradient tile → α×α (A·dY·Aᵀ) for channels [k0, k0 + lanes of T); base points
-// at the tile's top-left element of channel 0 in the packed (th·m, wp, k) buffer.
-#define WG_GRAD_TILE(T, A, M, LOAD, STORE)                                                   \
+// A separable 2-D transform D×D → A×A of one tile for lanes [c0, c0 + lanes of T): XFORM (a 1-D
+// transform D → A) on each of the D rows read at base (row stride wp, channel stride ch), then on
+// each of the A columns, stored as the A² rows of `out` (stride ldx). The input transform is
+// D = α with Bᵀ (WG_IN), the weight gradient's output-gradient tiles D = m with A (WG_GIN).
+#define WG_TILE_2D(T, D, A, XFORM, ch, LOAD, STORE)                                           \
     do {                                                                                     \
-        T rt[M][A];                                                                          \
-        for (int i = 0; i < M; i++) {                                                        \
-            T d[M];                                                                          \
-            for (int x = 0; x < M; x++) d[x] = LOAD(base + ((size_t)i * wp + (size_t)x) * k + k0); \
-            CAT(WG_GIN, M)(T, rt[i], d);                                                     \
+        T rt[D][A];                                                                          \
+        for (int i = 0; i < D; i++) {                                                        \
+            T d[D];                                                                          \
+            for (int x = 0; x < D; x++) d[x] = LOAD(base + ((size_t)i * wp + (size_t)x) * ch + c0); \
+            XFORM(T, rt[i], d);                                                              \
         }                                                                                    \
         for (int x = 0; x < A; x++) {                                                        \
-            T d[M], o[A];                                                                    \
-            for (int i = 0; i < M; i++) d[i] = rt[i][x];                                     \
-            CAT(WG_GIN, M)(T, o, d);                                                         \
-            for (int y = 0; y < A; y++) STORE(out + (size_t)(y * A + x) * ldx + k0, o[y]);   \
-        }                                                                                    \
-    } while (0)
-
-// One α×α tile's input transform for channels [c0, c0 + lanes of T): base points at the tile's
-// top-left element of channel 0 in the packed (hp, wp, c) buffer.
-#define WG_IN_TILE(T, A, M, LOAD, STORE)                                                     \
-    do {                                                                                     \
-        T rt[A][A];                                                                          \
-        for (int i = 0; i < A; i++) {                                                        \
-            T d[A];                                                                          \
-            for (int x = 0; x < A; x++) d[x] = LOAD(base + ((size_t)i * wp + (size_t)x) * c + c0); \
-            CAT(WG_IN, M)(T, rt[i], d);                          \
-        }                                                                                    \
-        for (int x = 0; x < A; x++) {                                                        \
-            T d[A], o[A];                                                                    \
-            for (int i = 0; i < A; i++) d[i] = rt[i][x];                                     \
-            CAT(WG_IN, M)(T, o, d);                                  \
+            T d[D], o[A];                                                                    \
+            for (int i = 0; i < D; i++) d[i] = rt[i][x];                                     \
+            XFORM(T, o, d);                                                                  \
             for (int y = 0; y < A; y++) STORE(out + (size_t)(y * A + x) * ldx + c0, o[y]);   \
         }                                                                                    \
     } while (0)
@@ -100,16 +84,19 @@ typedef float NAME(_vf) __attribute__((ext_vector_type(VL)));
 #define WG_SLOAD(ptr) (*(ptr))
 #define WG_SSTORE(ptr, val) (*(ptr) = (val))
 
-#define WG_INPUT_FN(M, A)                                                                    \
-ATTR static void NAME(CAT(_in, M))(const float *p, size_t wp, size_t c, size_t th, size_t tw, \
-                                   float *v, size_t ldx) {                                  \
+// The input transform (α×α tiles from a packed (hp, wp, c) buffer: D = α) and the weight
+// gradient's output-gradient tiles (m×m tiles from a packed (th·m, wp, c) buffer: D = m): tiles
+// m apart, channels in vectors of VL and then one by one.
+#define WG_TILES_FN(NAMEPART, D, M, A, XFORM)                                                \
+ATTR static void NAME(NAMEPART)(const float *p, size_t wp, size_t c, size_t th, size_t tw,   \
+                                float *v, size_t ldx) {                                     \
     for (size_t ty = 0; ty < th; ty++)                                                       \
         for (size_t tx = 0; tx < tw; tx++) {                                                 \
             const float *base = p + ((ty * M) * wp + tx * M) * c;                            \
             float *out = v + (ty * tw + tx) * c;                                             \
             size_t c0 = 0;                                                                   \
-            for (; c0 + VL <= c; c0 += VL) WG_IN_TILE(NAME(_vf), A, M, WG_VLOAD, WG_VSTORE); \
-            for (; c0 < c; c0++) WG_IN_TILE(float, A, M, WG_SLOAD, WG_SSTORE);               \
+            for (; c0 + VL <= c; c0 += VL) WG_TILE_2D(NAME(_vf), D, A, XFORM, c, WG_VLOAD, WG_VSTORE); \
+            for (; c0 < c; c0++) WG_TILE_2D(float, D, A, XFORM, c, WG_SLOAD, WG_SSTORE);     \
         }                                                                                    \
 }
 
@@ -123,19 +110,6 @@ ATTR static void NAME(CAT(_out, M))(const float *mm, size_t ldx, size_t k, size_
             size_t k0 = 0;                                                                   \
             for (; k0 + VL <= k; k0 += VL) WG_OUT_TILE(NAME(_vf), A, M, WG_VLOAD, WG_VSTORE); \
             for (; k0 < k; k0++) WG_OUT_TILE(float, A, M, WG_SLOAD, WG_SSTORE);              \
-        }                                                                                    \
-}
-
-#define WG_GRAD_FN(M, A)                                                                     \
-ATTR static void NAME(CAT(_grad, M))(const float *p, size_t wp, size_t k, size_t th, size_t tw, \
-                                     float *v, size_t ldx) {                                \
-    for (size_t ty = 0; ty < th; ty++)                                                       \
-        for (size_t tx = 0; tx < tw; tx++) {                                                 \
-            const float *base = p + ((ty * M) * wp + tx * M) * k;                            \
-            float *out = v + (ty * tw + tx) * k;                                             \
-            size_t k0 = 0;                                                                   \
-            for (; k0 + VL <= k; k0 += VL) WG_GRAD_TILE(NAME(_vf), A, M, WG_VLOAD, WG_VSTORE); \
-            for (; k0 < k; k0++) WG_GRAD_TILE(float, A, M, WG_SLOAD, WG_SSTORE);             \
         }                                                                                    \
 }
 
@@ -256,18 +230,16 @@ ATTR static void NAME(_wgrad)(int a, const double *coef, const float *du, size_t
         }
 }
 
-WG_GRAD_FN(2, 4)
-WG_GRAD_FN(4, 6)
-WG_INPUT_FN(2, 4)
-WG_INPUT_FN(4, 6)
+WG_TILES_FN(_grad2, 2, 2, 4, WG_GIN2)
+WG_TILES_FN(_grad4, 4, 4, 6, WG_GIN4)
+WG_TILES_FN(_in2, 4, 2, 4, WG_IN2)
+WG_TILES_FN(_in4, 6, 4, 6, WG_IN4)
 WG_OUTPUT_FN(2, 4)
 WG_OUTPUT_FN(4, 6)
 
-#undef WG_INPUT_FN
-#undef WG_GRAD_FN
-#undef WG_GRAD_TILE
+#undef WG_TILES_FN
+#undef WG_TILE_2D
 #undef WG_OUTPUT_FN
-#undef WG_IN_TILE
 #undef WG_OUT_TILE
 #undef WG_VLOAD
 #undef WG_VSTORE
