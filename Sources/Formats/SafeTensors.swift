@@ -42,21 +42,55 @@ public struct SafeTensorsFile {
     /// their data back to back) padded so that the data starts 8-byte aligned. The data follows
     /// as little-endian floats.
     public static func header(tensors: [(name: String, shape: [Int], count: Int)], metadata: [String: String]) throws -> [UInt8] {
-        var header: [String: Any] = ["__metadata__": metadata]
+        // Written by hand, keys sorted by their UTF-8 bytes: Foundation's JSONSerialization took
+        // 3 ms for a checkpoint's 5.6 KB header, a checkpoint's largest cost on the step after the
+        // copy of the state. The reader parses it with JSONSerialization (tested both ways).
+        var entries: [(key: String, value: String)] = []
         var offset = 0
         for t in tensors {
             precondition(t.shape.reduce(1, *) == t.count, "\(t.name): shape \(t.shape) for \(t.count) values")
             let size = t.count * 4
-            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + size]] as [String: Any]
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            entries.append((t.name, "{\"data_offsets\":[\(offset),\(offset + size)],\"dtype\":\"F32\",\"shape\":[\(shape)]}"))
             offset += size
         }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        let meta = metadata.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+            .map { jsonQuoted($0.key) + ":" + jsonQuoted($0.value) }.joined(separator: ",")
+        entries.append(("__metadata__", "{" + meta + "}"))
+        entries.sort { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+        for i in 1..<entries.count where entries[i].key == entries[i - 1].key {
+            throw SafeTensorsError("two tensors named \(entries[i].key)")
+        }
+        var json = Array(("{" + entries.map { jsonQuoted($0.key) + ":" + $0.value }.joined(separator: ",") + "}").utf8)
         // Pad the header with spaces so the data section starts 8-byte aligned.
         while (8 + json.count) % 8 != 0 { json.append(0x20) }
         var out = [UInt8]()
+        out.reserveCapacity(8 + json.count)
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: json)
         return out
+    }
+
+    /// `s` as a JSON string literal: quotes, backslashes and control characters escaped.
+    static func jsonQuoted(_ s: String) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(s.utf8.count + 2)
+        out.append(0x22)
+        for b in s.utf8 {
+            switch b {
+            case 0x22: out += [0x5C, 0x22]
+            case 0x5C: out += [0x5C, 0x5C]
+            case 0x0A: out += [0x5C, 0x6E]
+            case 0x0D: out += [0x5C, 0x72]
+            case 0x09: out += [0x5C, 0x74]
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out += [0x5C, 0x75, 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]]
+            default: out.append(b)
+            }
+        }
+        out.append(0x22)
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Parses and validates a file's bytes; `path` names the file in errors.

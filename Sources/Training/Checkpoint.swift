@@ -60,10 +60,10 @@ extension Trainer {
     /// metadata. Call on every rank (a sharded state is gathered); with `encode: false` a rank
     /// takes part in that and returns no bytes (ranks that write no file).
     public func checkpointBytes(epochSums: [Double], metricsJSON: String, encode: Bool = true) throws -> [UInt8] {
-        var storage = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+        var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 16)
         defer { storage.deallocate() }
-        let snapshot = try checkpointSnapshot(epochSums: epochSums, metricsJSON: metricsJSON, take: encode) { count in
-            storage = .allocate(capacity: count)
+        let snapshot = try checkpointSnapshot(epochSums: epochSums, metricsJSON: metricsJSON, take: encode) { bytes in
+            storage = .allocate(byteCount: bytes, alignment: 16)
             return storage
         }
         return try snapshot?.encode() ?? []
@@ -88,10 +88,10 @@ extension Trainer {
         return m
     }
 
-    /// The full training state as a snapshot in `storage(count)` (nil when `take` is false: the
+    /// The full training state as a snapshot in `storage(bytes)` (nil when `take` is false: the
     /// rank only takes part in gathering a sharded state).
     func checkpointSnapshot(epochSums: [Double], metricsJSON: String, take: Bool,
-                            storage: (Int) throws -> UnsafeMutableBufferPointer<Float>) throws -> CheckpointSnapshot? {
+                            storage: (Int) throws -> UnsafeMutableRawBufferPointer) throws -> CheckpointSnapshot? {
         var meta = fixedCheckpointMetadata
         meta["step"] = "\(step)"
         meta["epoch"] = "\(step / sampler.stepsPerEpoch)"
@@ -109,7 +109,7 @@ extension Trainer {
                                     UnsafeBufferPointer(rebasing: buffer[p.offset..<(p.offset + p.count)])))
                 }
             }
-            return CheckpointSnapshot(metadata: meta, sources: tensors, storage: try storage(tensors.reduce(0) { $0 + $1.values.count }))
+            return try CheckpointSnapshot(metadata: meta, sources: tensors, storage: storage)
         }
     }
 

@@ -52,7 +52,7 @@ extension Trainer {
         // Only the ranks that write a file (rank 0, the replica) copy the state.
         let writes = rank == 0 || replicaDirectory != nil
         return try withEvaluationBuffers {
-            try checkpointSnapshot(epochSums: global, metricsJSON: metricsJSON, take: writes) { try checkpointWriter.storage(count: $0) }
+            try checkpointSnapshot(epochSums: global, metricsJSON: metricsJSON, take: writes) { try checkpointWriter.storage(bytes: $0) }
         }
     }
 

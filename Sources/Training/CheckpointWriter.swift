@@ -16,17 +16,19 @@ final class CheckpointWriter: @unchecked Sendable {
     /// between two checkpoints).
     private(set) var waitedSeconds = 0.0
 
-    /// Storage for the next snapshot (`count` floats), once the write before has finished (its
-    /// failure is rethrown). Reused from one checkpoint to the next: no fresh pages to fault in.
-    func storage(count: Int) throws -> UnsafeMutableBufferPointer<Float> {
+    /// Storage for the next snapshot (`bytes` bytes, page-aligned and a whole number of pages,
+    /// for direct writes), once the write before has finished (its failure is rethrown). Reused
+    /// from one checkpoint to the next: no fresh pages to fault in.
+    func storage(bytes: Int) throws -> UnsafeMutableRawBufferPointer {
         try wait()
-        if buffer.count < count {
+        if buffer.count < bytes {
             buffer.deallocate()
-            buffer = .allocate(capacity: count)
+            let pages = (bytes + directWriteAlignment - 1) / directWriteAlignment * directWriteAlignment
+            buffer = .allocate(byteCount: pages, alignment: directWriteAlignment)
         }
         return buffer
     }
-    private var buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+    private var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: directWriteAlignment)
     deinit { group.wait(); buffer.deallocate() }
 
     /// Queues `snapshot`'s file at each of `paths` and then a prune of `prune.directory` to

@@ -17,10 +17,11 @@ final class CheckpointWriterTests: XCTestCase {
             source[n - 1] = Float(step)
             // The snapshot copies `source` now; the next loop iteration changes it while the
             // write may still be running, so a write that read the state late would show it.
-            let storage = try writer.storage(count: n)
-            let snapshot = source.withUnsafeBufferPointer { s in
-                CheckpointSnapshot(metadata: ["step": "\(step)"], sources: [("w", [n], s)], storage: storage)
+            let snapshot = try source.withUnsafeBufferPointer { s in
+                try CheckpointSnapshot(metadata: ["step": "\(step)"], sources: [("w", [n], s)]) { try writer.storage(bytes: $0) }
             }
+            XCTAssertEqual(Int(bitPattern: snapshot.image.baseAddress) % directWriteAlignment, 0, "page-aligned, for a direct write")
+            XCTAssertEqual(Array(snapshot.image), try snapshot.encode(), "the image is the file's bytes")
             try writer.submit(snapshot, to: [dir + "/" + Checkpointer.fileName(step: step)], prune: (dir, 2))
         }
         try writer.wait()
@@ -35,8 +36,7 @@ final class CheckpointWriterTests: XCTestCase {
             XCTAssertEqual(Set(stride(from: 0, to: n, by: 4096).map { w[$0] }), [Float(step)], "step \(step): the state as it was when taken")
             XCTAssertEqual(w[n - 1], Float(step))
         }
-        let storage = try writer.storage(count: 1)
-        let one = CheckpointSnapshot(metadata: [:], sources: [], storage: storage)
+        let one = try CheckpointSnapshot(metadata: [:], sources: []) { try writer.storage(bytes: $0) }
         try writer.submit(one, to: [dir + "/gone/best.safetensors"], prune: nil)
         XCTAssertThrowsError(try writer.wait()) { XCTAssertTrue("\($0)".contains("gone/best.safetensors"), "\($0)") }
         XCTAssertNoThrow(try writer.wait(), "a failure is reported once")
