@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 
 #if defined(__x86_64__) && defined(__clang__)
 #define LOCKSTEP_X86 1
@@ -87,6 +88,46 @@ void lockstep_adam_step(int level, ADAM_ARGS) {
     if (level == 1) { adam_avx2(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2); return; }
 #endif
     adam_baseline(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2);
+}
+
+// ExactSum.addColumns (TensorCore/ExactSum.swift): each value's 5 signed 32-bit digits (unit
+// 2^-64 for digit 0) and its non-finite count, added into digit-major columns. Digit d is
+// round(r·2^(64−32d)) read from the bits of r·2^(64−32d) + 1.5·2^52, and r loses it exactly; the
+// same operations in the same order as the Swift reference, so the same words at every level.
+#define EXACT_COLUMNS_ARGS const double *restrict values, size_t count, int64_t *restrict acc
+#define EXACT_COLUMNS_BODY                                                         \
+    const double down[5] = {0x1p64, 0x1p32, 1.0, 0x1p-32, 0x1p-64};                \
+    const double up[5] = {0x1p-64, 0x1p-32, 1.0, 0x1p32, 0x1p64};                  \
+    const double magic = 0x1.8p52;                                                 \
+    int64_t magicBits;                                                             \
+    memcpy(&magicBits, &magic, sizeof magicBits);                                  \
+    for (size_t i = 0; i < count; i++) {                                           \
+        double r = values[i];                                                      \
+        const int ok = (r < 0x1p94) & (-r < 0x1p94); /* 0 for NaN and ±inf */      \
+        r = ok ? r : 0.0;                                                          \
+        acc[5 * count + i] += 1 - ok;                                              \
+        for (int d = 4; d >= 0; d--) {                                             \
+            const double q = r * down[d] + magic;                                  \
+            int64_t bits;                                                          \
+            memcpy(&bits, &q, sizeof bits);                                        \
+            acc[(size_t)d * count + i] += bits - magicBits;                        \
+            r -= (q - magic) * up[d];                                              \
+        }                                                                          \
+    }
+
+static void exact_columns_baseline(EXACT_COLUMNS_ARGS) { EXACT_COLUMNS_BODY }
+#if LOCKSTEP_X86
+AT_AVX2 static void exact_columns_avx2(EXACT_COLUMNS_ARGS) { EXACT_COLUMNS_BODY }
+AT_AVX512 static void exact_columns_avx512(EXACT_COLUMNS_ARGS) { EXACT_COLUMNS_BODY }
+#endif
+
+void lockstep_exact_add_columns(int level, EXACT_COLUMNS_ARGS) {
+    if (level < 0) level = lockstep_kernel_level();
+#if LOCKSTEP_X86
+    if (level == 2) { exact_columns_avx512(values, count, acc); return; }
+    if (level == 1) { exact_columns_avx2(values, count, acc); return; }
+#endif
+    exact_columns_baseline(values, count, acc);
 }
 
 #define POOL_ARGS const float *restrict src, size_t w, size_t ho, size_t wo, float *restrict dst, int *restrict idx

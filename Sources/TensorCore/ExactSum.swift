@@ -16,8 +16,11 @@
 //   together (`add`), or, for batches, digit-major: digit d of value i at d·count + i
 //   (`addColumns`, `columnValue`), which lets one chunk's values be added with vector arithmetic.
 
+import CKernels
+
 public enum ExactSum {
-    /// 32-bit digits per value.
+    /// 32-bit digits per value (CKernels' lockstep_exact_add_columns is written for 5 digits with
+    /// a lowest unit of 2^-64: change both together).
     public static let limbs = 5
     /// Int64 words per value: the digits and the non-finite counter.
     public static let width = limbs + 1
@@ -36,36 +39,10 @@ public enum ExactSum {
     /// gives each value: digit d = round(r·2^(64−32d)) by adding 1.5·2^52, read from the bit
     /// pattern (no conversion instruction), r reduced by it exactly, from the top digit down.
     public static func addColumns(_ values: UnsafePointer<Double>, count: Int, into acc: UnsafeMutablePointer<Int64>) {
-        let magic = SIMD4<Double>(repeating: 0x1.8p52)
-        let magicBits = SIMD4<Int64>(repeating: Int64(bitPattern: (0x1.8p52 as Double).bitPattern))
-        let bound = SIMD4<Double>(repeating: limit)
-        var i = 0
-        while i + 4 <= count {
-            var r = UnsafeRawPointer(values + i).loadUnaligned(as: SIMD4<Double>.self)
-            let ok = (r .< bound) .& (-r .< bound)   // false for NaN, infinities and |v| ≥ limit
-            r.replace(with: 0, where: .!ok)
-            addColumn(acc + limbs * count + i, SIMD4<Int64>(repeating: 0).replacing(with: 1, where: .!ok))
-            for d in stride(from: limbs - 1, through: 0, by: -1) {
-                let down = SIMD4<Double>(repeating: Double(sign: .plus, exponent: fractionBits - 32 * d, significand: 1))
-                let up = SIMD4<Double>(repeating: Double(sign: .plus, exponent: 32 * d - fractionBits, significand: 1))
-                let q = r * down + magic
-                addColumn(acc + d * count + i, unsafeBitCast(q, to: SIMD4<Int64>.self) &- magicBits)
-                r -= (q - magic) * up
-            }
-            i += 4
-        }
-        while i < count {   // the rest, one at a time, into the same columns
-            var words = [Int64](repeating: 0, count: width)
-            words.withUnsafeMutableBufferPointer { addOne(values[i], into: $0.baseAddress!) }
-            for d in 0..<width { acc[d * count + i] &+= words[d] }
-            i += 1
-        }
-    }
-
-    @inline(__always)
-    private static func addColumn(_ p: UnsafeMutablePointer<Int64>, _ v: SIMD4<Int64>) {
-        let raw = UnsafeMutableRawPointer(p)
-        raw.storeBytes(of: raw.loadUnaligned(as: SIMD4<Int64>.self) &+ v, as: SIMD4<Int64>.self)
+        // In C (CKernels), vectorised at each instruction-set level: batch norm's exact
+        // statistics add 2c values per chunk, and Swift's SIMD4<Double> (two SSE registers at the
+        // baseline target) made them 2-3% of the MLP's step.
+        lockstep_exact_add_columns(-1, values, count, acc)
     }
 
     /// Value `index` of digit-major sums of `count` values (addColumns's layout).

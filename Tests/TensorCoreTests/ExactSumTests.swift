@@ -1,5 +1,6 @@
 // ExactSum: sums whose bits do not depend on the order or grouping of terms.
 import TensorCore
+import CKernels
 import XCTest
 
 final class ExactSumTests: XCTestCase {
@@ -90,6 +91,17 @@ final class ExactSumTests: XCTestCase {
             XCTAssertEqual((0..<ExactSum.width).map { columns[$0 * n + i] }, want, "value \(i): \(v)")
             let got = columns.withUnsafeBufferPointer { ExactSum.columnValue($0.baseAddress!, count: n, index: i) }
             XCTAssertEqual(got.bitPattern, value(want).bitPattern, "value \(i)")
+        }
+        // Every instruction-set level of the C kernel gives these words, for every length
+        // (vector bodies and tails).
+        for level in (0...2).map(Int32.init) where lockstep_kernel_level_supported(level) != 0 {
+            for m in [0, 1, 3, 7, 8, 9, 17, n] {
+                var c = [Int64](repeating: 0, count: m * ExactSum.width)
+                c.withUnsafeMutableBufferPointer { lockstep_exact_add_columns(level, values, m, $0.baseAddress!) }
+                for i in 0..<m {
+                    XCTAssertEqual((0..<ExactSum.width).map { c[$0 * m + i] }, words([values[i]]), "level \(level), length \(m), value \(i)")
+                }
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 #ifndef LOCKSTEP_CKERNELS_H
 #define LOCKSTEP_CKERNELS_H
 #include <stddef.h>
+#include <stdint.h>
 
 /// Instruction-set levels of the kernels: 0 baseline, 1 AVX2, 2 AVX-512F.
 int lockstep_kernel_level(void);
@@ -19,6 +20,10 @@ const char *lockstep_kernel_level_name(int level);
 /// instruction after that (Swift's own loops are SSE) then pays a merge penalty: batch norm's
 /// forward pass on the MLP took 0.76 ms instead of 0.03 ms after a Cooperlake sgemm.
 void lockstep_clear_upper_state(void);
+
+/// ExactSum.addColumns at `level` (−1: the best this CPU runs): for each of `count` values, its
+/// 5 digits go to acc[d·count + i] (d < 5) and its non-finite count to acc[5·count + i].
+void lockstep_exact_add_columns(int level, const double *restrict values, size_t count, int64_t *restrict acc);
 
 /// One Adam update over n elements, at `level` (−1: the best this CPU runs):
 /// g' = g + l2·w; m = b1·m + (1−b1)·g'; v = b2·v + (1−b2)·g'²; w = w·shrink − stepSize·m / (√(v·invC2) + eps).
