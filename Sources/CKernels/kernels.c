@@ -60,6 +60,29 @@ void lockstep_clear_upper_state(void) {
 #endif
 }
 
+// A kernel whose body is the macro K##_BODY over the parameters K##_ARGS: `fn`_baseline,
+// `fn`_avx2 and `fn`_avx512 compiled from it, and the public `entry`(level, K##_ARGS) that runs
+// the one `level` asks for (−1: the best this CPU runs) with the arguments `call`.
+#if LOCKSTEP_X86
+#define LEVELED_X86(fn, K)                                                         \
+    AT_AVX2 static void fn##_avx2(K##_ARGS) { K##_BODY }                           \
+    AT_AVX512 static void fn##_avx512(K##_ARGS) { K##_BODY }
+#define LEVELED_X86_CALL(fn, call)                                                 \
+    if (level == 2) { fn##_avx512 call; return; }                                  \
+    if (level == 1) { fn##_avx2 call; return; }
+#else
+#define LEVELED_X86(fn, K)
+#define LEVELED_X86_CALL(fn, call)
+#endif
+#define LEVELED_KERNEL(entry, fn, K, call)                                         \
+    static void fn##_baseline(K##_ARGS) { K##_BODY }                               \
+    LEVELED_X86(fn, K)                                                             \
+    void entry(int level, K##_ARGS) {                                              \
+        if (level < 0) level = lockstep_kernel_level();                            \
+        LEVELED_X86_CALL(fn, call)                                                 \
+        fn##_baseline call;                                                        \
+    }
+
 // The Adam body, inlined into each level's function.
 #define ADAM_BODY                                                                  \
     const float c1 = 1 - b1, c2 = 1 - b2;                                          \
@@ -75,20 +98,7 @@ void lockstep_clear_upper_state(void) {
 #define ADAM_ARGS float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n, \
     float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2
 
-static void adam_baseline(ADAM_ARGS) { ADAM_BODY }
-#if LOCKSTEP_X86
-AT_AVX2 static void adam_avx2(ADAM_ARGS) { ADAM_BODY }
-AT_AVX512 static void adam_avx512(ADAM_ARGS) { ADAM_BODY }
-#endif
-
-void lockstep_adam_step(int level, ADAM_ARGS) {
-    if (level < 0) level = lockstep_kernel_level();
-#if LOCKSTEP_X86
-    if (level == 2) { adam_avx512(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2); return; }
-    if (level == 1) { adam_avx2(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2); return; }
-#endif
-    adam_baseline(w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2);
-}
+LEVELED_KERNEL(lockstep_adam_step, adam, ADAM, (w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2))
 
 // ExactSum.addColumns (TensorCore/ExactSum.swift): each value's 5 signed 32-bit digits (unit
 // 2^-64 for digit 0) and its non-finite count, added into digit-major columns. Digit d is
@@ -115,20 +125,7 @@ void lockstep_adam_step(int level, ADAM_ARGS) {
         }                                                                          \
     }
 
-static void exact_columns_baseline(EXACT_COLUMNS_ARGS) { EXACT_COLUMNS_BODY }
-#if LOCKSTEP_X86
-AT_AVX2 static void exact_columns_avx2(EXACT_COLUMNS_ARGS) { EXACT_COLUMNS_BODY }
-AT_AVX512 static void exact_columns_avx512(EXACT_COLUMNS_ARGS) { EXACT_COLUMNS_BODY }
-#endif
-
-void lockstep_exact_add_columns(int level, EXACT_COLUMNS_ARGS) {
-    if (level < 0) level = lockstep_kernel_level();
-#if LOCKSTEP_X86
-    if (level == 2) { exact_columns_avx512(values, count, acc); return; }
-    if (level == 1) { exact_columns_avx2(values, count, acc); return; }
-#endif
-    exact_columns_baseline(values, count, acc);
-}
+LEVELED_KERNEL(lockstep_exact_add_columns, exact_columns, EXACT_COLUMNS, (values, count, acc))
 
 #define POOL_ARGS const float *restrict src, size_t w, size_t ho, size_t wo, float *restrict dst, int *restrict idx
 #define POOL_BODY                                                                  \
@@ -149,17 +146,4 @@ void lockstep_exact_add_columns(int level, EXACT_COLUMNS_ARGS) {
             at[ow] = bi;                                                           \
         }                                                                          \
     }
-static void pool_baseline(POOL_ARGS) { POOL_BODY }
-#if LOCKSTEP_X86
-AT_AVX2 static void pool_avx2(POOL_ARGS) { POOL_BODY }
-AT_AVX512 static void pool_avx512(POOL_ARGS) { POOL_BODY }
-#endif
-
-void lockstep_maxpool2x2(int level, POOL_ARGS) {
-    if (level < 0) level = lockstep_kernel_level();
-#if LOCKSTEP_X86
-    if (level == 2) { pool_avx512(src, w, ho, wo, dst, idx); return; }
-    if (level == 1) { pool_avx2(src, w, ho, wo, dst, idx); return; }
-#endif
-    pool_baseline(src, w, ho, wo, dst, idx);
-}
+LEVELED_KERNEL(lockstep_maxpool2x2, pool, POOL, (src, w, ho, wo, dst, idx))
