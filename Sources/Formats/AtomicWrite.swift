@@ -9,13 +9,7 @@ import Foundation
 /// Writes bytes to `path` atomically: a temporary file in the same directory, fsync, rename,
 /// fsync of the directory. A crash leaves either the old file or the new one, never a mix.
 public func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-    try bytes.withUnsafeBytes { try writeAtomically(parts: [$0], to: path) }
-}
-
-/// The same for a file made of `parts` written one after another (a header and a tensor buffer,
-/// with no copy joining them).
-public func writeAtomically(parts: [UnsafeRawBufferPointer], to path: String) throws {
-    try replaceAtomically(path) { fd in parts.allSatisfy { writeAll(fd, $0) } }
+    try bytes.withUnsafeBytes { raw in try replaceAtomically(path) { writeAll($0, raw) } }
 }
 
 /// The alignment `writeAtomically(image:capacity:to:)` needs for a direct write: the image's
