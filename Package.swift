@@ -45,7 +45,7 @@ let package = Package(
                 dependencies: ["NN", "Optimizers", "Datasets", "Collectives", .product(name: "Yams", package: "Yams")],
                 exclude: ["README.md"], swiftSettings: release),
         .target(name: "Training",
-                dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives", "Configuration", "Formats", "CZlib"],
+                dependencies: ["TensorCore", "NN", "Optimizers", "Datasets", "Collectives", "Configuration", "Formats", "CZlib", "CKernels"],
                 exclude: ["README.md"], swiftSettings: release),
         // Figures and reports over runs (SVG, PNG through its own raster).
         .target(name: "Reports", dependencies: ["Formats", "Training", "CZlib"], exclude: ["README.md"], swiftSettings: release),

@@ -100,6 +100,50 @@ void lockstep_clear_upper_state(void) {
 
 LEVELED_KERNEL(lockstep_adam_step, adam, ADAM, (w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2))
 
+// Copies with streaming stores: whole vectors once dst is aligned to one, plain stores before
+// and after. What is copied never enters the caches (a checkpoint's image, read next by the
+// disk), so it evicts nothing the step needs.
+#if LOCKSTEP_X86
+#include <immintrin.h>
+#define STREAM_COPY(fn, ATTR, W, VEC, LOAD, STORE)                                 \
+    ATTR static void fn(float *restrict dst, const float *restrict src, size_t n) { \
+        size_t i = 0;                                                              \
+        while (i < n && ((uintptr_t)(dst + i) % (W * sizeof(float))) != 0) { dst[i] = src[i]; i++; } \
+        for (; i + W <= n; i += W) STORE(dst + i, LOAD(src + i));                  \
+        for (; i < n; i++) dst[i] = src[i];                                        \
+    }
+STREAM_COPY(stream_copy_avx512, AT_AVX512, 16, __m512, _mm512_loadu_ps, _mm512_stream_ps)
+STREAM_COPY(stream_copy_avx2, AT_AVX2, 8, __m256, _mm256_loadu_ps, _mm256_stream_ps)
+STREAM_COPY(stream_copy_sse, , 4, __m128, _mm_loadu_ps, _mm_stream_ps)
+#endif
+
+static void stream_copy(int level, float *restrict dst, const float *restrict src, size_t n) {
+#if LOCKSTEP_X86
+    if (level == 2) stream_copy_avx512(dst, src, n);
+    else if (level == 1) stream_copy_avx2(dst, src, n);
+    else stream_copy_sse(dst, src, n);
+#else
+    memcpy(dst, src, n * sizeof(float));
+#endif
+}
+
+void lockstep_adam_step_mirror(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
+                               size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2,
+                               float *restrict wOut, float *restrict mOut, float *restrict vOut) {
+    if (level < 0) level = lockstep_kernel_level();
+    const size_t block = 2048;   // 8 KB of each: still in L1 when copied out
+    for (size_t i = 0; i < n; i += block) {
+        const size_t k = n - i < block ? n - i : block;
+        lockstep_adam_step(level, w + i, g + i, m + i, v + i, k, b1, b2, eps, l2, shrink, stepSize, invC2);
+        stream_copy(level, wOut + i, w + i, k);
+        stream_copy(level, mOut + i, m + i, k);
+        stream_copy(level, vOut + i, v + i, k);
+    }
+#if LOCKSTEP_X86
+    _mm_sfence();   // the streamed stores are visible before the image is handed to the writer
+#endif
+}
+
 // ExactSum.addColumns (TensorCore/ExactSum.swift): each value's 5 signed 32-bit digits (unit
 // 2^-64 for digit 0) and its non-finite count, added into digit-major columns. Digit d is
 // round(r·2^(64−32d)) read from the bits of r·2^(64−32d) + 1.5·2^52, and r loses it exactly; the

@@ -39,9 +39,12 @@ public struct SafeTensorsFile {
     }
 
     /// The file's first bytes: the header's length, the JSON header (tensors in the order given,
-    /// their data back to back) padded so that the data starts 8-byte aligned. The data follows
-    /// as little-endian floats.
-    public static func header(tensors: [(name: String, shape: [Int], count: Int)], metadata: [String: String]) throws -> [UInt8] {
+    /// their data back to back) padded with spaces, as the format allows, so that the data
+    /// starts at a multiple of `alignment` (8, or a page for direct writes) and at least
+    /// `minimumLength` bytes in. The data follows as little-endian floats.
+    public static func header(tensors: [(name: String, shape: [Int], count: Int)], metadata: [String: String],
+                              alignment: Int = 8, minimumLength: Int = 0) throws -> [UInt8] {
+        precondition(alignment > 0 && alignment % 8 == 0, "header alignment must be a positive multiple of 8")
         // Written by hand, keys sorted by their UTF-8 bytes: Foundation's JSONSerialization took
         // 3 ms for a checkpoint's 5.6 KB header, a checkpoint's largest cost on the step after the
         // copy of the state. The reader parses it with JSONSerialization (tested both ways).
@@ -62,8 +65,8 @@ public struct SafeTensorsFile {
             throw SafeTensorsError("two tensors named \(entries[i].key)")
         }
         var json = Array(("{" + entries.map { jsonQuoted($0.key) + ":" + $0.value }.joined(separator: ",") + "}").utf8)
-        // Pad the header with spaces so the data section starts 8-byte aligned.
-        while (8 + json.count) % 8 != 0 { json.append(0x20) }
+        let length = max(8 + json.count, minimumLength)
+        json.append(contentsOf: repeatElement(0x20, count: (length + alignment - 1) / alignment * alignment - 8 - json.count))
         var out = [UInt8]()
         out.reserveCapacity(8 + json.count)
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }

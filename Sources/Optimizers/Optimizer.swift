@@ -19,6 +19,27 @@ public protocol Optimizer: AnyObject {
     var arena: Arena { get }
 }
 
+/// Where one update also writes what it stores: a checkpoint's image, so that taking the
+/// checkpoint after the step needs no second pass over the state. `values` takes the parameters
+/// in the arena's layout and `state[k]` the k-th `state` tensor in its own; `written` turns true
+/// once an update of the whole arena has filled them.
+public final class UpdateMirror {
+    public let values: UnsafeMutablePointer<Float>
+    public let state: [UnsafeMutablePointer<Float>]
+    public internal(set) var written = false
+    public init(values: UnsafeMutablePointer<Float>, state: [UnsafeMutablePointer<Float>]) {
+        self.values = values
+        self.state = state
+    }
+}
+
+/// An optimizer whose update can fill an UpdateMirror as it goes (Adam, with streaming stores).
+public protocol MirroringOptimizer: Optimizer {
+    /// Read by the next `step`: when it updates every element this optimizer owns (the whole
+    /// arena: not a sharded step), it also fills the mirror and sets `written`. Cleared by it.
+    var mirror: UpdateMirror? { get set }
+}
+
 extension Optimizer {
     /// Updates the whole arena.
     public func step(rate: Float) { step(rate: rate, within: 0..<Int.max) }
@@ -107,7 +128,7 @@ public final class SGD: Optimizer {
 
 /// Adam (Kingma & Ba 2015) with L2 weight decay folded into the gradient, or AdamW
 /// (Loshchilov & Hutter 2019) with decoupled weight decay.
-public final class Adam: Optimizer {
+public final class Adam: MirroringOptimizer {
     public let arena: Arena
     public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decoupled: Bool
     let m: UnsafeMutableBufferPointer<Float>
@@ -115,6 +136,7 @@ public final class Adam: Optimizer {
     let ranges: [(range: Range<Int>, decay: Float)]
     public let owned: Range<Int>
     public var stepCount = 0
+    public var mirror: UpdateMirror?
 
     public init(arena: Arena, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
                 weightDecay: Float = 0, decoupled: Bool = false, decayWeightsOnly: Bool = false, owned: Range<Int>? = nil) {
@@ -147,14 +169,19 @@ public final class Adam: Optimizer {
         let b1 = beta1, b2 = beta2, eps = epsilon
         let stepSize = rate / c1
         let invC2 = 1 / c2, base = owned.lowerBound
+        // The mirror only for a step over everything owned, and only when that is the arena.
+        let out = mirror.flatMap { $0.state.count == 2 && owned == 0..<arena.count && within.clamped(to: owned) == owned ? $0 : nil }
+        mirror = nil
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
             // Decoupled (AdamW): shrink the weights directly; otherwise fold λw into the gradient.
             let l2: Float = decoupled ? 0 : lambda
             let shrink: Float = decoupled ? 1 - rate * lambda : 1
             let o = range.lowerBound
             Vector.adamStep(w: w + o, g: g + o, m: mp + (o - base), v: vp + (o - base), n: range.count, beta1: b1, beta2: b2, epsilon: eps,
-                            l2: l2, shrink: shrink, stepSize: stepSize, invC2: invC2)
+                            l2: l2, shrink: shrink, stepSize: stepSize, invC2: invC2,
+                            mirror: out.map { ($0.values + o, $0.state[0] + (o - base), $0.state[1] + (o - base)) })
         }
+        out?.written = true
     }
 }
 

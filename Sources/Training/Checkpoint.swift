@@ -98,19 +98,31 @@ extension Trainer {
         meta["optimizer_steps"] = "\(optimizer.stepCount)"
         meta["epoch_sums"] = epochSums.map { String($0) }.joined(separator: ",")
         meta["metrics"] = metricsJSON
-        var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
-        for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
         // The whole arena's state (a sharded step's blocks gathered from every rank).
         return try withFullOptimizerState { state in
             guard take else { return nil }
-            for (stateName, buffer) in state {
-                for p in model.parameters.entries {
-                    tensors.append(("optimizer.\(stateName).\(p.name)", p.shape,
-                                    UnsafeBufferPointer(rebasing: buffer[p.offset..<(p.offset + p.count)])))
-                }
-            }
-            return try CheckpointSnapshot(metadata: meta, sources: tensors, storage: storage)
+            let prepared = pendingImage.flatMap { $0.step == step && $0.mirror.written ? $0.image : nil }
+            pendingImage = nil
+            let snapshot = try CheckpointSnapshot(metadata: meta, sources: checkpointSources(state: state), prepared: prepared, storage: storage)
+            if snapshot.usedPreparedImage { checkpointsFilledByUpdate += 1 }
+            return snapshot
         }
+    }
+
+    /// The tensors of a checkpoint in file order: the parameters (the arena's order, back to
+    /// back), the buffers, then each optimizer state tensor per parameter (again the arena's
+    /// layout), so that the parameters and each state fill one run of the image.
+    func checkpointSources(state: [(name: String, values: UnsafeMutableBufferPointer<Float>)])
+        -> [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] {
+        var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] = []
+        for p in model.namedTensors { tensors.append((p.name, p.shape, UnsafeBufferPointer(p.values))) }
+        for (stateName, buffer) in state {
+            for p in model.parameters.entries {
+                tensors.append(("optimizer.\(stateName).\(p.name)", p.shape,
+                                UnsafeBufferPointer(rebasing: buffer[p.offset..<(p.offset + p.count)])))
+            }
+        }
+        return tensors
     }
 
     /// Restores from a checkpoint file (rank 0 reads it and broadcasts its bytes): parameters,

@@ -6,15 +6,51 @@ import Datasets
 import Formats
 import Foundation
 import NN
+import Optimizers
 
 extension Trainer {
     /// After a step inside an epoch: a periodic checkpoint every `checkpoint.every_steps`, and one
     /// before stopping on a signal. `sums` are this rank's train sums of the epoch so far.
     func checkpointAfterStep(_ run: RunDirectory?, sums: [Double], stopping: Bool) throws {
         guard let run else { return }
-        let periodic = config.checkpoint.everySteps > 0 && step % config.checkpoint.everySteps == 0
-        guard (stopping || periodic) && step % sampler.stepsPerEpoch != 0 && step < totalSteps else { return }
+        guard (stopping || periodicCheckpoint(after: step)) && step % sampler.stepsPerEpoch != 0 && step < totalSteps else { return }
         try writeCheckpoint(run, try epochCheckpoint(sums: sums, metricsJSON: "{\"step\":\(step)}"))
+    }
+
+    private func periodicCheckpoint(after step: Int) -> Bool {
+        config.checkpoint.everySteps > 0 && step % config.checkpoint.everySteps == 0
+    }
+
+    /// Before a step that ends with a periodic checkpoint, on a rank that writes one, when the
+    /// optimizer can fill an image (Adam) and holds the whole state (not sharded): lays out the
+    /// image in the writer's storage and has the step's update stream the parameters and the
+    /// optimizer state into it (UpdateMirror). The checkpoint then copies only the buffers: for
+    /// the MLP 32 KB instead of 8.07 MB, and the image never passes through the caches.
+    func prepareCheckpointImage(_ run: RunDirectory?) throws {
+        pendingImage = nil
+        let next = step + 1
+        guard run != nil, rank == 0 || replicaDirectory != nil, periodicCheckpoint(after: next),
+              next % sampler.stepsPerEpoch != 0, next < totalSteps, shards == nil,
+              let optimizer = optimizer as? MirroringOptimizer else { return }
+        let state = optimizer.state
+        let sources = checkpointSources(state: state)
+        let counts = sources.map { $0.values.count }
+        // The header as it will be, give or take the digits of the step and the sums: 1 KB spare.
+        var meta = fixedCheckpointMetadata
+        for key in ["step", "epoch", "optimizer_steps"] { meta[key] = "\(Int.max)" }
+        meta["epoch_sums"] = [Double](repeating: -Double.greatestFiniteMagnitude, count: 3).map { String($0) }.joined(separator: ",")
+        meta["metrics"] = "{\"step\":\(Int.max)}"
+        let room = try SafeTensorsFile.header(tensors: sources.map { ($0.name, $0.shape, $0.values.count) }, metadata: meta).count + 1024
+        let roomPages = (room + directWriteAlignment - 1) / directWriteAlignment * directWriteAlignment
+        let storage = try checkpointWriter.storage(bytes: roomPages + counts.reduce(0, +) * MemoryLayout<Float>.stride)
+        var image = PreparedImage(storage: storage, room: roomPages, filled: [Bool](repeating: false, count: sources.count))
+        let parameters = model.parameters.entries.count, stateStart = model.namedTensors.count
+        let mirror = UpdateMirror(values: image.values(at: 0, counts: counts),
+                                  state: state.indices.map { image.values(at: stateStart + $0 * parameters, counts: counts) })
+        for i in 0..<parameters { image.filled[i] = true }
+        for i in stateStart..<sources.count { image.filled[i] = true }
+        optimizer.mirror = mirror
+        pendingImage = (next, image, mirror)
     }
 
     /// After an epoch: every `checkpoint.every_epochs` epochs and at the end, and

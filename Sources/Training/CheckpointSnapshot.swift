@@ -1,10 +1,27 @@
 // A checkpoint taken between steps: its metadata and the safetensors file's whole image (the
-// header, then one copy of every tensor's values) in page-aligned storage the background writer
-// (CheckpointWriter) reuses. Taking it costs the step the header's encoding (tens of µs) and one
-// memory copy of the state; the write happens off the step, straight from that storage (O_DIRECT
-// where the filesystem allows: no second copy, no page-cache writeback).
+// header, padded with spaces to whole pages, then one copy of every tensor's values) in
+// page-aligned storage the background writer (CheckpointWriter) reuses. Taking it costs the step
+// the header's encoding (tens of µs) and one memory copy of the state, less what the optimizer
+// already wrote into a prepared image during the step's update (PreparedImage: with Adam, the
+// parameters and both moments, so only the buffers are copied). The write happens off the step,
+// straight from that storage (O_DIRECT where the filesystem allows: no second copy, no
+// page-cache writeback).
 import Formats
 import Foundation
+
+/// Storage laid out before a step for the checkpoint after it: the header gets `room` bytes (whole
+/// pages), the values follow. `filled[i]` says source i is already in place (written by the
+/// optimizer's update), so the snapshot does not copy it.
+struct PreparedImage {
+    let storage: UnsafeMutableRawBufferPointer
+    let room: Int
+    var filled: [Bool]
+
+    /// Where source i's values go, for sources with these value counts.
+    func values(at i: Int, counts: [Int]) -> UnsafeMutablePointer<Float> {
+        (storage.baseAddress! + room).assumingMemoryBound(to: Float.self) + counts[..<i].reduce(0, +)
+    }
+}
 
 final class CheckpointSnapshot: @unchecked Sendable {
     let metadata: [String: String]
@@ -15,11 +32,14 @@ final class CheckpointSnapshot: @unchecked Sendable {
     /// The storage's usable bytes from the image's start (for whole-block direct writes).
     let capacity: Int
     let values: UnsafeMutableBufferPointer<Float>
+    /// Whether the prepared image was used: the sources it held were not copied.
+    let usedPreparedImage: Bool
 
-    /// Encodes the header and copies `sources` after it into `storage(bytes)`, which must return
-    /// at least `bytes` bytes, aligned for floats (the writer's are page-aligned).
+    /// Encodes the header and copies `sources` after it: into `prepared` when its header room
+    /// fits (skipping the sources it holds already), else into `storage(bytes)`, which must
+    /// return at least `bytes` bytes, page-aligned for direct writes.
     init(metadata: [String: String], sources: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)],
-         storage: (Int) throws -> UnsafeMutableRawBufferPointer) throws {
+         prepared: PreparedImage? = nil, storage: (Int) throws -> UnsafeMutableRawBufferPointer) throws {
         self.metadata = metadata
         var offset = 0
         var list: [(name: String, shape: [Int], range: Range<Int>)] = []
@@ -28,16 +48,20 @@ final class CheckpointSnapshot: @unchecked Sendable {
             offset += s.values.count
         }
         tensors = list
-        let head = try SafeTensorsFile.header(tensors: list.map { ($0.name, $0.shape, $0.range.count) }, metadata: metadata)
+        let head = try SafeTensorsFile.header(tensors: list.map { ($0.name, $0.shape, $0.range.count) }, metadata: metadata,
+                                              alignment: directWriteAlignment, minimumLength: prepared?.room ?? 0)
         let bytes = head.count + offset * MemoryLayout<Float>.stride
-        let raw = try storage(bytes)
+        // The prepared image when the header fits its room (else every value is copied afresh).
+        let fits = prepared.map { head.count == $0.room && $0.storage.count >= bytes && $0.filled.count == sources.count } ?? false
+        let raw = fits ? prepared!.storage : try storage(bytes)
         precondition(raw.count >= bytes, "checkpoint storage too small")
         head.withUnsafeBytes { raw.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: head.count) }
-        // The header's length is a multiple of 8 (SafeTensorsFile pads it), so the values are aligned.
+        // The header fills whole pages, so the values are aligned.
         let floats = (raw.baseAddress! + head.count).bindMemory(to: Float.self, capacity: offset)
-        for (s, t) in zip(sources, list) where !s.values.isEmpty {
+        for (i, (s, t)) in zip(sources, list).enumerated() where !s.values.isEmpty && !(fits && prepared!.filled[i]) {
             (floats + t.range.lowerBound).update(from: s.values.baseAddress!, count: s.values.count)
         }
+        usedPreparedImage = fits
         values = UnsafeMutableBufferPointer(start: floats, count: offset)
         image = UnsafeRawBufferPointer(start: raw.baseAddress, count: bytes)
         capacity = raw.count

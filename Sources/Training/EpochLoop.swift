@@ -30,6 +30,7 @@ extension Trainer {
             var logSums = [0.0, 0.0, 0.0]
             while step < totalSteps && step / steps == epoch {
                 let t0 = monotonicSeconds(), c0 = communicator.seconds
+                try prepareCheckpointImage(run)
                 let r = try trainStep(epoch: epoch, stepInEpoch: step % steps, order: order)
                 epochComputeSeconds += monotonicSeconds() - t0 - (communicator.seconds - c0)
                 guard r.lossSum.isFinite else {

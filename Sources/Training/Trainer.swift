@@ -69,6 +69,10 @@ public final class Trainer {
     let checkpointWriter = CheckpointWriter()
     /// Checkpoint metadata that does not change during a run (Checkpoint.swift).
     var fixedMetadataCache: [String: String]?
+    /// The image the optimizer fills during the step before a periodic checkpoint (CheckpointCadence).
+    var pendingImage: (step: Int, image: PreparedImage, mirror: UpdateMirror)?
+    /// Checkpoints whose parameters and optimizer state the update wrote (none copied after it).
+    public internal(set) var checkpointsFilledByUpdate = 0
     /// On the rank that keeps a copy of every checkpoint (node-local run directories on several
     /// hosts: ResumableRun.swift), its own directory; nil elsewhere.
     var replicaDirectory: String?

@@ -106,6 +106,32 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(adam.stepCount, 2)
     }
 
+    func testAdamFillsAMirrorOnlyForAStepOverTheWholeArena() {
+        // The mirror (a checkpoint's image) gets the parameters and both moments as the update
+        // leaves them, for that one step; a step over a shard's range leaves it unwritten.
+        let arena = makeArena(), adam = Adam(arena: arena)
+        let image = [Float](repeating: .nan, count: 9)
+        var mirror = image
+        mirror.withUnsafeMutableBufferPointer { out in
+            let m = UpdateMirror(values: out.baseAddress!, state: [out.baseAddress! + 3, out.baseAddress! + 6])
+            adam.mirror = m
+            setGradients(arena, Self.g1)
+            adam.step(rate: 0.1)
+            XCTAssertTrue(m.written)
+            XCTAssertNil(adam.mirror, "one step only")
+        }
+        XCTAssertEqual(mirror.map(\.bitPattern), (Array(arena.flatValues) + Array(adam.state[0].values) + Array(adam.state[1].values)).map(\.bitPattern))
+
+        var untouched = image
+        untouched.withUnsafeMutableBufferPointer { out in
+            let m = UpdateMirror(values: out.baseAddress!, state: [out.baseAddress! + 3, out.baseAddress! + 6])
+            adam.mirror = m
+            adam.step(rate: 0.1, within: 0..<2)
+            XCTAssertFalse(m.written, "a part of the arena does not fill the image")
+        }
+        XCTAssertTrue(untouched.allSatisfy(\.isNaN))
+    }
+
     func testAdamWithL2WeightDecay() {
         // Coupled: g ← g + λ·w before the moments (λ = 0.1, all elements).
         let arena = makeArena()

@@ -10,6 +10,8 @@ import XCTest
 
 final class CheckpointTests: XCTestCase {
     func tempDir() -> String { makeTempDir("lockstep-ckpt") }
+    /// Rank 0's checkpoints of the last `train` whose state the update wrote into the image.
+    var filledByUpdate = 0
 
     /// 2 epochs of 10 steps; checkpoints every 3 steps.
     func config(_ extra: [String] = []) throws -> TrainingConfig {
@@ -22,16 +24,18 @@ final class CheckpointTests: XCTestCase {
     func train(ranks: Int, dir: String, resume: String? = nil, stopAt: Int? = nil, data: TrainingData,
                overrides: [String] = []) throws -> [Float] {
         let cfg = try config(overrides)
-        let results = try ThreadCommunicator.run(size: ranks) { comm -> [Float] in
+        let results = try ThreadCommunicator.run(size: ranks) { comm -> ([Float], Int) in
             let trainer = try Trainer(config: cfg, communicator: comm, data: data, console: Console(isEnabled: false))
             if let resume { try trainer.restore(from: resume) }
             trainer.stopAtStep = stopAt
             let run = try RunDirectory(path: dir, isEnabled: comm.rank == 0, resolvedConfig: cfg.resolvedYAML,
                                        start: resume == nil ? .fresh : .resume)
             do { try trainer.run(directory: run) } catch is Preempted {}
-            return Array(trainer.model.parameters.flatValues) + trainer.optimizer.state.flatMap { Array($0.values) }
+            return (Array(trainer.model.parameters.flatValues) + trainer.optimizer.state.flatMap { Array($0.values) },
+                    trainer.checkpointsFilledByUpdate)
         }
-        return results[0]
+        filledByUpdate = results[0].1
+        return results[0].0
     }
 
     func testResumeMidEpochIsBitwiseExact() throws {
@@ -55,6 +59,22 @@ final class CheckpointTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: six))
         let resumed = try train(ranks: 1, dir: tempDir(), resume: six, data: data)
         XCTAssertEqual(resumed, full)
+    }
+
+    func testAdamCheckpointsFilledByTheUpdateResumeBitwise() throws {
+        // With Adam, a periodic checkpoint's parameters and moments are streamed into its image by
+        // the update of the step before it (CheckpointCadence.prepareCheckpointImage), so the
+        // file is only right if that image is exactly the state: resume from it on another world size.
+        let data = makeData(), adam = ["optimizer.name=adam", "optimizer.lr=0.003"]
+        let full = try train(ranks: 2, dir: tempDir(), data: data, overrides: adam)
+        let dir = tempDir()
+        _ = try train(ranks: 2, dir: dir, stopAt: 8, data: data, overrides: adam)
+        XCTAssertEqual(filledByUpdate, 2, "steps 3 and 6 (the stop's checkpoint at step 8 is copied)")
+        let six = dir + "/" + Checkpointer.fileName(step: 6)
+        let header = try XCTUnwrap(FileHandle(forReadingAtPath: six)).readData(ofLength: 8)
+        let length = header.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) } + 8
+        XCTAssertEqual(length % 4096, 0, "the header fills whole pages, so the values start page-aligned")
+        XCTAssertEqual(try train(ranks: 1, dir: tempDir(), resume: six, data: data, overrides: adam), full)
     }
 
     func testResumeOnAnotherWorldSizeIsBitwiseExactInExactMode() throws {

@@ -21,6 +21,9 @@ const char *lockstep_kernel_level_name(int level);
 /// forward pass on the MLP took 0.76 ms instead of 0.03 ms after a Cooperlake sgemm.
 void lockstep_clear_upper_state(void);
 
+/// Sets the calling thread's nice value (Linux; 0 on success, −1 elsewhere or on failure).
+int lockstep_set_thread_nice(int nice);
+
 /// ExactSum.addColumns at `level` (−1: the best this CPU runs): for each of `count` values, its
 /// 5 digits go to acc[d·count + i] (d < 5) and its non-finite count to acc[5·count + i].
 void lockstep_exact_add_columns(int level, const double *restrict values, size_t count, int64_t *restrict acc);
@@ -29,6 +32,13 @@ void lockstep_exact_add_columns(int level, const double *restrict values, size_t
 /// g' = g + l2·w; m = b1·m + (1−b1)·g'; v = b2·v + (1−b2)·g'²; w = w·shrink − stepSize·m / (√(v·invC2) + eps).
 void lockstep_adam_step(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
                         size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2);
+
+/// lockstep_adam_step (the same bits), which also writes the new w, m and v to wOut, mOut and
+/// vOut with streaming stores: a checkpoint's image filled by the update itself, without a
+/// second pass over the state or the image passing through the caches.
+void lockstep_adam_step_mirror(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
+                               size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2,
+                               float *restrict wOut, float *restrict mOut, float *restrict vOut);
 
 /// 2×2 max pooling with stride 2 over one plane of width w: dst (ho×wo) gets each window's first
 /// strictly greatest value in the order (0,0), (0,1), (1,0), (1,1), idx its index in the plane.
