@@ -17,6 +17,9 @@ extension Trainer {
         try writeCheckpoint(run, try epochCheckpoint(sums: sums, metricsJSON: "{\"step\":\(step)}"))
     }
 
+    /// Rank 0, and the replica rank that keeps a copy on its own host's disk.
+    private var writesCheckpoints: Bool { rank == 0 || replicaDirectory != nil }
+
     private func periodicCheckpoint(after step: Int) -> Bool {
         config.checkpoint.everySteps > 0 && step % config.checkpoint.everySteps == 0
     }
@@ -29,7 +32,7 @@ extension Trainer {
     func prepareCheckpointImage(_ run: RunDirectory?) throws {
         pendingImage = nil
         let next = step + 1
-        guard run != nil, rank == 0 || replicaDirectory != nil, periodicCheckpoint(after: next),
+        guard run != nil, writesCheckpoints, periodicCheckpoint(after: next),
               next % sampler.stepsPerEpoch != 0, next < totalSteps, shards == nil,
               let optimizer = optimizer as? MirroringOptimizer else { return }
         let state = optimizer.state
@@ -86,9 +89,8 @@ extension Trainer {
         try communicator.allReduce(&global)
         // With local BN the file holds the running statistics that evaluation uses.
         // Only the ranks that write a file (rank 0, the replica) copy the state.
-        let writes = rank == 0 || replicaDirectory != nil
         return try withEvaluationBuffers {
-            try checkpointSnapshot(epochSums: global, metricsJSON: metricsJSON, take: writes) { try checkpointWriter.storage(bytes: $0) }
+            try checkpointSnapshot(epochSums: global, metricsJSON: metricsJSON, take: writesCheckpoints) { try checkpointWriter.storage(bytes: $0) }
         }
     }
 
