@@ -23,14 +23,19 @@
 #undef PREFIX
 #undef BODY
 
+size_t lockstep_tree_dense_scratch(size_t n, size_t out) {
+    return n * out + n * 2 * 16;   // dY packed (at most out rows in tiles) and a column block of X (at most 2 × 16 floats wide)
+}
+
 void lockstep_tree_dense_wgrad(int level, const float *dy, const float *x, size_t n, size_t out, size_t in,
-                               size_t chunk, int blocks, const int *first, const int *count, float *const *dst) {
+                               size_t chunk, int blocks, const int *first, const int *count, float *const *dst,
+                               float *scratch) {
     if (level < 0) level = lockstep_kernel_level();
 #if defined(__x86_64__) && defined(__clang__)
-    if (level == 2) { tree_dense_avx512(dy, x, n, out, in, chunk, blocks, first, count, dst); return; }
-    if (level == 1 && __builtin_cpu_supports("fma")) { tree_dense_avx2(dy, x, n, out, in, chunk, blocks, first, count, dst); return; }
+    if (level == 2) { tree_dense_avx512(dy, x, n, out, in, chunk, blocks, first, count, dst, scratch); return; }
+    if (level == 1 && __builtin_cpu_supports("fma")) { tree_dense_avx2(dy, x, n, out, in, chunk, blocks, first, count, dst, scratch); return; }
 #endif
-    tree_dense_baseline(dy, x, n, out, in, chunk, blocks, first, count, dst);
+    tree_dense_baseline(dy, x, n, out, in, chunk, blocks, first, count, dst, scratch);
 }
 
 /// Elements per tile of lockstep_tree_sum: the stack of partial sums stays in L1/L2.

@@ -16,6 +16,7 @@ public final class Dense: Layer {
     var dInput: Tensor?            // (N, in)
     var weightT: Tensor?           // forward: Wᵀ (in, out) or Xᵀ (in, N)
     var outputT: Tensor?           // forward with Xᵀ: Yᵀ (out, N)
+    var packed: Tensor?            // exact weight gradient: packed dY and X (tree_dense.c)
     var chunking = Chunking.whole
 
     public init(name: String, inputShape: [Int], outFeatures: Int, bias: Bool = true,
@@ -73,8 +74,9 @@ public final class Dense: Layer {
         if let blocks = weight.hot, let size = chunking.size {
             // Every chunk's dYᵀ·X, added in the chunk tree as it leaves the registers.
             let dst = blocks.bases.map { $0.map { $0 + weight.offset } }
+            let scratch = reuse(&packed, [lockstep_tree_dense_scratch(n, outFeatures)])
             lockstep_tree_dense_wgrad(-1, dOut.data, x.data, n, outFeatures, inFeatures, size,
-                                      Int32(blocks.first.count), blocks.first, blocks.count, dst)
+                                      Int32(blocks.first.count), blocks.first, blocks.count, dst, scratch.data)
         }
         chunking.forEach(n) { rows, slot in
             let dY = dOut.data + rows.lowerBound * outFeatures

@@ -142,8 +142,9 @@ final class CKernelsTests: XCTestCase {
                 defer { out.deallocate() }
                 out.initialize(repeating: .nan, count: c.blocks.count * c.out * c.inF)
                 let dst: [UnsafeMutablePointer<Float>?] = c.blocks.indices.map { out + $0 * c.out * c.inF }
+                var scratch = [Float](repeating: .nan, count: lockstep_tree_dense_scratch(c.n, c.out))
                 lockstep_tree_dense_wgrad(level, dy, x, c.n, c.out, c.inF, c.chunk, Int32(c.blocks.count),
-                                          c.blocks.map { Int32($0.0) }, c.blocks.map { Int32($0.1) }, dst)
+                                          c.blocks.map { Int32($0.0) }, c.blocks.map { Int32($0.1) }, dst, &scratch)
                 for b in c.blocks.indices {
                     let got = (0..<(c.out * c.inF)).map { out[b * c.out * c.inF + $0].bitPattern }
                     XCTAssertEqual(got, want[b].map(\.bitPattern), "level \(level), case \(k), block \(b)")

@@ -49,9 +49,12 @@ void lockstep_maxpool2x2(int level, const float *restrict src, size_t w, size_t 
 /// form chunks of `chunk` rows (the last may be shorter); chunk c's partial dYᵀ·X has every
 /// element one fused multiply-add chain over its rows in order. For each of `blocks` blocks,
 /// chunks [first[b], first[b] + count[b]) are added in a fixed pairwise tree (lockstep_tree_sum's)
-/// and written to dst[b] (out × in, row stride in). Every level gives the same bits.
+/// and written to dst[b] (out × in, row stride in). Every level gives the same bits. scratch holds
+/// lockstep_tree_dense_scratch(n, out) floats (packed copies of dY and X).
 void lockstep_tree_dense_wgrad(int level, const float *dy, const float *x, size_t n, size_t out, size_t in,
-                               size_t chunk, int blocks, const int *first, const int *count, float *const *dst);
+                               size_t chunk, int blocks, const int *first, const int *count, float *const *dst,
+                               float *scratch);
+size_t lockstep_tree_dense_scratch(size_t n, size_t out);
 
 /// dst[i] = the pairwise tree sum of leaves[0..<count][i] (tree_dense.c: leaf t merges once per
 /// trailing one bit of t, left operand first; the rest folds from the top), or 0 for no leaves.
