@@ -14,13 +14,30 @@ struct Bench: ParsableCommand {
     @Option(help: "Warm-up steps before timing.") var warmup = 20
     @Option(help: "Timed runs (the median is reported).") var runs = 5
     @Option(help: "Also write the figures as JSON to this file (for scripts such as bench/cost-model).") var json: String?
+    @Option(help: ArgumentHelp("Compare against a second trainer with this override (repeatable): both in this process, timed in alternating blocks of --steps.", valueName: "key=value"))
+    var against: [String] = []
+    @Option(help: "Pairs of alternating blocks with --against.") var pairs = 5
 
     func run() throws {
         let shared = SharedData()
         let (options, steps, warmup, runs, json) = (self.options, self.steps, self.warmup, self.runs, self.json)
+        let (against, pairs) = (self.against, self.pairs)
         launch(simulateRanks: options.simulateRanks) { comm in
             let config = try options.loadConfig()
             let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
+            if !against.isEmpty {
+                let other = try Trainer(config: try options.loadConfig(against), communicator: comm, data: try shared.get(config))
+                let r = try interleavedBenchmark(trainer, other, steps: steps, warmup: warmup, pairs: pairs)
+                guard comm.rank == 0 else { return }
+                print("bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), \(steps) steps per block\nOpenBLAS: \(blasConfiguration())\nCKernels: \(kernelLevelName())")
+                print("A: the config as given; B: with \(against.joined(separator: " "))")
+                print(r.report(a: "A samples/s", b: "B samples/s"))
+                if let json {
+                    try writeJSON(["config": config.name, "ranks": comm.size, "against": against, "a": r.pairs.map { $0.a },
+                                   "b": r.pairs.map { $0.b }, "median_ratio": r.medianRatio, "openblas": blasConfiguration()], to: json)
+                }
+                return
+            }
             let r = try trainer.benchmark(steps: steps, warmup: warmup, runs: runs)
             guard comm.rank == 0 else { return }
             let mode = config.train.exactChunk.map { "exact mode (chunks of \($0))" } ?? "float sums (train.exact: false)"

@@ -1,0 +1,76 @@
+// `lockstep bench --against KEY=VALUE`: two trainers in one process, timed in alternating blocks.
+//
+// Separate processes on a shared or virtual machine see its speed drift by 15-30% within
+// seconds, which swamps a difference of a few percent between two settings. Here both trainers
+// live in one process, on the same communicator and the same data, and their timed blocks
+// alternate in the order A B B A A B B A ..., so that a drift which is linear over two pairs
+// cancels, and each pair's ratio compares blocks seconds apart. Each block is bracketed by
+// barriers, so on several ranks it is the job's time; the first steps after a switch find the
+// caches holding the other trainer's data, alike for A and B.
+import Collectives
+import TensorCore
+import Training
+
+public struct InterleavedResult {
+    /// Samples/s of each pair's A block and B block (global samples).
+    public var pairs: [(a: Double, b: Double)]
+    public var ratios: [Double] { pairs.map { $0.a / $0.b } }
+    public var medianA: Double { median(pairs.map { $0.a }) }
+    public var medianB: Double { median(pairs.map { $0.b }) }
+    public var medianRatio: Double { median(ratios) }
+
+    public func report(a: String, b: String) -> String {
+        var lines = ["pair  \(a.padding(toLength: 24, withPad: " ", startingAt: 0)) \(b.padding(toLength: 24, withPad: " ", startingAt: 0)) A/B"]
+        for (i, p) in pairs.enumerated() {
+            lines.append(String(format: "%4d  %-24.1f %-24.1f %.3f", i + 1, p.a, p.b, p.a / p.b))
+        }
+        lines.append(String(format: "samples/s: A median %.1f, B median %.1f; A/B median of the pair ratios %.3f (min %.3f, max %.3f)",
+                            medianA, medianB, medianRatio, ratios.min() ?? 0, ratios.max() ?? 0))
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// One trainer's steps over epoch 0's order, continuing where its last block stopped.
+final class StepRunner {
+    let trainer: Trainer
+    private let order: [Int]
+    private var cursor = 0
+    init(_ trainer: Trainer) {
+        self.trainer = trainer
+        order = trainer.sampler.permutation(epoch: 0)
+    }
+    func run(_ steps: Int) throws {
+        for _ in 0..<steps {
+            _ = try trainer.trainStep(epoch: 0, stepInEpoch: cursor % trainer.sampler.stepsPerEpoch, order: order)
+            cursor += 1
+        }
+    }
+    /// Global samples per second of `steps` steps, barriers on either side.
+    func timed(_ steps: Int) throws -> Double {
+        try trainer.communicator.barrier()
+        let t0 = monotonicSeconds()
+        try run(steps)
+        try trainer.communicator.barrier()
+        return Double(steps * trainer.config.train.globalBatch) / (monotonicSeconds() - t0)
+    }
+}
+
+/// Warms both trainers up, then times `pairs` pairs of `steps`-step blocks in the order
+/// A B, B A, A B, ... Both trainers must share the communicator (their collectives never overlap:
+/// one block ends with a barrier before the other starts).
+public func interleavedBenchmark(_ a: Trainer, _ b: Trainer, steps: Int, warmup: Int, pairs: Int) throws -> InterleavedResult {
+    let ra = StepRunner(a), rb = StepRunner(b)
+    try ra.run(warmup)
+    try rb.run(warmup)
+    var result = InterleavedResult(pairs: [])
+    for i in 0..<max(pairs, 1) {
+        if i % 2 == 0 {
+            let x = try ra.timed(steps)
+            result.pairs.append((x, try rb.timed(steps)))
+        } else {
+            let y = try rb.timed(steps)
+            result.pairs.append((try ra.timed(steps), y))
+        }
+    }
+    return result
+}
