@@ -2,6 +2,7 @@
 import ArgumentParser
 import Benchmarks
 import Collectives
+import Configuration
 import Foundation
 import Reports
 import TensorCore
@@ -30,7 +31,8 @@ struct Bench: ParsableCommand {
                 let r = try interleavedBenchmark(trainer, other, steps: steps, warmup: warmup, pairs: pairs)
                 guard comm.rank == 0 else { return }
                 print("bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), \(steps) steps per block\nOpenBLAS: \(blasConfiguration())\nCKernels: \(kernelLevelName())")
-                print("A: the config as given; B: with \(against.joined(separator: " "))")
+                func mode(_ c: TrainingConfig) -> String { c.train.exactChunk.map { "exact mode (chunks of \($0))" } ?? "float sums" }
+                print("A: the config as given, \(mode(config)); B: with \(against.joined(separator: " ")), \(mode(other.config))")
                 print(r.report(a: "A samples/s", b: "B samples/s"))
                 if let json {
                     try writeJSON(["config": config.name, "ranks": comm.size, "against": against, "a": r.pairs.map { $0.a },
