@@ -30,26 +30,27 @@ public struct InterleavedResult {
     }
 }
 
-/// One trainer's steps over epoch 0's order, continuing where its last block stopped.
+/// One trainer's steps over epoch 0's order, continuing where its last block stopped, with the
+/// periodic checkpoints its config asks for when it has a run directory.
 final class StepRunner {
     let trainer: Trainer
+    let directory: RunDirectory?
     private let order: [Int]
-    private var cursor = 0
-    init(_ trainer: Trainer) {
+    init(_ trainer: Trainer, directory: RunDirectory? = nil) {
         self.trainer = trainer
+        self.directory = directory
         order = trainer.sampler.permutation(epoch: 0)
     }
     func run(_ steps: Int) throws {
-        for _ in 0..<steps {
-            _ = try trainer.trainStep(epoch: 0, stepInEpoch: cursor % trainer.sampler.stepsPerEpoch, order: order)
-            cursor += 1
-        }
+        for _ in 0..<steps { try trainer.stepWithCheckpoints(order: order, run: directory) }
     }
-    /// Global samples per second of `steps` steps, barriers on either side.
+    /// Global samples per second of `steps` steps, barriers on either side; a checkpoint still
+    /// being written when the steps end is waited for inside the time.
     func timed(_ steps: Int) throws -> Double {
         try trainer.communicator.barrier()
         let t0 = monotonicSeconds()
         try run(steps)
+        try trainer.waitForCheckpoints()
         try trainer.communicator.barrier()
         return Double(steps * trainer.config.train.globalBatch) / (monotonicSeconds() - t0)
     }
@@ -57,9 +58,11 @@ final class StepRunner {
 
 /// Warms both trainers up, then times `pairs` pairs of `steps`-step blocks in the order
 /// A B, B A, A B, ... Both trainers must share the communicator (their collectives never overlap:
-/// one block ends with a barrier before the other starts).
-public func interleavedBenchmark(_ a: Trainer, _ b: Trainer, steps: Int, warmup: Int, pairs: Int) throws -> InterleavedResult {
-    let ra = StepRunner(a), rb = StepRunner(b)
+/// one block ends with a barrier before the other starts). A trainer given a run directory
+/// writes the periodic checkpoints its config asks for into it (checkpoint.every_steps).
+public func interleavedBenchmark(_ a: Trainer, _ b: Trainer, steps: Int, warmup: Int, pairs: Int,
+                                 directories: (a: RunDirectory?, b: RunDirectory?) = (nil, nil)) throws -> InterleavedResult {
+    let ra = StepRunner(a, directory: directories.a), rb = StepRunner(b, directory: directories.b)
     try ra.run(warmup)
     try rb.run(warmup)
     var result = InterleavedResult(pairs: [])

@@ -17,6 +17,19 @@ extension Trainer {
         try writeCheckpoint(run, try epochCheckpoint(sums: sums, metricsJSON: "{\"step\":\(step)}"))
     }
 
+    /// One step with the checkpoint cadence the epoch loop gives it (the image prepared before,
+    /// a periodic checkpoint after), over epoch 0's `order` wrapped around: what `lockstep bench
+    /// --against checkpoint.every_steps=0` times against the same steps without checkpoints.
+    public func stepWithCheckpoints(order: [Int], run: RunDirectory?) throws {
+        try prepareCheckpointImage(run)
+        _ = try trainStep(epoch: 0, stepInEpoch: step % sampler.stepsPerEpoch, order: order)
+        step += 1
+        try checkpointAfterStep(run, sums: [0, 0, 0], stopping: false)
+    }
+
+    /// Waits until the checkpoint in flight, if any, is on disk (rethrowing its error).
+    public func waitForCheckpoints() throws { try checkpointWriter.wait() }
+
     /// Rank 0, and the replica rank that keeps a copy on its own host's disk.
     private var writesCheckpoints: Bool { rank == 0 || replicaDirectory != nil }
 

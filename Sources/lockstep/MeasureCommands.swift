@@ -28,10 +28,22 @@ struct Bench: ParsableCommand {
             let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
             if !against.isEmpty {
                 let other = try Trainer(config: try options.loadConfig(against), communicator: comm, data: try shared.get(config))
-                let r = try interleavedBenchmark(trainer, other, steps: steps, warmup: warmup, pairs: pairs)
+                // A trainer that checkpoints (checkpoint.every_steps > 0) writes into a scratch run
+                // directory of its own, removed afterwards.
+                let scratch = comm.rank == 0 ? NSTemporaryDirectory() + "lockstep-bench-\(getpid())" : nil
+                defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
+                func directory(_ t: Trainer, _ name: String) throws -> RunDirectory? {
+                    guard t.config.checkpoint.everySteps > 0 else { return nil }
+                    return try RunDirectory(path: (scratch ?? "") + "/" + name, isEnabled: comm.rank == 0, resolvedConfig: t.config.resolvedYAML)
+                }
+                let r = try interleavedBenchmark(trainer, other, steps: steps, warmup: warmup, pairs: pairs,
+                                                 directories: (try directory(trainer, "a"), try directory(other, "b")))
                 guard comm.rank == 0 else { return }
                 print("bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), \(steps) steps per block\nOpenBLAS: \(blasConfiguration())\nCKernels: \(kernelLevelName())")
-                func mode(_ c: TrainingConfig) -> String { c.train.exactChunk.map { "exact mode (chunks of \($0))" } ?? "float sums" }
+                func mode(_ c: TrainingConfig) -> String {
+                    (c.train.exactChunk.map { "exact mode (chunks of \($0))" } ?? "float sums")
+                        + (c.checkpoint.everySteps > 0 ? ", a checkpoint every \(c.checkpoint.everySteps) steps" : "")
+                }
                 print("A: the config as given, \(mode(config)); B: with \(against.joined(separator: " ")), \(mode(other.config))")
                 print(r.report(a: "A samples/s", b: "B samples/s"))
                 if let json {
