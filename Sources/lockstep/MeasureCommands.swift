@@ -19,6 +19,12 @@ struct Bench: ParsableCommand {
     var against: [String] = []
     @Option(help: "Pairs of alternating blocks with --against.") var pairs = 5
 
+    func validate() throws {
+        for a in against where a.split(separator: "=").first.map({ $0 == "data" || $0.hasPrefix("data.") }) ?? false {
+            throw ValidationError("--against \(a): both trainers share the data loaded once; time data settings in separate runs")
+        }
+    }
+
     func run() throws {
         let shared = SharedData()
         let (options, steps, warmup, runs, json) = (self.options, self.steps, self.warmup, self.runs, self.json)

@@ -224,6 +224,17 @@ final class CommandLineTests: XCTestCase {
         }
     }
 
+    /// `bench --against` builds both trainers on data loaded once, so an override of the data is
+    /// refused with a message naming it, before anything is loaded.
+    func testBenchAgainstRefusesDataOverrides() throws {
+        try requireBinary()
+        for key in ["data.path=/tmp", "data=x"] {
+            let r = try tests.run([lockstep, "bench", "--config", "x.yaml", "--against", key])
+            XCTAssertNotEqual(r.status, 0, key)
+            XCTAssertTrue(r.output.contains("--against \(key): both trainers share the data"), "\(key): \(r.output)")
+        }
+    }
+
     func testLaunchTrainTurnsSigtermIntoACheckpointAndExit75() throws {
         try tests.requireMPI()
         // This file is Tests/TrainingTests/CommandLineTests.swift: the checkout is three levels up.
