@@ -127,6 +127,17 @@ static void stream_copy(int level, float *restrict dst, const float *restrict sr
 #endif
 }
 
+void lockstep_stream_copy(int level, float *restrict dst, const float *restrict src, size_t n) {
+    if (level < 0) level = lockstep_kernel_level();
+    stream_copy(level, dst, src, n);
+}
+
+void lockstep_stream_fence(void) {
+#if LOCKSTEP_X86
+    _mm_sfence();
+#endif
+}
+
 void lockstep_adam_step_mirror(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
                                size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2,
                                float *restrict wOut, float *restrict mOut, float *restrict vOut) {

@@ -33,7 +33,7 @@ public final class UpdateMirror {
     }
 }
 
-/// An optimizer whose update can fill an UpdateMirror as it goes (Adam, with streaming stores).
+/// An optimizer whose update can fill an UpdateMirror as it goes (Adam and SGD, with streaming stores).
 public protocol MirroringOptimizer: Optimizer {
     /// Read by the next `step`: when it updates every element this optimizer owns (the whole
     /// arena: not a sharded step), it also fills the mirror and sets `written`. Cleared by it.
@@ -85,8 +85,9 @@ func decayRanges(_ arena: Arena, weightDecay: Float, weightsOnly: Bool) -> [(ran
 
 /// SGD with optional momentum, Nesterov momentum and L2 weight decay (PyTorch's formulation:
 /// g ← g + λw; v ← μv + g; w ← w − η·(Nesterov ? g + μv : v)).
-public final class SGD: Optimizer {
+public final class SGD: MirroringOptimizer {
     public let arena: Arena
+    public var mirror: UpdateMirror?
     public let momentum: Float, weightDecay: Float, nesterov: Bool
     let velocity: UnsafeMutableBufferPointer<Float>
     let ranges: [(range: Range<Int>, decay: Float)]
@@ -113,14 +114,32 @@ public final class SGD: Optimizer {
     public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = velocity.baseAddress!
         let mu = momentum, base = owned.lowerBound
+        // The mirror (Adam's rule) only for a step over everything owned, when that is the arena.
+        let out = mirror.flatMap { $0.state.count == state.count && owned == 0..<arena.count && within.clamped(to: owned) == owned ? $0 : nil }
+        mirror = nil
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
-            if mu == 0 {
-                for i in range { w[i] -= rate * (g[i] + lambda * w[i]) }
-            } else {
-                let o = range.lowerBound
-                Vector.sgdMomentumStep(w: w + o, g: g + o, v: v + (o - base), n: range.count, rate: rate, momentum: mu,
-                                       decay: lambda, nesterov: nesterov)
+            // With a mirror, blocks of 2,048 elements (8 KB of each array): each block is
+            // streamed to the image while it is still in L1. The update is element-wise, so
+            // blocks change no bits.
+            var lo = range.lowerBound
+            while lo < range.upperBound {
+                let hi = out == nil ? range.upperBound : min(lo + 2048, range.upperBound)
+                if mu == 0 {
+                    for i in lo..<hi { w[i] -= rate * (g[i] + lambda * w[i]) }
+                } else {
+                    Vector.sgdMomentumStep(w: w + lo, g: g + lo, v: v + (lo - base), n: hi - lo, rate: rate, momentum: mu,
+                                           decay: lambda, nesterov: nesterov)
+                }
+                if let out {
+                    Vector.streamCopy(out.values + lo, w + lo, hi - lo)
+                    if mu != 0 { Vector.streamCopy(out.state[0] + (lo - base), v + (lo - base), hi - lo) }
+                }
+                lo = hi
             }
+        }
+        if let out {
+            Vector.streamFence()   // the streamed stores are visible before the image is handed on
+            out.written = true
         }
         stepCount += 1
     }

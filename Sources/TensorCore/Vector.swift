@@ -143,6 +143,13 @@ extension Vector {
         }
     }
 
+    /// dst[0..<n] = src[0..<n] with streaming stores, which keep the copy out of the caches (a
+    /// checkpoint's image); `streamFence` makes them visible before the memory is handed on.
+    public static func streamCopy(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
+        lockstep_stream_copy(-1, dst, src, n)
+    }
+    public static func streamFence() { lockstep_stream_fence() }
+
     /// One SGD-with-momentum update over n elements: g' = g + λw; v = μv + g'; w −= η·(nesterov ? g' + μv : v).
     @inline(__always)
     public static func sgdMomentumStep(w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, v: UnsafeMutablePointer<Float>,

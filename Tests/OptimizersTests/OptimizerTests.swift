@@ -132,6 +132,41 @@ final class OptimizerTests: XCTestCase {
         XCTAssertTrue(untouched.allSatisfy(\.isNaN))
     }
 
+    func testSGDFillsAMirrorWithTheBitsOfThePlainStep() {
+        // 5,000 elements cross the 2,048-element blocks the mirrored step runs in; the step with
+        // a mirror must leave the bits of the step without one, and the image must hold them.
+        for momentum: Float in [0.9, 0] {
+            let n = 5000
+            func arena() -> Arena {
+                let w = Parameter(name: "fc.weight", shape: [n - 7], initializer: .zeros, fanIn: 1, fanOut: 1, isWeight: true)
+                let b = Parameter(name: "fc.bias", shape: [7], initializer: .zeros)
+                let a = Arena([w, b], withGradients: true)
+                for i in 0..<a.count { a.flatValues[i] = Float(i % 97) * 0.01 - 0.4; a.flatGrads[i] = Float(i % 31) * 0.003 - 0.04 }
+                return a
+            }
+            let plainArena = arena(), mirroredArena = arena()
+            let plain = SGD(arena: plainArena, momentum: momentum, weightDecay: 1e-3, decayWeightsOnly: true)
+            let mirrored = SGD(arena: mirroredArena, momentum: momentum, weightDecay: 1e-3, decayWeightsOnly: true)
+            plain.step(rate: 0.1)
+            mirrored.step(rate: 0.1)   // a step without a mirror first, so the momentum is not zero
+            var image = [Float](repeating: .nan, count: 2 * n)
+            image.withUnsafeMutableBufferPointer { out in
+                let m = UpdateMirror(values: out.baseAddress!, state: mirrored.state.isEmpty ? [] : [out.baseAddress! + n])
+                mirrored.mirror = m
+                plain.step(rate: 0.1)
+                mirrored.step(rate: 0.1)
+                XCTAssertTrue(m.written, "momentum \(momentum)")
+            }
+            XCTAssertEqual(Array(mirroredArena.flatValues).map(\.bitPattern), Array(plainArena.flatValues).map(\.bitPattern), "momentum \(momentum)")
+            XCTAssertEqual(Array(image[0..<n]).map(\.bitPattern), Array(plainArena.flatValues).map(\.bitPattern), "momentum \(momentum)")
+            if momentum != 0 {
+                XCTAssertEqual(Array(image[n...]).map(\.bitPattern), Array(plain.state[0].values).map(\.bitPattern))
+            } else {
+                XCTAssertTrue(image[n...].allSatisfy(\.isNaN), "plain SGD has no state to write")
+            }
+        }
+    }
+
     func testAdamWithL2WeightDecay() {
         // Coupled: g ← g + λ·w before the moments (λ = 0.1, all elements).
         let arena = makeArena()

@@ -61,20 +61,23 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(resumed, full)
     }
 
-    func testAdamCheckpointsFilledByTheUpdateResumeBitwise() throws {
-        // With Adam, a periodic checkpoint's parameters and moments are streamed into its image by
-        // the update of the step before it (CheckpointCadence.prepareCheckpointImage), so the
-        // file is only right if that image is exactly the state: resume from it on another world size.
-        let data = makeData(), adam = ["optimizer.name=adam", "optimizer.lr=0.003"]
-        let full = try train(ranks: 2, dir: tempDir(), data: data, overrides: adam)
-        let dir = tempDir()
-        _ = try train(ranks: 2, dir: dir, stopAt: 8, data: data, overrides: adam)
-        XCTAssertEqual(filledByUpdate, 2, "steps 3 and 6 (the stop's checkpoint at step 8 is copied)")
-        let six = dir + "/" + Checkpointer.fileName(step: 6)
-        let header = try XCTUnwrap(FileHandle(forReadingAtPath: six)).readData(ofLength: 8)
-        let length = header.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) } + 8
-        XCTAssertEqual(length % 4096, 0, "the header fills whole pages, so the values start page-aligned")
-        XCTAssertEqual(try train(ranks: 1, dir: tempDir(), resume: six, data: data, overrides: adam), full)
+    func testCheckpointsFilledByTheUpdateResumeBitwise() throws {
+        // With Adam and SGD, a periodic checkpoint's parameters and optimizer state are streamed
+        // into its image by the update of the step before it (CheckpointCadence.prepareCheckpointImage),
+        // so the file is only right if that image is exactly the state: resume from it on another
+        // world size. SGD with momentum has one state tensor, plain SGD none.
+        let data = makeData()
+        for optimizer in [["optimizer.name=adam", "optimizer.lr=0.003"], [], ["optimizer.momentum=0"]] {
+            let full = try train(ranks: 2, dir: tempDir(), data: data, overrides: optimizer)
+            let dir = tempDir()
+            _ = try train(ranks: 2, dir: dir, stopAt: 8, data: data, overrides: optimizer)
+            XCTAssertEqual(filledByUpdate, 2, "\(optimizer): steps 3 and 6 (the stop's checkpoint at step 8 is copied)")
+            let six = dir + "/" + Checkpointer.fileName(step: 6)
+            let header = try XCTUnwrap(FileHandle(forReadingAtPath: six)).readData(ofLength: 8)
+            let length = header.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) } + 8
+            XCTAssertEqual(length % 4096, 0, "the header fills whole pages, so the values start page-aligned")
+            XCTAssertEqual(try train(ranks: 1, dir: tempDir(), resume: six, data: data, overrides: optimizer), full, "\(optimizer)")
+        }
     }
 
     func testResumeOnAnotherWorldSizeIsBitwiseExactInExactMode() throws {

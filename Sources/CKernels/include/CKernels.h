@@ -33,6 +33,11 @@ void lockstep_exact_add_columns(int level, const double *restrict values, size_t
 void lockstep_adam_step(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
                         size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2);
 
+/// dst[0..<n] = src[0..<n] with streaming stores (not kept in the caches: a checkpoint's image);
+/// lockstep_stream_fence() makes such stores visible before the memory is handed on.
+void lockstep_stream_copy(int level, float *restrict dst, const float *restrict src, size_t n);
+void lockstep_stream_fence(void);
+
 /// lockstep_adam_step (the same bits), which also writes the new w, m and v to wOut, mOut and
 /// vOut with streaming stores: a checkpoint's image filled by the update itself, without a
 /// second pass over the state or the image passing through the caches.
