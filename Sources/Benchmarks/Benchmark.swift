@@ -36,12 +36,8 @@ public struct BenchmarkResult {
 extension Trainer {
     /// Runs `warmup` steps, then `runs` timed runs of `steps` steps each, then one profiled run.
     public func benchmark(steps: Int, warmup: Int, runs: Int) throws -> BenchmarkResult {
-        let order = sampler.permutation(epoch: 0)
-        var cursor = 0
-        func oneStep() throws {
-            _ = try trainStep(epoch: 0, stepInEpoch: cursor % sampler.stepsPerEpoch, order: order)
-            cursor += 1
-        }
+        let runner = StepRunner(self)
+        func oneStep() throws { try runner.run(1) }
         for _ in 0..<warmup { try oneStep() }
         var rates = [Double]()
         let samplesPerStep = Double(config.train.globalBatch)

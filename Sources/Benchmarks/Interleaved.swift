@@ -11,6 +11,11 @@ import Collectives
 import TensorCore
 import Training
 
+public struct BenchmarkError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ message: String) { description = message }
+}
+
 public struct InterleavedResult {
     /// Samples/s of each pair's A block and B block (global samples).
     public var pairs: [(a: Double, b: Double)]
@@ -63,6 +68,10 @@ final class StepRunner {
 public func interleavedBenchmark(_ a: Trainer, _ b: Trainer, steps: Int, warmup: Int, pairs: Int,
                                  directories: (a: RunDirectory?, b: RunDirectory?) = (nil, nil)) throws -> InterleavedResult {
     let ra = StepRunner(a, directory: directories.a), rb = StepRunner(b, directory: directories.b)
+    for (t, d) in [(a, directories.a), (b, directories.b)] where d != nil && t.step + warmup + max(pairs, 1) * steps >= t.totalSteps {
+        // Past the run's last step the epoch loop takes no periodic checkpoints: the comparison would be void.
+        throw BenchmarkError("bench --against: \(warmup) + \(max(pairs, 1)) × \(steps) steps reach the run's last step (\(t.totalSteps)), after which no periodic checkpoints are taken; lower --steps or --pairs, or raise train.epochs")
+    }
     try ra.run(warmup)
     try rb.run(warmup)
     var result = InterleavedResult(pairs: [])

@@ -2,6 +2,7 @@
 // timed steps, in order, and reports one pair of rates per pair of blocks.
 @testable import Benchmarks
 import Collectives
+import Foundation
 import Configuration
 @testable import Training
 import TrainingTestSupport
@@ -30,6 +31,31 @@ final class InterleavedTests: XCTestCase {
             try alone.run(1)
             XCTAssertNotEqual(Array(timed.model.parameters.flatValues).map(\.bitPattern),
                               Array(alone.trainer.model.parameters.flatValues).map(\.bitPattern), "an eighth step changes the parameters")
+        }
+    }
+
+    /// A trainer given a run directory takes the epoch loop's periodic checkpoints in its
+    /// blocks (and its steps keep their bits); one that would run past the run's last step,
+    /// where no periodic checkpoints are taken, is refused with a message saying so.
+    func testCheckpointingTrainerWritesItsCheckpointsAndPastTheEndIsRefused() throws {
+        let data = makeData()
+        func trainer(_ overrides: [String]) throws -> Trainer {
+            let config = try TrainingConfig.parse(yaml: smallMLPConfig(), file: "small.yaml", overrides: overrides)
+            return try Trainer(config: config, communicator: SingleProcessCommunicator(), data: data)
+        }
+        let every = ["checkpoint.every_steps=2", "checkpoint.keep=10"]
+        let a = try trainer(every), b = try trainer(["checkpoint.every_steps=0"])
+        let dir = makeTempDir("lockstep-interleaved")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = try RunDirectory(path: dir, isEnabled: true, resolvedConfig: a.config.resolvedYAML)
+        _ = try interleavedBenchmark(a, b, steps: 4, warmup: 1, pairs: 2, directories: (run, nil))
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("ckpt-step") }.sorted()
+        XCTAssertEqual(files, [2, 4, 6, 8].map { Checkpointer.fileName(step: $0) }, "steps 1 + 2 × 4 = 9, a checkpoint every 2")
+        XCTAssertEqual(Array(a.model.parameters.flatValues).map(\.bitPattern), Array(b.model.parameters.flatValues).map(\.bitPattern),
+                       "checkpoints change no bits")
+        XCTAssertThrowsError(try interleavedBenchmark(try trainer(every), try trainer([]), steps: 20, warmup: 10, pairs: 2,
+                                                      directories: (run, nil))) { error in
+            XCTAssertTrue("\(error)".contains("reach the run's last step (50)"), "\(error)")
         }
     }
 }
