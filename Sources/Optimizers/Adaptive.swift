@@ -5,8 +5,9 @@ import NN
 import TensorCore
 
 /// AdaGrad (Duchi et al. 2011): g ← g + λw; s ← s + g²; w ← w − η·g/(√s + ε).
-public final class AdaGrad: Optimizer {
+public final class AdaGrad: MirroringOptimizer {
     public let arena: Arena
+    public var mirror: UpdateMirror?
     public let epsilon: Float, weightDecay: Float
     let sum: UnsafeMutableBufferPointer<Float>
     let ranges: [(range: Range<Int>, decay: Float)]
@@ -28,15 +29,19 @@ public final class AdaGrad: Optimizer {
 
     public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!
-        let eps = epsilon, base = owned.lowerBound
+        let eps = epsilon, base = owned.lowerBound, s = sum.baseAddress!
+        let out = takeMirror(within: within)
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
-            let s = sum.baseAddress! + (range.lowerBound - base)   // s[j]: element range.lowerBound + j
-            for (j, i) in range.enumerated() {
-                let grad = g[i] + lambda * w[i]
-                s[j] += grad * grad
-                w[i] -= rate * grad / (s[j].squareRoot() + eps)
+            mirrored(range, into: out) { r in
+                for i in r {
+                    let j = i - base   // the element's index in the state
+                    let grad = g[i] + lambda * w[i]
+                    s[j] += grad * grad
+                    w[i] -= rate * grad / (s[j].squareRoot() + eps)
+                }
             }
         }
+        finishMirror(out)
         stepCount += 1
     }
 }
@@ -44,8 +49,9 @@ public final class AdaGrad: Optimizer {
 /// RMSProp (Tieleman & Hinton 2012): g ← g + λw; v ← αv + (1−α)g²; centered: ḡ ← αḡ + (1−α)g,
 /// v̂ = v − ḡ², else v̂ = v; with momentum μ: b ← μb + g/(√v̂ + ε), w ← w − ηb; without:
 /// w ← w − η·g/(√v̂ + ε).
-public final class RMSProp: Optimizer {
+public final class RMSProp: MirroringOptimizer {
     public let arena: Arena
+    public var mirror: UpdateMirror?
     public let alpha: Float, epsilon: Float, momentum: Float, centered: Bool, weightDecay: Float
     let square: UnsafeMutableBufferPointer<Float>
     let average: UnsafeMutableBufferPointer<Float>   // ḡ (centered only)
@@ -81,25 +87,29 @@ public final class RMSProp: Optimizer {
     public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = square.baseAddress!
         let a = alpha, eps = epsilon, mu = momentum, base = owned.lowerBound
+        let out = takeMirror(within: within)
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
-            for i in range {
-                let j = i - base   // the element's index in the state
-                let grad = g[i] + lambda * w[i]
-                v[j] = a * v[j] + (1 - a) * grad * grad
-                var denominator = v[j]
-                if centered {
-                    average[j] = a * average[j] + (1 - a) * grad
-                    denominator -= average[j] * average[j]
-                }
-                let scaled = grad / (denominator.squareRoot() + eps)
-                if mu > 0 {
-                    buffer[j] = mu * buffer[j] + scaled
-                    w[i] -= rate * buffer[j]
-                } else {
-                    w[i] -= rate * scaled
+            mirrored(range, into: out) { r in
+                for i in r {
+                    let j = i - base   // the element's index in the state
+                    let grad = g[i] + lambda * w[i]
+                    v[j] = a * v[j] + (1 - a) * grad * grad
+                    var denominator = v[j]
+                    if centered {
+                        average[j] = a * average[j] + (1 - a) * grad
+                        denominator -= average[j] * average[j]
+                    }
+                    let scaled = grad / (denominator.squareRoot() + eps)
+                    if mu > 0 {
+                        buffer[j] = mu * buffer[j] + scaled
+                        w[i] -= rate * buffer[j]
+                    } else {
+                        w[i] -= rate * scaled
+                    }
                 }
             }
         }
+        finishMirror(out)
         stepCount += 1
     }
 }

@@ -33,11 +33,43 @@ public final class UpdateMirror {
     }
 }
 
-/// An optimizer whose update can fill an UpdateMirror as it goes (Adam and SGD, with streaming stores).
+/// An optimizer whose update can fill an UpdateMirror as it goes (all of them, with streaming stores).
 public protocol MirroringOptimizer: Optimizer {
     /// Read by the next `step`: when it updates every element this optimizer owns (the whole
     /// arena: not a sharded step), it also fills the mirror and sets `written`. Cleared by it.
     var mirror: UpdateMirror? { get set }
+}
+
+extension MirroringOptimizer {
+    /// The mirror this step fills, cleared for the next: only for a step over everything owned,
+    /// when that is the whole arena (a sharded step leaves the image unwritten).
+    func takeMirror(within: Range<Int>) -> UpdateMirror? {
+        defer { mirror = nil }
+        return mirror.flatMap { $0.state.count == state.count && owned == 0..<arena.count && within.clamped(to: owned) == owned ? $0 : nil }
+    }
+
+    /// Runs the element-wise `update` over `range`; with `out`, in blocks of 2,048 elements (8 KB
+    /// of each array), each streamed to the image (parameters and every state tensor) while it is
+    /// still in L1. The update is element-wise, so blocks change no bits.
+    func mirrored(_ range: Range<Int>, into out: UpdateMirror?, _ update: (Range<Int>) -> Void) {
+        guard let out else { return update(range) }
+        let w = arena.values.baseAddress!, base = owned.lowerBound, sources = state.map { $0.values.baseAddress! }
+        var lo = range.lowerBound
+        while lo < range.upperBound {
+            let hi = min(lo + 2048, range.upperBound)
+            update(lo..<hi)
+            Vector.streamCopy(out.values + lo, w + lo, hi - lo)
+            for (k, src) in sources.enumerated() { Vector.streamCopy(out.state[k] + (lo - base), src + (lo - base), hi - lo) }
+            lo = hi
+        }
+    }
+
+    /// After a mirrored step: the streamed stores are visible before the image is handed on.
+    func finishMirror(_ out: UpdateMirror?) {
+        guard let out else { return }
+        Vector.streamFence()
+        out.written = true
+    }
 }
 
 extension Optimizer {
@@ -114,33 +146,18 @@ public final class SGD: MirroringOptimizer {
     public func step(rate: Float, within: Range<Int>) {
         let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = velocity.baseAddress!
         let mu = momentum, base = owned.lowerBound
-        // The mirror (Adam's rule) only for a step over everything owned, when that is the arena.
-        let out = mirror.flatMap { $0.state.count == state.count && owned == 0..<arena.count && within.clamped(to: owned) == owned ? $0 : nil }
-        mirror = nil
+        let out = takeMirror(within: within)
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
-            // With a mirror, blocks of 2,048 elements (8 KB of each array): each block is
-            // streamed to the image while it is still in L1. The update is element-wise, so
-            // blocks change no bits.
-            var lo = range.lowerBound
-            while lo < range.upperBound {
-                let hi = out == nil ? range.upperBound : min(lo + 2048, range.upperBound)
+            mirrored(range, into: out) { r in
                 if mu == 0 {
-                    for i in lo..<hi { w[i] -= rate * (g[i] + lambda * w[i]) }
+                    for i in r { w[i] -= rate * (g[i] + lambda * w[i]) }
                 } else {
-                    Vector.sgdMomentumStep(w: w + lo, g: g + lo, v: v + (lo - base), n: hi - lo, rate: rate, momentum: mu,
-                                           decay: lambda, nesterov: nesterov)
+                    Vector.sgdMomentumStep(w: w + r.lowerBound, g: g + r.lowerBound, v: v + (r.lowerBound - base), n: r.count,
+                                           rate: rate, momentum: mu, decay: lambda, nesterov: nesterov)
                 }
-                if let out {
-                    Vector.streamCopy(out.values + lo, w + lo, hi - lo)
-                    if mu != 0 { Vector.streamCopy(out.state[0] + (lo - base), v + (lo - base), hi - lo) }
-                }
-                lo = hi
             }
         }
-        if let out {
-            Vector.streamFence()   // the streamed stores are visible before the image is handed on
-            out.written = true
-        }
+        finishMirror(out)
         stepCount += 1
     }
 }
@@ -188,9 +205,7 @@ public final class Adam: MirroringOptimizer {
         let b1 = beta1, b2 = beta2, eps = epsilon
         let stepSize = rate / c1
         let invC2 = 1 / c2, base = owned.lowerBound
-        // The mirror only for a step over everything owned, and only when that is the arena.
-        let out = mirror.flatMap { $0.state.count == 2 && owned == 0..<arena.count && within.clamped(to: owned) == owned ? $0 : nil }
-        mirror = nil
+        let out = takeMirror(within: within)
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
             // Decoupled (AdamW): shrink the weights directly; otherwise fold λw into the gradient.
             let l2: Float = decoupled ? 0 : lambda

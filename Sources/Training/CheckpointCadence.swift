@@ -38,7 +38,7 @@ extension Trainer {
     }
 
     /// Before a step that ends with a periodic checkpoint, on a rank that writes one, when the
-    /// optimizer can fill an image (Adam, SGD) and holds the whole state (not sharded): lays out the
+    /// optimizer can fill an image (all of them can) and holds the whole state (not sharded): lays out the
     /// image in the writer's storage and has the step's update stream the parameters and the
     /// optimizer state into it (UpdateMirror). The checkpoint then copies only the buffers: for
     /// the MLP 32 KB instead of 8.07 MB, and the image never passes through the caches.

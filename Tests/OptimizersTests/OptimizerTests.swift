@@ -132,11 +132,20 @@ final class OptimizerTests: XCTestCase {
         XCTAssertTrue(untouched.allSatisfy(\.isNaN))
     }
 
-    func testSGDFillsAMirrorWithTheBitsOfThePlainStep() {
-        // 5,000 elements cross the 2,048-element blocks the mirrored step runs in; the step with
-        // a mirror must leave the bits of the step without one, and the image must hold them.
-        for momentum: Float in [0.9, 0] {
-            let n = 5000
+    func testEveryOptimizerFillsAMirrorWithTheBitsOfThePlainStep() {
+        // 5,000 elements cross the 2,048-element blocks a mirrored step runs in; the step with a
+        // mirror must leave the bits of the step without one, and the image must hold them:
+        // the parameters, then each state tensor.
+        let n = 5000
+        let makers: [(String, (Arena) -> MirroringOptimizer)] = [
+            ("sgd momentum", { SGD(arena: $0, momentum: 0.9, weightDecay: 1e-3, decayWeightsOnly: true) }),
+            ("sgd", { SGD(arena: $0, weightDecay: 1e-3) }),
+            ("adagrad", { AdaGrad(arena: $0, weightDecay: 1e-3) }),
+            ("rmsprop centered momentum", { RMSProp(arena: $0, momentum: 0.9, centered: true, weightDecay: 1e-3) }),
+            ("rmsprop", { RMSProp(arena: $0) }),
+            ("adam", { Adam(arena: $0, weightDecay: 1e-3) }),
+        ]
+        for (name, make) in makers {
             func arena() -> Arena {
                 let w = Parameter(name: "fc.weight", shape: [n - 7], initializer: .zeros, fanIn: 1, fanOut: 1, isWeight: true)
                 let b = Parameter(name: "fc.bias", shape: [7], initializer: .zeros)
@@ -145,25 +154,22 @@ final class OptimizerTests: XCTestCase {
                 return a
             }
             let plainArena = arena(), mirroredArena = arena()
-            let plain = SGD(arena: plainArena, momentum: momentum, weightDecay: 1e-3, decayWeightsOnly: true)
-            let mirrored = SGD(arena: mirroredArena, momentum: momentum, weightDecay: 1e-3, decayWeightsOnly: true)
+            let plain = make(plainArena), mirrored = make(mirroredArena)
             plain.step(rate: 0.1)
-            mirrored.step(rate: 0.1)   // a step without a mirror first, so the momentum is not zero
-            var image = [Float](repeating: .nan, count: 2 * n)
+            mirrored.step(rate: 0.1)   // a step without a mirror first, so the state is not zero
+            let states = mirrored.state.count
+            var image = [Float](repeating: .nan, count: (1 + states) * n)
             image.withUnsafeMutableBufferPointer { out in
-                let m = UpdateMirror(values: out.baseAddress!, state: mirrored.state.isEmpty ? [] : [out.baseAddress! + n])
+                let m = UpdateMirror(values: out.baseAddress!, state: (0..<states).map { out.baseAddress! + (1 + $0) * n })
                 mirrored.mirror = m
                 plain.step(rate: 0.1)
                 mirrored.step(rate: 0.1)
-                XCTAssertTrue(m.written, "momentum \(momentum)")
+                XCTAssertTrue(m.written, name)
+                XCTAssertNil(mirrored.mirror, "\(name): one step only")
             }
-            XCTAssertEqual(Array(mirroredArena.flatValues).map(\.bitPattern), Array(plainArena.flatValues).map(\.bitPattern), "momentum \(momentum)")
-            XCTAssertEqual(Array(image[0..<n]).map(\.bitPattern), Array(plainArena.flatValues).map(\.bitPattern), "momentum \(momentum)")
-            if momentum != 0 {
-                XCTAssertEqual(Array(image[n...]).map(\.bitPattern), Array(plain.state[0].values).map(\.bitPattern))
-            } else {
-                XCTAssertTrue(image[n...].allSatisfy(\.isNaN), "plain SGD has no state to write")
-            }
+            XCTAssertEqual(Array(mirroredArena.flatValues).map(\.bitPattern), Array(plainArena.flatValues).map(\.bitPattern), name)
+            let want = Array(plainArena.flatValues) + plain.state.flatMap { Array($0.values) }
+            XCTAssertEqual(image.map(\.bitPattern), want.map(\.bitPattern), name)
         }
     }
 

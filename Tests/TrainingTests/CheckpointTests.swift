@@ -62,12 +62,15 @@ final class CheckpointTests: XCTestCase {
     }
 
     func testCheckpointsFilledByTheUpdateResumeBitwise() throws {
-        // With Adam and SGD, a periodic checkpoint's parameters and optimizer state are streamed
+        // With every optimizer, a periodic checkpoint's parameters and optimizer state are streamed
         // into its image by the update of the step before it (CheckpointCadence.prepareCheckpointImage),
         // so the file is only right if that image is exactly the state: resume from it on another
-        // world size. SGD with momentum has one state tensor, plain SGD none.
+        // world size. SGD with momentum has one state tensor, plain SGD none, centered RMSProp
+        // with momentum three, AdaGrad one.
         let data = makeData()
-        for optimizer in [["optimizer.name=adam", "optimizer.lr=0.003"], [], ["optimizer.momentum=0"]] {
+        for optimizer in [["optimizer.name=adam", "optimizer.lr=0.003"], [], ["optimizer.momentum=0"],
+                          ["optimizer.name=rmsprop", "optimizer.lr=0.001", "optimizer.centered=true"],
+                          ["optimizer.name=adagrad", "optimizer.lr=0.01", "optimizer.momentum=0"]] {
             let full = try train(ranks: 2, dir: tempDir(), data: data, overrides: optimizer)
             let dir = tempDir()
             _ = try train(ranks: 2, dir: dir, stopAt: 8, data: data, overrides: optimizer)
