@@ -117,7 +117,8 @@ STREAM_COPY(stream_copy_avx2, AT_AVX2, 8, __m256, _mm256_loadu_ps, _mm256_stream
 STREAM_COPY(stream_copy_sse, , 4, __m128, _mm_loadu_ps, _mm_stream_ps)
 #endif
 
-static void stream_copy(int level, float *restrict dst, const float *restrict src, size_t n) {
+void lockstep_stream_copy(int level, float *restrict dst, const float *restrict src, size_t n) {
+    if (level < 0) level = lockstep_kernel_level();
 #if LOCKSTEP_X86
     if (level == 2) stream_copy_avx512(dst, src, n);
     else if (level == 1) stream_copy_avx2(dst, src, n);
@@ -127,31 +128,9 @@ static void stream_copy(int level, float *restrict dst, const float *restrict sr
 #endif
 }
 
-void lockstep_stream_copy(int level, float *restrict dst, const float *restrict src, size_t n) {
-    if (level < 0) level = lockstep_kernel_level();
-    stream_copy(level, dst, src, n);
-}
-
 void lockstep_stream_fence(void) {
 #if LOCKSTEP_X86
     _mm_sfence();
-#endif
-}
-
-void lockstep_adam_step_mirror(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
-                               size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2,
-                               float *restrict wOut, float *restrict mOut, float *restrict vOut) {
-    if (level < 0) level = lockstep_kernel_level();
-    const size_t block = 2048;   // 8 KB of each: still in L1 when copied out
-    for (size_t i = 0; i < n; i += block) {
-        const size_t k = n - i < block ? n - i : block;
-        lockstep_adam_step(level, w + i, g + i, m + i, v + i, k, b1, b2, eps, l2, shrink, stepSize, invC2);
-        stream_copy(level, wOut + i, w + i, k);
-        stream_copy(level, mOut + i, m + i, k);
-        stream_copy(level, vOut + i, v + i, k);
-    }
-#if LOCKSTEP_X86
-    _mm_sfence();   // the streamed stores are visible before the image is handed to the writer
 #endif
 }
 

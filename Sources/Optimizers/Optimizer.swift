@@ -210,12 +210,13 @@ public final class Adam: MirroringOptimizer {
             // Decoupled (AdamW): shrink the weights directly; otherwise fold λw into the gradient.
             let l2: Float = decoupled ? 0 : lambda
             let shrink: Float = decoupled ? 1 - rate * lambda : 1
-            let o = range.lowerBound
-            Vector.adamStep(w: w + o, g: g + o, m: mp + (o - base), v: vp + (o - base), n: range.count, beta1: b1, beta2: b2, epsilon: eps,
-                            l2: l2, shrink: shrink, stepSize: stepSize, invC2: invC2,
-                            mirror: out.map { ($0.values + o, $0.state[0] + (o - base), $0.state[1] + (o - base)) })
+            mirrored(range, into: out) { r in
+                let o = r.lowerBound
+                Vector.adamStep(w: w + o, g: g + o, m: mp + (o - base), v: vp + (o - base), n: r.count, beta1: b1, beta2: b2,
+                                epsilon: eps, l2: l2, shrink: shrink, stepSize: stepSize, invC2: invC2)
+            }
         }
-        out?.written = true
+        finishMirror(out)
     }
 }
 

@@ -134,13 +134,8 @@ extension Vector {
     @inline(__always)
     public static func adamStep(w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
                                 v: UnsafeMutablePointer<Float>, n: Int, beta1 b1: Float, beta2 b2: Float, epsilon eps: Float,
-                                l2: Float, shrink: Float, stepSize: Float, invC2: Float,
-                                mirror: (w: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>)? = nil) {
-        if let mirror {   // the same update, also streamed to a checkpoint's image
-            lockstep_adam_step_mirror(-1, w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2, mirror.w, mirror.m, mirror.v)
-        } else {
-            lockstep_adam_step(-1, w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2)
-        }
+                                l2: Float, shrink: Float, stepSize: Float, invC2: Float) {
+        lockstep_adam_step(-1, w, g, m, v, n, b1, b2, eps, l2, shrink, stepSize, invC2)
     }
 
     /// dst[0..<n] = src[0..<n] with streaming stores, which keep the copy out of the caches (a

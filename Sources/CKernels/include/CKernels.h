@@ -38,13 +38,6 @@ void lockstep_adam_step(int level, float *restrict w, const float *restrict g, f
 void lockstep_stream_copy(int level, float *restrict dst, const float *restrict src, size_t n);
 void lockstep_stream_fence(void);
 
-/// lockstep_adam_step (the same bits), which also writes the new w, m and v to wOut, mOut and
-/// vOut with streaming stores: a checkpoint's image filled by the update itself, without a
-/// second pass over the state or the image passing through the caches.
-void lockstep_adam_step_mirror(int level, float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
-                               size_t n, float b1, float b2, float eps, float l2, float shrink, float stepSize, float invC2,
-                               float *restrict wOut, float *restrict mOut, float *restrict vOut);
-
 /// 2×2 max pooling with stride 2 over one plane of width w: dst (ho×wo) gets each window's first
 /// strictly greatest value in the order (0,0), (0,1), (1,0), (1,1), idx its index in the plane.
 void lockstep_maxpool2x2(int level, const float *restrict src, size_t w, size_t ho, size_t wo,
