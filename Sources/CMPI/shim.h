@@ -71,3 +71,38 @@ static inline void lockstep_free_types(MPI_Datatype *types, int n) {
     for (int q = 0; q < n; q++)
         if (types[q] != NULL && types[q] != MPI_FLOAT && types[q] != MPI_DATATYPE_NULL) MPI_Type_free(&types[q]);
 }
+
+/// The ranks of `comm` that share this host's memory (MPI_COMM_TYPE_SHARED), in a new communicator.
+static inline int lockstep_split_host(MPI_Comm comm, MPI_Comm *host) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    return MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, host);
+}
+
+/// An MPI-3 shared window of `bytes` per rank (a multiple of 64) on `host`, each rank's part
+/// allocated on its own ("alloc_shared_noncontig": each may sit near its rank), opened for
+/// passive synchronisation (MPI_Win_lock_all) so that MPI_Win_sync orders memory; every rank's
+/// base in `bases` (the size of `host`). Returns an MPI error code.
+static inline int lockstep_shared_window(MPI_Comm host, long bytes, MPI_Win *win, void **bases) {
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    void *mine = NULL;
+    int rc = MPI_Win_allocate_shared((MPI_Aint)bytes, 4, info, host, &mine, win);
+    MPI_Info_free(&info);
+    if (rc != MPI_SUCCESS) return rc;
+    int size;
+    MPI_Comm_size(host, &size);
+    for (int r = 0; r < size; r++) {
+        MPI_Aint got;
+        int unit;
+        rc = MPI_Win_shared_query(*win, r, &got, &unit, &bases[r]);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    return MPI_Win_lock_all(MPI_MODE_NOCHECK, *win);
+}
+
+static inline int lockstep_free_shared_window(MPI_Win *win) {
+    MPI_Win_unlock_all(*win);
+    return MPI_Win_free(win);
+}

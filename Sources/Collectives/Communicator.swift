@@ -43,6 +43,10 @@ public protocol Communicator: AnyObject {
     /// Copies `root`'s bytes into every other rank's buffer (all buffers have the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
+    /// A collective: `floats` floats per rank in memory every rank reads and writes directly
+    /// (SharedMemory.swift), when every rank of the group runs on this host; nil otherwise, and
+    /// always with one rank. Every rank passes the same count. It lives as long as the group.
+    func sharedRegion(floats: Int) throws -> SharedRegion?
     /// Seconds a collective waits for the other ranks before it gives up with a CollectiveError
     /// naming the ranks that did not arrive (where the implementation can tell).
     var collectiveTimeout: Double { get set }
@@ -238,5 +242,6 @@ public final class SingleProcessCommunicator: Communicator {
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {}
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {}
     public func barrier() throws {}
+    public func sharedRegion(floats: Int) throws -> SharedRegion? { nil }
     public func abort(_ message: String) {}
 }

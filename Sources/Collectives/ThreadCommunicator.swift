@@ -29,9 +29,18 @@ final class ThreadGroup: @unchecked Sendable {
         }
     }
 
+    /// Every part of every shared region (ThreadCommunicator.sharedRegion), freed with the group.
+    private var shared: [UnsafeMutableRawPointer] = []
+    private let sharedLock = NSLock()
+
+    func keep(_ part: UnsafeMutableRawPointer) {
+        sharedLock.lock(); shared.append(part); sharedLock.unlock()
+    }
+
     deinit {
         scratch.deallocate()
         slots.deallocate()
+        for part in shared { part.deallocate() }
     }
 
     init(size: Int) {
@@ -131,6 +140,19 @@ public final class ThreadCommunicator: Communicator {
     }
 
     public func barrier() throws { try group.wait(rank: rank, context: context, "barrier") }
+
+    /// Threads share an address space: each rank allocates its part and publishes it.
+    public func sharedRegion(floats: Int) throws -> SharedRegion? {
+        if size == 1 { return nil }
+        let part = UnsafeMutableRawPointer.allocate(byteCount: max(floats, 1) * 4, alignment: 64)
+        part.initializeMemory(as: Float.self, repeating: 0, count: max(floats, 1))
+        group.keep(part)
+        group.slots[rank] = part
+        try group.wait(rank: rank, context: context, "shared region of \(floats) floats per rank")
+        let bases = (0..<size).map { group.slots[$0]!.assumingMemoryBound(to: Float.self) }
+        try group.wait(rank: rank, context: context, "shared region of \(floats) floats per rank")
+        return ThreadSharedRegion(floats: floats, bases: bases, communicator: self)
+    }
 
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
         try reduce(buffer, op: op)

@@ -63,6 +63,9 @@ public struct TrainingConfig {
         /// All-reduce the gradients in buckets of this many MB while backward still runs
         /// (GradientBuckets; ExactGradientReducer in exact mode); 0 reduces them after backward.
         public var bucketMB = 0.0
+        /// Exact mode: ranks that all run on one host sum gradients in memory they share (an
+        /// MPI-3 shared window) rather than through MPI's messages; the same bits either way.
+        public var sharedMemory = true
         /// Exact mode (the default): the same bits on any number of ranks (fixed chunks, integer
         /// sums; GradientSync.swift). false sums gradients in float (README, "Exact mode").
         public var exact = true
@@ -210,6 +213,7 @@ public struct TrainingConfig {
         config.train.labelSmoothing = try t.double("label_smoothing", default: config.train.labelSmoothing, range: 0...0.999)
         config.train.bucketMB = try t.double("bucket_mb", default: config.train.bucketMB, range: 0...4096)
         config.train.exact = try t.bool("exact", default: config.train.exact)
+        config.train.sharedMemory = try t.bool("shared_memory", default: config.train.sharedMemory)
         config.train.chunk = try t.int("chunk", default: config.train.chunk, min: 1)
         let es = try t.section("early_stopping")
         config.train.earlyStopping.patience = try es.int("patience", default: config.train.earlyStopping.patience, min: 0)

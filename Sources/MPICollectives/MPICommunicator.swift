@@ -64,7 +64,11 @@ public final class MPICommunicator: Communicator {
     public func finalize() {
         var finalized: Int32 = 0
         MPI_Finalized(&finalized)
-        if finalized == 0 { MPI_Finalize() }
+        if finalized == 0 {
+            for w in windows { w.free() }
+            windows = []
+            MPI_Finalize()
+        }
     }
 
     func check(_ code: Int32, _ what: String) throws {
@@ -213,6 +217,13 @@ public final class MPICommunicator: Communicator {
         try check(start(&request), what())
         try complete(&request, seconds: seconds, what)
     }
+
+    /// The ranks on this host (MPI_COMM_TYPE_SHARED), once asked for (MPISharedWindow.swift);
+    /// nil inside when they are not all the ranks.
+    var host: MPI_Comm?
+    var hostChecked = false
+    /// Shared windows, freed collectively before MPI_Finalize.
+    var windows: [MPISharedWindow] = []
 
     /// "hosts node0, node1" (or "ranks 0-3 on HOST" when all share one), for the watchdog's message.
     private var peers = ""

@@ -182,6 +182,15 @@ public final class Arena {
 
     public func zeroGrads() { grads?.update(repeating: 0) }
 
+    /// Where the step's summed gradient is (arena layout), for the update and clipping: the
+    /// gradients themselves, unless the reducer left the sum elsewhere (exact mode's one-host
+    /// reduction sums into memory the ranks share, and each reads it there; nil then means here).
+    public var summedGradientBase: UnsafeMutablePointer<Float>?
+    /// The step's summed gradient, `count` floats.
+    public var summedGrads: UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: summedGradientBase ?? grads!.baseAddress!, count: count)
+    }
+
     /// Draws every entry's initial values from counter-based randomness keyed by (seed, entry index).
     public func initialize(seed: UInt64) {
         let rng = Philox(seed: seed)

@@ -28,7 +28,7 @@ public final class AdaGrad: MirroringOptimizer {
     public var state: [(name: String, values: UnsafeMutableBufferPointer<Float>)] { [("adagrad_sum", sum)] }
 
     public func step(rate: Float, within: Range<Int>) {
-        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!
+        let w = arena.values.baseAddress!, g = arena.summedGrads.baseAddress!
         let eps = epsilon, base = owned.lowerBound, s = sum.baseAddress!
         let out = takeMirror(within: within)
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
@@ -85,7 +85,7 @@ public final class RMSProp: MirroringOptimizer {
     }
 
     public func step(rate: Float, within: Range<Int>) {
-        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = square.baseAddress!
+        let w = arena.values.baseAddress!, g = arena.summedGrads.baseAddress!, v = square.baseAddress!
         let a = alpha, eps = epsilon, mu = momentum, base = owned.lowerBound
         let out = takeMirror(within: within)
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {

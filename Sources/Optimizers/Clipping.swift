@@ -11,7 +11,7 @@ public let normTile = 256
 /// The squared L2 norm of the gradients in `within` (whole tiles, or up to the arena's end), as
 /// ExactSum words: words of several shards add (as Int64) to the words of their union.
 public func squaredGradientNormWords(_ arena: Arena, within: Range<Int> = 0..<Int.max) -> [Int64] {
-    let g = arena.grads!.baseAddress!
+    let g = arena.summedGrads.baseAddress!
     var words = [Int64](repeating: 0, count: ExactSum.width)
     let r = within.clamped(to: 0..<arena.count)
     var lo = r.lowerBound
@@ -39,7 +39,7 @@ public func clipGradientNorm(_ arena: Arena, maxNorm: Float, within: Range<Int> 
     let norm = Float(words.withUnsafeBufferPointer { ExactSum.value($0.baseAddress!) }.squareRoot())
     if norm > maxNorm {
         let s = maxNorm / (norm + 1e-6)
-        let g = arena.grads!.baseAddress!
+        let g = arena.summedGrads.baseAddress!
         for i in within.clamped(to: 0..<arena.count) { g[i] *= s }
     }
 }

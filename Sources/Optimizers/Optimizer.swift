@@ -144,7 +144,7 @@ public final class SGD: MirroringOptimizer {
     }
 
     public func step(rate: Float, within: Range<Int>) {
-        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!, v = velocity.baseAddress!
+        let w = arena.values.baseAddress!, g = arena.summedGrads.baseAddress!, v = velocity.baseAddress!
         let mu = momentum, base = owned.lowerBound
         let out = takeMirror(within: within)
         for (range, lambda) in clamped(ranges, to: within.clamped(to: owned)) {
@@ -200,7 +200,7 @@ public final class Adam: MirroringOptimizer {
         stepCount += 1
         let t = Float(stepCount)
         let c1 = 1 - powf(beta1, t), c2 = 1 - powf(beta2, t)
-        let w = arena.values.baseAddress!, g = arena.grads!.baseAddress!
+        let w = arena.values.baseAddress!, g = arena.summedGrads.baseAddress!
         let mp = m.baseAddress!, vp = v.baseAddress!
         let b1 = beta1, b2 = beta2, eps = epsilon
         let stepSize = rate / c1

@@ -20,6 +20,12 @@
 //    as an in-network reduction might use); if not, the general exchange is used.
 // 3. With accumulation, micro-batch m's tree sum T_m is exchanged when its backward ends and the
 //    step's gradient is ((T_0 + T_1) + T_2) + ..., in micro-batch order.
+// 4. Ranks that all share one host (train.shared_memory, the default) send nothing: each rank
+//    writes its blocks into a region they share (an MPI-3 shared window; Collectives'
+//    SharedMemory.swift), and after a fence adds its segment of every rank's blocks up the tree
+//    straight from where they lie, into one shared sum; after a second fence every rank's update
+//    reads the whole sum there (Arena.summedGradientBase). The same additions, so the same bits,
+//    with no copy through MPI and no all-gather.
 // With buckets (train.bucket_mb > 0, the step's last micro-batch) each bucket's exchange starts
 // as soon as backward has finished its tensors (the tail of the arena first); its all-gather
 // runs after backward. A NaN or infinity in a chunk sum propagates through the same additions on
@@ -57,6 +63,14 @@ final class ExactGradientReducer {
     private var bucketFloats = Int.max
     private var unsentTensor = 0
     private var shards: ShardLayout?
+    /// Whether ranks that share a host may reduce through shared memory (train.shared_memory).
+    let sharedMemory: Bool
+    /// The one-host region: per rank, the sum's room (only rank 0's is used) then its blocks.
+    private var region: SharedRegion?
+    /// False once the communicator said its ranks share no memory.
+    private var regionAvailable = true
+    /// This micro-batch reduces through `region`.
+    private var shared = false
 
     /// An exchange in flight: an arena range, every rank's segment of it, where this rank's
     /// segments of all blocks arrive.
@@ -71,8 +85,9 @@ final class ExactGradientReducer {
     private var exchanges: [Exchange] = []
     private var receivedUsed = 0
 
-    init(arena: Arena) {
+    init(arena: Arena, sharedMemory: Bool = true) {
         self.arena = arena
+        self.sharedMemory = sharedMemory
         for p in arena.entries where p.sumsOwnChunks { p.hot = hot }
     }
     deinit {
@@ -90,7 +105,7 @@ final class ExactGradientReducer {
 
     /// Before each micro-batch's backward: its tree, this rank's blocks and their targets.
     /// `bucketBytes` 0 reduces everything in `finishMicroBatch`.
-    func beginMicroBatch(_ part: LocalBatch, bucketBytes: Int) {
+    func beginMicroBatch(_ part: LocalBatch, bucketBytes: Int) throws {
         guard let communicator else { preconditionFailure("ExactGradientReducer.beginMicroBatch before beginStep") }
         let ranks = communicator.size, rank = communicator.rank
         self.part = part
@@ -99,8 +114,26 @@ final class ExactGradientReducer {
         firstBlock = blocks.reduce(into: [0]) { $0.append($0.last! + $1.count) }
         let count = firstBlock.last!
         direct = ranks == 1
-        pair = pairSumIsExact == true && ranks == 2 && blocks[0].count == 1 && blocks[1].count == 1
-        if !direct && !pair {
+        shared = !direct && sharedMemory && regionAvailable
+        if shared {
+            // Every rank knows every rank's blocks, so all agree on whether to (re)allocate.
+            let floats = (1 + blocks.map(\.count).max()!) * arena.count
+            if (region?.floats ?? 0) < floats {
+                let old = region
+                region = try communicator.sharedRegion(floats: floats)
+                regionAvailable = region != nil
+                shared = regionAvailable
+                if let old, let region, !firstMicroBatch {   // this rank's segment of the sum so far
+                    let mine = segment(communicator)
+                    (region.base(0) + mine.lowerBound).update(from: old.base(0) + mine.lowerBound, count: mine.count)
+                }
+            }
+        }
+        pair = !shared && pairSumIsExact == true && ranks == 2 && blocks[0].count == 1 && blocks[1].count == 1
+        if shared {
+            let segment = max(shards?.counts.max() ?? 0, arena.count / ranks + 1)
+            grow(&scratch, ChunkTree.scratchNeeded(blocks.flatMap { $0 }, total: total) * segment)
+        } else if !direct && !pair {
             grow(&local, blocks[rank].count * arena.count)
             // Segments of all exchanges: at most ⌈range/ranks⌉ per exchange, one exchange per
             // tensor at most; or a shard.
@@ -128,11 +161,18 @@ final class ExactGradientReducer {
 
     /// Where this rank's block k is summed (arena layout).
     private func blockBase(_ k: Int) -> UnsafeMutablePointer<Float> {
-        direct || pair ? target : local.baseAddress! + k * arena.count
+        if shared, let region, let communicator { return blockBase(k, of: communicator.rank, region) }
+        return direct || pair ? target : local.baseAddress! + k * arena.count
+    }
+
+    /// Rank r's block k in the shared region (after the sum's room).
+    private func blockBase(_ k: Int, of r: Int, _ region: SharedRegion) -> UnsafeMutablePointer<Float> {
+        region.base(r) + (1 + k) * arena.count
     }
 
     /// After a layer's backward (bucketed runs): gradients from arena offset `start` on are final.
     func layerFinished(start: Int) throws {
+        if shared { return }   // nothing to send: the whole reduction runs after backward
         let entries = arena.entries
         let first = entries.firstIndex { $0.offset >= start } ?? entries.count
         guard first < unsentTensor else { return }
@@ -158,7 +198,7 @@ final class ExactGradientReducer {
                 ChunkTree.sum(leaves.map { $0 + p.slotOffset }, count: p.count, into: base + p.offset)
             }
         }
-        if direct { return }
+        if direct || shared { return }
         if pair {
             let values = UnsafeMutableBufferPointer(start: target + floats.lowerBound, count: floats.count)
             var request: PendingCollective = CompletedCollective()
@@ -195,6 +235,8 @@ final class ExactGradientReducer {
     func finishMicroBatch() throws {
         guard let communicator else { preconditionFailure("finishMicroBatch without beginStep") }
         try send(0..<unsentTensor, wait: true)
+        if shared { return try reduceShared(communicator) }
+        arena.summedGradientBase = nil
         let target = self.target, rank = communicator.rank
         for e in exchanges {
             try e.request.wait()
@@ -222,34 +264,41 @@ final class ExactGradientReducer {
         exchanges = []
     }
 
+    /// The one-host reduction: after the first fence every rank's blocks are complete; this rank
+    /// adds its segment of all of them up the tree (into the shared sum, or for micro-batches
+    /// after the first into `partial`, then onto the sum in order); after the second every
+    /// segment of the sum is, and no rank reads blocks any more (the next backward may write them).
+    private func reduceShared(_ communicator: Communicator) throws {
+        guard let region else { preconditionFailure("one-host reduction without a region") }
+        let mine = segment(communicator)
+        let sum = region.base(0)
+        try region.fence()
+        if !mine.isEmpty {
+            var list: [(range: Range<Int>, values: UnsafePointer<Float>)] = []
+            for (r, rb) in blocks.enumerated() {
+                for (k, b) in rb.enumerated() { list.append((b, UnsafePointer(blockBase(k, of: r, region) + mine.lowerBound))) }
+            }
+            let out = (firstMicroBatch ? sum : partial.baseAddress!) + mine.lowerBound
+            ChunkTree.combine(list, total: total, count: mine.count, into: out, scratch: scratch.baseAddress)
+            if !firstMicroBatch {
+                ChunkTree.sum([UnsafePointer(sum + mine.lowerBound), UnsafePointer(out)], count: mine.count, into: sum + mine.lowerBound)
+            }
+        }
+        try region.fence()
+        arena.summedGradientBase = sum
+        firstMicroBatch = false
+    }
+
+    /// The part of the sum this rank adds up in the one-host reduction: its shard, or 1/p.
+    private func segment(_ communicator: Communicator) -> Range<Int> {
+        let rank = communicator.rank, ranks = communicator.size
+        return shards?.ranges[rank] ?? (arena.count * rank / ranks)..<(arena.count * (rank + 1) / ranks)
+    }
+
     /// The arena offsets that the tensors `tensors` (consecutive, ascending) occupy.
     private func span(_ tensors: Range<Int>) -> Range<Int> {
         guard let first = tensors.first, let last = tensors.last else { return 0..<0 }
         let entries = arena.entries
         return entries[first].offset..<(entries[last].offset + entries[last].count)
-    }
-}
-
-/// The pair case's start-up self-test: both ranks all-reduce values chosen to expose a sum that
-/// is not IEEE's (subnormals and their sums, signed zeros, cancellation, magnitudes far apart,
-/// results that round to even), and compare with the sums they compute themselves from both
-/// ranks' values. Both ranks agree on the answer (a max all-reduce of the failure flag).
-enum PairSum {
-    static func values(rank: Int) -> [Float] {
-        var v: [Float] = [0, -0, .leastNonzeroMagnitude, -.leastNonzeroMagnitude, .leastNormalMagnitude, 0x1p-140, 1, -1, 0x1p24, 3, .greatestFiniteMagnitude / 2]
-        for i in 0..<53 {   // both signs, exponents from -149 to 100, mantissas with low bits set
-            let e = -149 + (i * 47 + rank * 13) % 250
-            v.append(Float(sign: (i + rank) % 3 == 0 ? .minus : .plus, exponent: e, significand: 1 + Float(i * 2 + 1 + rank) * 0x1p-23))
-        }
-        return rank == 0 ? v : v.map { -$0 * 0.75 }.reversed() + []
-    }
-
-    static func isExact(_ communicator: Communicator) throws -> Bool {
-        var mine = values(rank: communicator.rank)
-        let want = zip(values(rank: 0), values(rank: 1)).map { $0 + $1 }
-        try mine.withUnsafeMutableBufferPointer { try communicator.allReduce($0, op: .sum) }
-        var failed: [Int64] = [mine.map(\.bitPattern) == want.map(\.bitPattern) ? 0 : 1]
-        try communicator.allReduce(&failed, op: .max)
-        return failed[0] == 0
     }
 }

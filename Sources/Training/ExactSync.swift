@@ -23,11 +23,11 @@ final class ExactSync: GradientSync {
     private var arena: Arena { update.arena }
     private var communicator: TimedCommunicator { update.communicator }
 
-    init(update: ParameterUpdate, chunk: Int, bucketBytes: Int) {
+    init(update: ParameterUpdate, chunk: Int, bucketBytes: Int, sharedMemory: Bool = true) {
         self.update = update
         self.chunk = chunk
         self.bucketBytes = bucketBytes
-        reducer = ExactGradientReducer(arena: update.arena)
+        reducer = ExactGradientReducer(arena: update.arena, sharedMemory: sharedMemory)
     }
 
     func begin(_ plan: StepPlan, stop: Bool) throws {
@@ -38,7 +38,7 @@ final class ExactSync: GradientSync {
         words = [Int64](repeating: 0, count: words.count)
         words[words.count - 1] = stop ? 1 : 0
         try reducer.beginStep(communicator: communicator, shards: update.shards)
-        if let first = plan.microBatches.first { reducer.beginMicroBatch(first, bucketBytes: plan.microBatches.count == 1 ? bucketBytes : 0) }
+        if let first = plan.microBatches.first { try reducer.beginMicroBatch(first, bucketBytes: plan.microBatches.count == 1 ? bucketBytes : 0) }
     }
 
     var layerHook: ((Int) throws -> Void)? {
@@ -58,7 +58,7 @@ final class ExactSync: GradientSync {
         microBatch += 1
         if let parts = plan?.microBatches, microBatch < parts.count {
             try reduceMicroBatch()
-            reducer.beginMicroBatch(parts[microBatch], bucketBytes: microBatch == parts.count - 1 ? bucketBytes : 0)
+            try reducer.beginMicroBatch(parts[microBatch], bucketBytes: microBatch == parts.count - 1 ? bucketBytes : 0)
         }
     }
 
@@ -72,6 +72,7 @@ final class ExactSync: GradientSync {
         probe?.exactSumSeconds += monotonicSeconds() - t0 - (communicator.seconds - c0)
         let w = ExactSum.width, stop = words[w + 2] > 0
         if words[ExactSum.limbs] != 0 {   // the loss words' non-finite counter
+            arena.summedGradientBase = nil   // this rank's own gradients, not the shared sum
             arena.flatGrads.update(repeating: .nan)
             return (LossResult(lossSum: .nan, correct: 0, count: 0), stop)
         }

@@ -52,6 +52,12 @@ struct ParameterUpdate {
             try body()
         }
         guard let shards else {
+            if clipNorm != nil, let shared = arena.summedGradientBase {
+                // Clipping scales the sum in place: each rank scales its own copy, not the one
+                // the ranks share (a sharded step scales only its own shard, which no other reads).
+                arena.flatGrads.baseAddress!.update(from: shared, count: arena.count)
+                arena.summedGradientBase = nil
+            }
             try timed { try optimizer.update(rate: rate, clipNorm: clipNorm) }
             return nil
         }

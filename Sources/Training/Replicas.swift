@@ -43,7 +43,7 @@ extension Trainer {
     static func makeGradientSync(_ config: TrainingConfig, _ update: ParameterUpdate) -> GradientSync {
         let bytes = Int(config.train.bucketMB * 1_048_576)   // 0: no buckets
         guard let chunk = config.train.exactChunk else { return FloatSync(update: update, bucketBytes: bytes) }
-        return ExactSync(update: update, chunk: chunk, bucketBytes: bytes)
+        return ExactSync(update: update, chunk: chunk, bucketBytes: bytes, sharedMemory: config.train.sharedMemory)
     }
 
     /// This rank's wish to stop: a signal arrived, or `stopAtStep` is reached after this step.

@@ -27,7 +27,7 @@ public final class TimedCommunicator: Communicator {
         set { inner.context = newValue }
     }
 
-    @inline(__always) private func timed(_ body: () throws -> Void) throws {
+    @inline(__always) fileprivate func timed(_ body: () throws -> Void) throws {
         let t0 = monotonicSeconds()
         try body()
         seconds += monotonicSeconds() - t0
@@ -96,6 +96,12 @@ public final class TimedCommunicator: Communicator {
         try timed { try inner.broadcast(buffer, root: root) }
     }
     public func barrier() throws { try timed { try inner.barrier() } }
+    /// The region's fences count as collective time.
+    public func sharedRegion(floats: Int) throws -> SharedRegion? {
+        var region: SharedRegion?
+        try timed { region = try inner.sharedRegion(floats: floats) }
+        return region.map { TimedRegion(inner: $0, owner: self) }
+    }
     public func abort(_ message: String) { inner.abort(message) }
     public var collectiveTimeout: Double {
         get { inner.collectiveTimeout }
@@ -106,7 +112,7 @@ public final class TimedCommunicator: Communicator {
 /// A pending collective whose tests and waits add to its communicator's collective time.
 private final class TimedPending: PendingCollective {
     let inner: PendingCollective
-    unowned let owner: TimedCommunicator
+    let owner: TimedCommunicator
     init(_ inner: PendingCollective, owner: TimedCommunicator) { (self.inner, self.owner) = (inner, owner) }
     func test() throws -> Bool {
         let t0 = monotonicSeconds()
@@ -118,4 +124,14 @@ private final class TimedPending: PendingCollective {
         defer { owner.add(monotonicSeconds() - t0) }
         try inner.wait()
     }
+}
+
+/// A shared region whose fences add to its communicator's collective time.
+final class TimedRegion: SharedRegion {
+    let inner: SharedRegion
+    let owner: TimedCommunicator
+    init(inner: SharedRegion, owner: TimedCommunicator) { (self.inner, self.owner) = (inner, owner) }
+    var floats: Int { inner.floats }
+    func base(_ rank: Int) -> UnsafeMutablePointer<Float> { inner.base(rank) }
+    func fence() throws { try owner.timed { try inner.fence() } }
 }

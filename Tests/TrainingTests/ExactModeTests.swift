@@ -160,7 +160,7 @@ final class ExactGradientTests: XCTestCase {
             model.parameters.useChunkSlots(max(chunking.count(n), 1))
             model.parameters.zeroSlots(chunking.count(n))
             try reducer.beginStep(communicator: comm)
-            reducer.beginMicroBatch(LocalBatch(indices: Array(mine), chunkOffset: 0, globalChunks: chunks,
+            try reducer.beginMicroBatch(LocalBatch(indices: Array(mine), chunkOffset: 0, globalChunks: chunks,
                                                chunkRun: GlobalBatchSampler.shard(total: chunks, rank: comm.rank, worldSize: comm.size)), bucketBytes: 0)
             _ = try model.forward(input, context: ForwardContext(mode: .training, chunking: chunking))
             try model.backward(Tensor(shape: [n, outputs], values: Array(dy[(mine.lowerBound * outputs)..<(mine.upperBound * outputs)])))
