@@ -110,6 +110,9 @@ public struct CollectiveError: Error, CustomStringConvertible {
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
 
+    /// No shared memory unless an implementation says otherwise (callers send messages).
+    public func sharedRegion(floats: Int) throws -> SharedRegion? { nil }
+
     /// The blocking fallback of startAllReduce, for implementations that cannot overlap.
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingCollective {
         try allReduce(buffer, op: op)
@@ -242,6 +245,5 @@ public final class SingleProcessCommunicator: Communicator {
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {}
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {}
     public func barrier() throws {}
-    public func sharedRegion(floats: Int) throws -> SharedRegion? { nil }
     public func abort(_ message: String) {}
 }

@@ -145,8 +145,8 @@ final class ExactGradientTests: XCTestCase {
     let samples = 37, inputs = 40, outputs = 24, chunk = 8   // 5 chunks, the last of 5 samples
 
     /// dW and db of a dense layer from `rows` of (x, dY), reduced over `ranks` thread ranks holding
-    /// whole chunks each.
-    func reducedGradient(ranks: Int, x: [Float], dy: [Float]) throws -> [Float] {
+    /// whole chunks each, through shared memory (thread ranks share their memory) or messages.
+    func reducedGradient(ranks: Int, x: [Float], dy: [Float], sharedMemory: Bool = true) throws -> [Float] {
         let (samples, inputs, outputs, chunk) = (self.samples, self.inputs, self.outputs, self.chunk)
         let chunks = (samples + chunk - 1) / chunk
         return try ThreadCommunicator.run(size: ranks) { comm -> [Float] in
@@ -155,7 +155,7 @@ final class ExactGradientTests: XCTestCase {
             let mine = GlobalBatchSampler.shard(total: samples, chunk: chunk, rank: comm.rank, worldSize: comm.size)
             let n = mine.count
             let chunking = Chunking(size: chunk)
-            let reducer = ExactGradientReducer(arena: model.parameters)
+            let reducer = ExactGradientReducer(arena: model.parameters, sharedMemory: sharedMemory)
             let input = Tensor(shape: [n, inputs], values: Array(x[(mine.lowerBound * inputs)..<(mine.upperBound * inputs)]))
             model.parameters.useChunkSlots(max(chunking.count(n), 1))
             model.parameters.zeroSlots(chunking.count(n))
@@ -165,7 +165,10 @@ final class ExactGradientTests: XCTestCase {
             _ = try model.forward(input, context: ForwardContext(mode: .training, chunking: chunking))
             try model.backward(Tensor(shape: [n, outputs], values: Array(dy[(mine.lowerBound * outputs)..<(mine.upperBound * outputs)])))
             try reducer.finishMicroBatch()
-            return Array(model.parameters.flatGrads)
+            // Several ranks sharing memory leave the sum where they all read it, not in each
+            // rank's own gradients; sending messages leaves it in the gradients.
+            XCTAssertEqual(model.parameters.summedGradientBase != nil, sharedMemory && comm.size > 1)
+            return Array(model.parameters.summedGrads)
         }[0]
     }
 
@@ -203,8 +206,10 @@ final class ExactGradientTests: XCTestCase {
         }
         XCTAssertGreaterThan(loose, reference.count / 2, "float sums of random data should rarely be exact")
         for ranks in [2, 3, 5] {
-            let many = try reducedGradient(ranks: ranks, x: x, dy: dy)
-            XCTAssertEqual(many.map(\.bitPattern), got.map(\.bitPattern), "\(ranks) ranks")
+            for shared in [true, false] {
+                let many = try reducedGradient(ranks: ranks, x: x, dy: dy, sharedMemory: shared)
+                XCTAssertEqual(many.map(\.bitPattern), got.map(\.bitPattern), "\(ranks) ranks, shared memory \(shared)")
+            }
         }
     }
 }

@@ -34,9 +34,11 @@ final class MPIIntegrationTests: XCTestCase {
         // One rank with two BLAS threads: exact mode pins one, so the bits cannot change.
         try assertSame("threads2", try tests.run([lockstep] + args + ["--set", "output.dir=\(runs)/threads2"],
                                                  environment: ["OPENBLAS_NUM_THREADS": "2"]))
-        for (ranks, tcp) in [(2, false), (4, false), (2, true)] {
-            let name = "np\(ranks)\(tcp ? "-tcp" : "")"
-            try assertSame(name, try tests.mpirun(ranks, args + ["--set", "output.dir=\(runs)/\(name)"], tcp: tcp))
+        // One host: shared memory by default (an MPI-3 window); the messages that ranks on
+        // several hosts send, forced on this one with train.shared_memory=false.
+        for (ranks, tcp, shared) in [(2, false, true), (4, false, true), (4, false, false), (2, true, false)] {
+            let name = "np\(ranks)\(tcp ? "-tcp" : "")\(shared ? "" : "-messages")"
+            try assertSame(name, try tests.mpirun(ranks, args + ["--set", "output.dir=\(runs)/\(name)", "--set", "train.shared_memory=\(shared)"], tcp: tcp))
         }
         // Local BN at 2 ranks differs measurably (so the comparison above can fail).
         let local = try tests.mpirun(2, args + ["--bn", "local", "--set", "output.dir=\(runs)/local"])

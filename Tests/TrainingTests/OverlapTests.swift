@@ -60,7 +60,8 @@ final class OverlapTests: XCTestCase {
         let yaml = smallMLPConfig().replacingOccurrences(of: "  - dense: {out: 4}", with: "  - dense: {out: 32}\n  - batchnorm: {}\n  - relu\n  - dense: {out: 4}")
         func train(ranks: Int, bucket: String) throws -> (bits: [UInt32], allReduces: Int) {
             let config = try TrainingConfig.parse(yaml: yaml, file: "overlap.yaml",
-                                                  overrides: ["train.exact=true", "train.chunk=4", "train.accumulate_steps=2", "train.bucket_mb=\(bucket)"])
+                                                  overrides: ["train.exact=true", "train.chunk=4", "train.accumulate_steps=2", "train.bucket_mb=\(bucket)",
+                                                              "train.shared_memory=false"])   // buckets are messages
             let results = try ThreadCommunicator.run(size: ranks) { comm -> ([UInt32], Int) in
                 let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
                 try trainer.run()
@@ -83,16 +84,19 @@ final class OverlapTests: XCTestCase {
     func testANonFiniteGradientInABucketStopsEveryRankAlike() throws {
         // The divergence recipe of DivergenceTests in exact mode with a bucket per layer: a
         // poisoned bucket is known to every rank (its max all-reduce), so all skip its sum and
-        // stop with the same error instead of hanging on mismatched collectives.
+        // stop with the same error instead of hanging on mismatched collectives. The same in
+        // shared memory, where no bucket is sent and each rank's update reads its own NaNs.
         let yaml = smallCNNConfig().replacingOccurrences(of: "\n  - batchnorm: {}", with: "")
-        let config = try TrainingConfig.parse(yaml: yaml, file: "small.yaml", overrides: [
-            "optimizer.lr=1000", "train.max_steps=0", "train.epochs=5", "schedule.warmup_epochs=0",
-            "train.exact=true", "train.chunk=4", "train.bucket_mb=0.0001"])
-        XCTAssertThrowsError(try ThreadCommunicator.run(size: 3) { comm -> Int in
-            try Trainer(config: config, communicator: comm, data: makeData(), console: Console(isEnabled: false)).run()
-            return 0
-        }) { error in
-            XCTAssertTrue("\(error)".contains("training diverged"), "\(error)")
+        for shared in [false, true] {
+            let config = try TrainingConfig.parse(yaml: yaml, file: "small.yaml", overrides: [
+                "optimizer.lr=1000", "train.max_steps=0", "train.epochs=5", "schedule.warmup_epochs=0",
+                "train.exact=true", "train.chunk=4", "train.bucket_mb=0.0001", "train.shared_memory=\(shared)"])
+            XCTAssertThrowsError(try ThreadCommunicator.run(size: 3) { comm -> Int in
+                try Trainer(config: config, communicator: comm, data: makeData(), console: Console(isEnabled: false)).run()
+                return 0
+            }) { error in
+                XCTAssertTrue("\(error)".contains("training diverged"), "shared memory \(shared): \(error)")
+            }
         }
     }
 
@@ -120,7 +124,7 @@ final class OverlapTests: XCTestCase {
         XCTAssertEqual(bits["0.001"], bits["0"])
         // Exact mode with buckets (MPI_Iallreduce of maxima and Int64 sums) on 2 and 3 ranks: the
         // bits of one process.
-        let exact = ["--set", "train.exact=true", "--set", "train.chunk=4", "--set", "train.bucket_mb=0.001"]
+        let exact = ["--set", "train.exact=true", "--set", "train.chunk=4", "--set", "train.bucket_mb=0.001", "--set", "train.shared_memory=false"]
         let one = try cli.run([cli.lockstep, "train", "--config", config, "--set", "output.dir=\(runs)/exact1"] + exact)
         XCTAssertEqual(one.status, 0, one.output)
         let reference = try checkpointBits("\(runs)/exact1")
