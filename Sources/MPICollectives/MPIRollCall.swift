@@ -17,6 +17,7 @@ extension MPICommunicator {
             try check(MPI_Test(&request, &done, lockstep_status_ignore()), "MPI_Test")
             if done != 0 { return }
             polls += 1
+            BackgroundWork.pollHook(polls)
             // Spin while the other ranks are probably close; then yield the core now and then.
             if polls & 1023 == 0 {
                 answerRollCalls()

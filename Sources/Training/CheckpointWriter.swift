@@ -5,10 +5,13 @@
 // so memory holds the state and one image.
 // The thread runs at nice 19: on a host whose cores all run ranks, a write woken at normal
 // priority preempted the rank that handed it over (0.4-0.75 ms of the MLP's checkpoint step,
-// which the lock-step passed on to every rank); niced, the hand-over takes 0.03 ms and the
-// write's 0.4 ms of CPU goes into the gaps the ranks leave.
+// which the lock-step passed on to every rank); niced, the hand-over takes 0.03 ms. Ranks
+// spin while they wait in a collective, so without help a niced write ran only when the
+// scheduler took a core from a rank (40-85 ms for an 8 MB file); from the hand-over to its end
+// the write is BackgroundWork (Collectives), and waiting ranks yield their core to it (9-26 ms).
 // A write that fails is reported by the next checkpoint or by the end of the run, naming the file.
 import CKernels
+import Collectives
 import Formats
 import Foundation
 
@@ -73,6 +76,7 @@ final class CheckpointWriter: @unchecked Sendable {
         }
         shared.condition.lock()
         defer { shared.condition.unlock() }
+        BackgroundWork.begin()   // ended by the writer thread when the job is done
         shared.job = {
             for path in paths { try snapshot.write(to: path) }
             if let prune { Checkpointer.prune(prune.directory, keep: prune.keep) }
@@ -92,6 +96,7 @@ final class CheckpointWriter: @unchecked Sendable {
             shared.condition.unlock()
             var error: Error?
             do { try next() } catch let e { error = e }
+            BackgroundWork.end()
             shared.condition.lock()
             if let error { shared.failure = error }
             shared.busy = false

@@ -284,3 +284,18 @@ final class ThreadCommunicatorTests: XCTestCase {
         try comm.checkSame(42, what: "anything")
     }
 }
+
+/// The count of background work that collectives yield to (BackgroundWork.swift).
+final class BackgroundWorkTests: XCTestCase {
+    func testWorkIsPendingFromItsBeginToItsEndAndNested() {
+        XCTAssertFalse(BackgroundWork.isPending)
+        BackgroundWork.begin()
+        XCTAssertTrue(BackgroundWork.isPending)
+        BackgroundWork.begin()
+        BackgroundWork.end()
+        XCTAssertTrue(BackgroundWork.isPending, "one job still pending")
+        for polls in 0..<256 { BackgroundWork.pollHook(polls) }   // yields four times, returns
+        BackgroundWork.end()
+        XCTAssertFalse(BackgroundWork.isPending)
+    }
+}

@@ -1,6 +1,7 @@
 // The background checkpoint writer: snapshots taken into its reused storage are encoded and
 // written whole and in order, one write at a time; a write that fails is reported (naming the
 // file) by the next checkpoint or the run's end.
+import Collectives
 import Formats
 import Foundation
 @testable import Training
@@ -25,6 +26,7 @@ final class CheckpointWriterTests: XCTestCase {
             try writer.submit(snapshot, to: [dir + "/" + Checkpointer.fileName(step: step)], prune: (dir, 2))
         }
         try writer.wait()
+        XCTAssertFalse(BackgroundWork.isPending, "each write ends the background work it began: nothing to yield to")
         let kept = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
         XCTAssertEqual(kept, [Checkpointer.fileName(step: 3), Checkpointer.fileName(step: 4)], "pruned to the newest 2, nothing temporary left")
         for step in 3...4 {
@@ -39,6 +41,7 @@ final class CheckpointWriterTests: XCTestCase {
         let one = try CheckpointSnapshot(metadata: [:], sources: []) { try writer.storage(bytes: $0) }
         try writer.submit(one, to: [dir + "/gone/best.safetensors"], prune: nil)
         XCTAssertThrowsError(try writer.wait()) { XCTAssertTrue("\($0)".contains("gone/best.safetensors"), "\($0)") }
+        XCTAssertFalse(BackgroundWork.isPending, "a failed write ends its work too")
         XCTAssertNoThrow(try writer.wait(), "a failure is reported once")
     }
 }
