@@ -29,6 +29,8 @@ public struct BenchmarkResult {
     /// All-reduces per step and their payload in bytes per step (profiled run; SyncBN's included).
     public var allReducesPerStep = 0.0
     public var allReduceBytesPerStep = 0.0
+    /// How the gradients were summed over the ranks (Trainer.gradientReduction).
+    public var gradientReduction = ""
     /// The roofline lines (this machine's sgemm peak and bandwidth, each layer against them).
     public var roofline: [String] = []
 }
@@ -77,6 +79,7 @@ extension Trainer {
         result.zeroingSeconds = probe.zeroingSeconds * per
         result.allReducesPerStep = Double(allReduces) * per
         result.allReduceBytesPerStep = Double(allReduceBytes) * per
+        result.gradientReduction = gradientReduction
         // A last run for the all-reduce comparison (it adds barriers and bare all-reduces).
         probe.reset()
         probe.comparesAllReduce = true
@@ -113,6 +116,7 @@ extension BenchmarkResult {
                             1000 * stepSeconds, 1000 * gradientAllReduceSeconds, 1000 * collectiveSeconds,
                             1000 * (collectiveSeconds - gradientAllReduceSeconds)))
         lines.append(String(format: "all-reduces per step: %.1f, %.3f MB in all", allReducesPerStep, allReduceBytesPerStep / 1e6))
+        lines.append("gradients summed by: \(gradientReduction)")
         if bareAllReduceMedian > 0 {
             lines.append(String(format: "gradient all-reduce of %.2f MB: median %.3f ms in training, bare all-reduce of the same size %.3f ms (ratio %.2f); waiting for the slowest rank before it %.3f ms/step",
                                 Double(gradientBytes) / 1e6, 1000 * gradientAllReduceMedian, 1000 * bareAllReduceMedian,

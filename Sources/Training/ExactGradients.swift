@@ -95,6 +95,15 @@ final class ExactGradientReducer {
         for p in arena.entries { p.hot = nil }
     }
 
+    /// How the last micro-batch's chunk sums were added over the ranks, for reports.
+    var reduction: String {
+        guard communicator != nil else { return "none yet (no step taken)" }
+        if direct { return "one rank: the chunk tree in this process" }
+        if shared { return "the chunk tree in shared memory (every rank on one host; no messages)" }
+        if pair { return "the chunk tree, its two blocks summed by MPI's all-reduce" }
+        return "the chunk tree over MPI messages (all-to-all of block segments, then all-gather)"
+    }
+
     /// Before the step's first micro-batch. With `shards` (ZeRO-1) each rank reduces its shard only.
     func beginStep(communicator: Communicator, shards: ShardLayout? = nil) throws {
         self.communicator = communicator

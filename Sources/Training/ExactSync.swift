@@ -22,6 +22,7 @@ final class ExactSync: GradientSync {
     private var microBatch = 0
     private var arena: Arena { update.arena }
     private var communicator: TimedCommunicator { update.communicator }
+    var reduction: String { reducer.reduction }
 
     init(update: ParameterUpdate, chunk: Int, bucketBytes: Int, sharedMemory: Bool = true) {
         self.update = update

@@ -18,6 +18,8 @@ protocol GradientSync: AnyObject {
     var chunk: Int? { get }
     /// Seconds in gradient collectives (and a sharded step's all-gather) since the last reset.
     var collectiveSeconds: Double { get set }
+    /// How the last step's gradients were summed over the ranks, for reports.
+    var reduction: String { get }
     var probe: StepProbe? { get set }
     /// Before the step's first micro-batch (again when a step runs again): clears gradients;
     /// `stop` is this rank's wish to stop after the step.
@@ -96,6 +98,11 @@ final class FloatSync: GradientSync {
     private var local = LossResult(lossSum: 0, correct: 0, count: 0)
     private var arena: Arena { update.arena }
     private var communicator: TimedCommunicator { update.communicator }
+    var reduction: String {
+        if communicator.size == 1 { return "one rank, no reduction (float sums)" }
+        if update.shards != nil { return "float reduce-scatter, then the sharded update's all-gather (MPI)" }
+        return bucketBytes > 0 ? "float all-reduces in buckets of \(bucketBytes) bytes, overlapping backward (MPI)" : "one float all-reduce (MPI)"
+    }
 
     init(update: ParameterUpdate, bucketBytes: Int) {
         self.update = update

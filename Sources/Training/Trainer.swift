@@ -83,6 +83,9 @@ public final class Trainer {
     var epochComputeSeconds = 0.0
 
     public var rank: Int { communicator.rank }
+    /// How the last step's gradients were summed over the ranks (exact mode's chunk tree in shared
+    /// memory or over MPI, or float all-reduces), as `lockstep bench` reports it.
+    public var gradientReduction: String { sync.reduction }
     public var worldSize: Int { communicator.size }
     /// Samples per chunk in exact mode; nil on the float path.
     var chunkSize: Int? { sync.chunk }

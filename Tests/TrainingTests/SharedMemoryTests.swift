@@ -104,6 +104,8 @@ final class SharedMemoryTests: XCTestCase {
             let results = try ThreadCommunicator.run(size: 2) { comm -> ([UInt32], Int) in
                 let trainer = try Trainer(config: config, communicator: comm, data: data, console: Console(isEnabled: false))
                 try trainer.run()
+                // What `lockstep bench` reports.
+                XCTAssertEqual(trainer.gradientReduction.contains("shared memory"), shared, trainer.gradientReduction)
                 return (stateBits(trainer), trainer.communicator.allReduceBytes)
             }
             XCTAssertEqual(results[0].0, results[1].0, "replicas differ")
