@@ -10,7 +10,9 @@ each target's `import` lines and reports imports outside the transitive dependen
 """
 import glob, re, sys
 
-SYSTEM = {"Foundation", "FoundationEssentials", "FoundationXML", "XCTest", "Glibc", "Dispatch",
+# Modules of the Swift toolchain itself (Synchronization: Swift 6's atomics) and the packages
+# Package.swift declares as products.
+SYSTEM = {"Foundation", "FoundationEssentials", "FoundationXML", "XCTest", "Glibc", "Dispatch", "Synchronization",
           "Yams", "ArgumentParser", "SwiftProtobuf"}
 
 
