@@ -132,9 +132,13 @@ final class ExactGradientReducer {
                 region = try communicator.sharedRegion(floats: floats)
                 regionAvailable = region != nil
                 shared = regionAvailable
-                if let old, let region, !firstMicroBatch {   // this rank's segment of the sum so far
-                    let mine = segment(communicator)
-                    (region.base(0) + mine.lowerBound).update(from: old.base(0) + mine.lowerBound, count: mine.count)
+                if let old, !firstMicroBatch {   // carry the sum so far across
+                    if let region {   // this rank's segment
+                        let mine = segment(communicator)
+                        (region.base(0) + mine.lowerBound).update(from: old.base(0) + mine.lowerBound, count: mine.count)
+                    } else {          // no room: messages from here on, the whole sum into the gradients
+                        arena.grads!.baseAddress!.update(from: old.base(0), count: arena.count)
+                    }
                 }
             }
         }

@@ -40,6 +40,11 @@ final class MPIIntegrationTests: XCTestCase {
             let name = "np\(ranks)\(tcp ? "-tcp" : "")\(shared ? "" : "-messages")"
             try assertSame(name, try tests.mpirun(ranks, args + ["--set", "output.dir=\(runs)/\(name)", "--set", "train.shared_memory=\(shared)"], tcp: tcp))
         }
+        // A window that would not fit in /dev/shm (a container's 64 MB, here a stand-in limit)
+        // is not asked for: the ranks say so and send messages, with the same bits.
+        let small = try tests.mpirun(2, args + ["--set", "output.dir=\(runs)/small-shm"], env: ["LOCKSTEP_SHARED_MEMORY_LIMIT": "1000"])
+        XCTAssertTrue(small.output.contains("would not fit in /dev/shm"), small.output)
+        try assertSame("small-shm", small)
         // Local BN at 2 ranks differs measurably (so the comparison above can fail).
         let local = try tests.mpirun(2, args + ["--bn", "local", "--set", "output.dir=\(runs)/local"])
         XCTAssertEqual(local.status, 0, local.output)
