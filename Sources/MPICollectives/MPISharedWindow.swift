@@ -64,10 +64,9 @@ extension MPICommunicator {
             hostChecked = true
         }
         guard let local = host else { return nil }
-        let bytes = bytesPerRank
         var window: MPI_Win? = nil
         var raw = [UnsafeMutableRawPointer?](repeating: nil, count: size)
-        try check(lockstep_shared_window(local, bytes, &window, &raw), "MPI_Win_allocate_shared of \(bytes) bytes per rank")
+        try check(lockstep_shared_window(local, bytesPerRank, &window, &raw), "MPI_Win_allocate_shared of \(bytesPerRank) bytes per rank")
         let region = MPISharedWindow(floats: floats, window: window, bases: raw.map { $0!.assumingMemoryBound(to: Float.self) }, owner: self)
         windows.append(region)
         return region

@@ -112,7 +112,7 @@ public final class TimedCommunicator: Communicator {
 /// A pending collective whose tests and waits add to its communicator's collective time.
 private final class TimedPending: PendingCollective {
     let inner: PendingCollective
-    let owner: TimedCommunicator
+    unowned let owner: TimedCommunicator
     init(_ inner: PendingCollective, owner: TimedCommunicator) { (self.inner, self.owner) = (inner, owner) }
     func test() throws -> Bool {
         let t0 = monotonicSeconds()
