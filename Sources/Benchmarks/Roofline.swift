@@ -39,7 +39,7 @@ public struct Roofline: Sendable {
 
     /// Forward work of one sample through `layer`: multiply-add FLOPs for GEMM layers (dense,
     /// conv, and residual blocks holding them), else bytes read and written (4 per element in and
-    /// out). Backward is counted as twice the forward (input and weight gradients; for memory-bound
+    /// out; a batch norm with a pool fused in counts the separate layers' bytes). Backward is counted as twice the forward (input and weight gradients; for memory-bound
     /// layers: dy and the kept tensor read, dx written: about 3/2 of forward, rounded to 2), and
     /// once for the first trainable layer, which computes no input gradient.
     public static func work(_ layer: Layer) -> (flops: Double, bytes: Double) {
@@ -53,6 +53,11 @@ public struct Roofline: Sendable {
             let parts = (inner + shortcut).map(work)
             return (parts.reduce(0) { $0 + $1.flops }, parts.reduce(0) { $0 + $1.bytes })
         case .flatten?: return (0, 0)   // a view: no data moves
+        case _ where (layer as? BatchNorm)?.poolsMax == true:
+            // With the ReLU and the 2×2 max pool fused in: the bytes the separate batch norm and
+            // pool would move (x in and y out, y in and a quarter out), so its rate is effective,
+            // as a Winograd convolution's FLOPs are the direct convolution's.
+            return (0, 4 * (2 * elementsIn + elementsIn + elementsIn / 4))
         default: return (0, 4 * (elementsIn + elementsOut))
         }
     }
@@ -79,6 +84,7 @@ public struct Roofline: Sendable {
             let name = layer.name.padding(toLength: 22, withPad: " ", startingAt: 0)
             guard w.flops > 0 || w.bytes > 0 else { lines.append(name + " view      (no data movement)"); continue }
             if (layer as? ReLU)?.isFused == true { lines.append(name + " fused     (into the batch norm before it)"); continue }
+            if (layer as? MaxPool2D)?.isFused == true { lines.append(name + " fused     (into the batch norm two layers before)"); continue }
             lines.append(name + (gemmBound ? " gemm     " : " memory   ") + rate(forward[i], 1) + "  " + rate(backward[i], backwardFactor)
                          + String(format: "  %5.1f%%", 100 * (forward[i] + backward[i]) / stepSeconds))
         }

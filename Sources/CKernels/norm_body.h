@@ -86,6 +86,118 @@ ATTR static void NAME(_dx)(const float *dy, const float *x, const float *mask, f
     }
 }
 
+// Batch norm, its ReLU and a 2×2 max pool (stride 2) over one h × w plane (h, w even), in one read
+// of x. Everything in between stays in `scratch` (lockstep_bn_pool_scratch_floats, in cache): the
+// normalised, rectified plane and a copy of x (each padded, so that every load is a whole vector),
+// then the pooled plane, x at each window's max and the window's choice, copied out once. The max
+// is the separate pool's (the first of equals in the order (0,0), (0,1), (1,0), (1,1)), so the bits
+// are those of the three layers apart. `code` gets the window position (0-3), plus 4 where the max
+// is not > 0 (the ReLU passes no gradient there); `xmax` is all backward needs of x before dx.
+typedef float NAME(_v8) __attribute__((ext_vector_type(8)));
+typedef int NAME(_i8) __attribute__((ext_vector_type(8)));
+typedef unsigned char NAME(_b8) __attribute__((ext_vector_type(8)));
+#define EVEN(v) __builtin_shufflevector((v), (v), 0, 2, 4, 6, 8, 10, 12, 14)
+#define ODD(v) __builtin_shufflevector((v), (v), 1, 3, 5, 7, 9, 11, 13, 15)
+ATTR static void NAME(_forward_pool)(const float *x, size_t h, size_t w, float mean, float inv, float gamma,
+                                     float beta, float *scratch, float *out, unsigned char *code, float *xmax) {
+    const size_t n = h * w, ho = h / 2, wo = w / 2, no = ho * wo;
+    float *ys = scratch, *xs = ys + n + 16, *outs = xs + n + 16, *xms = outs + no + 8;
+    unsigned char *cs = (unsigned char *)(xms + no + 8);
+    {   // y = relu(γ·x̂ + β) into ys, x into xs (NAME(_forward)'s arithmetic)
+        const NAME(_v16) m = mean, iv = inv, g = gamma, bt = beta, z = 0;
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            const NAME(_v16) v = NV_LOAD(x + i), o = g * ((v - m) * iv) + bt;
+            NV_STORE(ys + i, o < z ? z : o);
+            NV_STORE(xs + i, v);
+        }
+        for (; i < n; i++) {
+            const float o = gamma * ((x[i] - mean) * inv) + beta;
+            ys[i] = o < 0 ? 0 : o;
+            xs[i] = x[i];
+        }
+    }
+    const NAME(_v8) zero = 0;
+    const NAME(_i8) one = 1, two = 2, three = 3, four = 4, none = 0;
+    for (size_t oh = 0; oh < ho; oh++) {
+        const float *y0 = ys + 2 * oh * w, *y1 = y0 + w, *x0 = xs + 2 * oh * w, *x1 = x0 + w;
+        for (size_t ow = 0; ow < wo; ow += 8) {   // 8 outputs; past the row's end they are overwritten or unused
+            const NAME(_v16) a = NV_LOAD(y0 + 2 * ow), b = NV_LOAD(y1 + 2 * ow);
+            const NAME(_v16) xa = NV_LOAD(x0 + 2 * ow), xb = NV_LOAD(x1 + 2 * ow);
+            NAME(_v8) best = EVEN(a), xbest = EVEN(xa), v;
+            NAME(_i8) at = none, gt;
+            v = ODD(a); gt = v > best; best = gt ? v : best; xbest = gt ? ODD(xa) : xbest; at = gt ? one : at;
+            v = EVEN(b); gt = v > best; best = gt ? v : best; xbest = gt ? EVEN(xb) : xbest; at = gt ? two : at;
+            v = ODD(b); gt = v > best; best = gt ? v : best; xbest = gt ? ODD(xb) : xbest; at = gt ? three : at;
+            at = best > zero ? at : at | four;
+            const NAME(_b8) c8 = __builtin_convertvector(at, NAME(_b8));
+            __builtin_memcpy(outs + oh * wo + ow, &best, sizeof best);
+            __builtin_memcpy(xms + oh * wo + ow, &xbest, sizeof xbest);
+            __builtin_memcpy(cs + oh * wo + ow, &c8, sizeof c8);
+        }
+    }
+    __builtin_memcpy(out, outs, no * sizeof(float));
+    __builtin_memcpy(xmax, xms, no * sizeof(float));
+    __builtin_memcpy(code, cs, no);
+}
+#undef EVEN
+#undef ODD
+
+// The fused layer's gradient g over the plane, as the separate pool and ReLU give it, into the
+// scratch's first plane: 0 + gp at each window's max where the max was > 0, +0 elsewhere; with
+// xmax, x at those places and 0 elsewhere into its second. Whole vectors throughout: the pooled
+// inputs are first copied into the scratch's padded room, and each row's last block spills into
+// the next row before that row is written.
+typedef int NAME(_i16) __attribute__((ext_vector_type(16)));
+#define PAIRS(v) __builtin_shufflevector((v), (v), 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)
+ATTR static void NAME(_pool_expand)(const float *gp, const unsigned char *code, const float *xmax, size_t h,
+                                    size_t w, float *scratch) {
+    const size_t n = h * w, ho = h / 2, wo = w / 2, no = ho * wo;
+    float *gs = scratch, *xs = gs + n + 16, *gpc = xs + n + 16, *xmc = gpc + no + 8;
+    unsigned char *cc = (unsigned char *)(xmc + no + 8);
+    __builtin_memcpy(gpc, gp, no * sizeof(float));
+    __builtin_memcpy(cc, code, no);
+    if (xmax) __builtin_memcpy(xmc, xmax, no * sizeof(float));
+    const NAME(_i16) parity = {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1};
+    const NAME(_v16) z = 0;
+    for (size_t oh = 0; oh < ho; oh++) {
+        for (int r = 0; r < 2; r++) {
+            const NAME(_i16) want = parity + 2 * r;
+            float *grow = gs + (2 * oh + r) * w, *xrow = xs + (2 * oh + r) * w;
+            for (size_t ow = 0; ow < wo; ow += 8) {
+                NAME(_v8) g8, x8;
+                NAME(_b8) c8;
+                __builtin_memcpy(&g8, gpc + oh * wo + ow, sizeof g8);
+                __builtin_memcpy(&c8, cc + oh * wo + ow, sizeof c8);
+                const NAME(_i8) ci = __builtin_convertvector(c8, NAME(_i8));
+                const NAME(_i16) c16 = PAIRS(ci);
+                const NAME(_v16) g16 = z + PAIRS(g8);   // 0 + gp, as the separate pool adds it
+                NV_STORE(grow + 2 * ow, c16 == want ? g16 : z);
+                if (xmax) {
+                    __builtin_memcpy(&x8, xmc + oh * wo + ow, sizeof x8);
+                    NV_STORE(xrow + 2 * ow, c16 == want ? PAIRS(x8) : z);
+                }
+            }
+        }
+    }
+}
+#undef PAIRS
+
+// out = (Σ g, Σ g·x̂) of the fused layer: the expanded plane through _sums, the same additions in the
+// same order as the separate layers' (the zeros they add change no sum).
+ATTR static void NAME(_pool_sums)(const float *gp, const unsigned char *code, const float *xmax, size_t h, size_t w,
+                                  float mean, float inv, float *scratch, float out[2]) {
+    NAME(_pool_expand)(gp, code, xmax, h, w, scratch);
+    NAME(_sums)(scratch, scratch + h * w + 16, 0, h * w, mean, inv, out);
+}
+
+// dx of the fused layer: the expanded plane through _dx.
+ATTR static void NAME(_pool_dx)(const float *gp, const unsigned char *code, const float *x, float *dx, size_t h,
+                                size_t w, float mean, float inv, float k, float a, float b, float *scratch) {
+    NAME(_pool_expand)(gp, code, 0, h, w, scratch);
+    NAME(_dx)(scratch, x, 0, dx, h * w, mean, inv, k, a, b);
+}
+
 #undef NV_LOAD
 #undef NV_STORE
 #undef NAME

@@ -169,16 +169,25 @@ public typealias Tanh = OutputDerivedActivation<TanhFunction>
 
 /// Fuses each batch norm over channels directly followed by a ReLU in `layers` (BatchNorm.appliesReLU): the
 /// ReLU's passes over memory (one each way) disappear into the batch norm's, with the same bits.
-/// Returns the names of the fused pairs.
+/// Where a 2×2 max pool with stride 2 follows the ReLU over planes of even size, it joins them
+/// (BatchNorm.poolsMax): the batch norm writes the pooled plane, again with the same bits.
+/// Returns the names of the fused layers ("bn+relu" or "bn+relu+pool").
 @discardableResult
 public func fuseBatchNormReLU(_ layers: [Layer]) -> [String] {
     var fused = [String]()
-    for (a, b) in zip(layers, layers.dropFirst()) {
-        guard let norm = a as? BatchNorm, norm.inputShape.count == 3, let relu = b as? ReLU,
+    for i in layers.indices.dropLast() {
+        guard let norm = layers[i] as? BatchNorm, norm.inputShape.count == 3, let relu = layers[i + 1] as? ReLU,
               !norm.appliesReLU, !relu.isFused else { continue }
         norm.appliesReLU = true
         relu.isFused = true
-        fused.append("\(norm.name)+\(relu.name)")
+        if i + 2 < layers.count, let pool = layers[i + 2] as? MaxPool2D, !pool.isFused, pool.size == 2, pool.stride == 2,
+           norm.inputShape[1] % 2 == 0, norm.inputShape[2] % 2 == 0 {
+            norm.poolsMax = true
+            pool.isFused = true
+            fused.append("\(norm.name)+\(relu.name)+\(pool.name)")
+        } else {
+            fused.append("\(norm.name)+\(relu.name)")
+        }
     }
     return fused
 }

@@ -7,8 +7,10 @@
 // never as float32 E[x²]−E[x]², per chunk (the whole local batch on the float path) and summed
 // with ExactSum, so they do not depend on how samples are spread over ranks. Over channels the
 // passes are CKernels' (norm.c): one read for the moments, one read-write that normalises (and
-// applies a fused ReLU), and backward recomputes x̂ from x instead of storing it.
-// `SyncBatchNorm` overrides only the reduction hooks below to make "the batch" the global batch across ranks.
+// applies a fused ReLU), and backward recomputes x̂ from x instead of storing it. With a ReLU
+// and a 2×2 max pool fused in (`poolsMax`), the read-write pass writes only the pooled plane,
+// each window's choice and x there, and backward starts from the pooled gradient.
+// `SyncBatchNorm` (SyncBatchNorm.swift) overrides only the reduction hooks below to make "the batch" the global batch across ranks.
 import CKernels
 import Collectives
 import Foundation
@@ -40,6 +42,20 @@ public class BatchNorm: Layer {
     /// passes both directions through). Not for (N, F) input, whose per-feature loops run
     /// across rows: a masked gradient there measured slower than the separate ReLU.
     public internal(set) var appliesReLU = false
+    /// Set by `fuseBatchNormReLU` when a 2×2 max pool with stride 2 follows that ReLU over
+    /// planes of even height and width: the output is the pooled plane (the pool layer passes
+    /// both directions through) and backward takes the pool's output gradient, with the bits of
+    /// the three layers apart. One read of x forward writes a quarter of it (three quarters of
+    /// the separate layers' traffic saved each way, see norm.c).
+    public internal(set) var poolsMax = false
+    var codes: [UInt8] = []              // (N, C, S/4): each window's choice (poolsMax)
+    var maxInput: Tensor?                // (N, C, H/2, W/2): x at each window's choice (poolsMax)
+    var poolIndices: [Int32] = []        // (S/4): one plane's pool choices in evaluation (poolsMax)
+    var scratch: [Float] = []            // (2S): one plane before its pool, or its expanded gradient and x (poolsMax)
+    /// The output's shape for `n` samples: the input's, or pooled (poolsMax).
+    func outputShape(samples n: Int) -> [Int] {
+        poolsMax ? [n, channels, inputShape[1] / 2, inputShape[2] / 2] : [n] + inputShape
+    }
 
     public init(name: String, inputShape: [Int], momentum: Float = LayerDefaults.batchNormMomentum, epsilon: Float = LayerDefaults.normEpsilon) throws {
         guard inputShape.count == 1 || inputShape.count == 3 else {
@@ -75,24 +91,36 @@ public class BatchNorm: Layer {
         mode = context.mode
         chunking = context.chunking
         let n = x.shape[0]
-        let y = reuse(&output, x.shape)
+        let y = reuse(&output, outputShape(samples: n))
         let c = channels, s = spatial
         if context.mode == .evaluation {
-            var scale = [Float](repeating: 0, count: c), shift = scale
-            for ch in 0..<c {
-                let inv = 1 / (runningVar.value[ch] + epsilon).squareRoot()
-                scale[ch] = gamma.value[ch] * inv
-                shift[ch] = beta.value[ch] - runningMean.value[ch] * scale[ch]
-            }
-            for i in 0..<n {
-                for ch in 0..<c {
-                    let base = (i * c + ch) * s
-                    Vector.affine(x.data + base, y.data + base, s, scale: scale[ch], shift: shift[ch])
-                }
-            }
-            if appliesReLU { Vector.relu(y.data, y.data, y.count) }
+            if poolsMax { evaluatePooled(x, into: y) } else { evaluate(x, into: y) }
             return y
         }
+        return try train(x, into: y, context: context)
+    }
+
+    /// Evaluation: the running statistics' affine map (and the fused ReLU) into y, x's shape.
+    func evaluate(_ x: Tensor, into y: Tensor) {
+        let n = x.shape[0], c = channels, s = spatial
+        var scale = [Float](repeating: 0, count: c), shift = scale
+        for ch in 0..<c {
+            let inv = 1 / (runningVar.value[ch] + epsilon).squareRoot()
+            scale[ch] = gamma.value[ch] * inv
+            shift[ch] = beta.value[ch] - runningMean.value[ch] * scale[ch]
+        }
+        for i in 0..<n {
+            for ch in 0..<c {
+                let base = (i * c + ch) * s
+                Vector.affine(x.data + base, y.data + base, s, scale: scale[ch], shift: shift[ch])
+            }
+        }
+        if appliesReLU { Vector.relu(y.data, y.data, y.count) }
+    }
+
+    /// Training: the batch's statistics (exact over chunks and ranks), then normalise into y.
+    func train(_ x: Tensor, into y: Tensor, context: ForwardContext) throws -> Tensor {
+        let n = x.shape[0], c = channels, s = spatial
         // Per-channel Σx and Σx² (as squared deviations about the local mean + (Σx)²/n, Double),
         // per chunk (the whole local batch on the float path), then summed exactly over chunks
         // and ranks: one code path, whatever the mode.
@@ -146,6 +174,10 @@ public class BatchNorm: Layer {
                     }
                 }
             }
+            return y
+        }
+        if poolsMax {
+            normalizePooled(x, into: y)
             return y
         }
         let level = lockstep_kernel_level(), relu: Int32 = appliesReLU ? 1 : 0
@@ -212,11 +244,13 @@ public class BatchNorm: Layer {
         for v in 0..<(2 * c) { st[v] = 0 }
         st.withUnsafeMutableBufferPointer { st in
             let a = st.baseAddress!, b = st.baseAddress! + c
-            let y = appliesReLU ? UnsafePointer(output!.data) : nil
+            let y = appliesReLU && !poolsMax ? UnsafePointer(output!.data) : nil
             let level = lockstep_kernel_level()
             var o: (Float, Float) = (0, 0)
             for i in rows {
-                if s == 1 {
+                if poolsMax {
+                    pooledGradientSums(dOut, sample: i, into: a, b)
+                } else if s == 1 {
                     let g = dOut.data + i * c, xh = xhat!.data + i * c
                     for ch in 0..<c { a[ch] += Double(g[ch]); b[ch] += Double(g[ch] * xh[ch]) }
                 } else {
@@ -237,7 +271,7 @@ public class BatchNorm: Layer {
     public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
         precondition(mode == .training, "\(name): backward after an evaluation forward")
         let n = dOut.shape[0]
-        if globalCount == 0 { return reuse(&dInput, dOut.shape) }   // no samples here (see forward)
+        if globalCount == 0 { return reuse(&dInput, [n] + inputShape) }   // no samples here (see forward)
         let c = channels, s = spatial
         let xhat = s == 1 ? normalized! : nil, x = s == 1 ? nil : input!
         var sums = [Double](repeating: 0, count: 2 * c)
@@ -257,12 +291,12 @@ public class BatchNorm: Layer {
         exact.withUnsafeBufferPointer { e in
             for v in 0..<(2 * c) { sums[v] = ExactSum.columnValue(e.baseAddress!, count: 2 * c, index: v) }
         }
-        let dx = reuse(&dInput, dOut.shape)
+        let dx = reuse(&dInput, [n] + inputShape)
         let total = Double(globalCount)
         let meanDy = (0..<c).map { Float(sums[$0] / total) }
         let meanDyXhat = (0..<c).map { Float(sums[c + $0] / total) }
         let k = (0..<c).map { gamma.value[$0] * invStd[$0] }
-        let y = appliesReLU ? output!.data : nil
+        let y = appliesReLU && !poolsMax ? output!.data : nil
         if let xhat {
             for i in 0..<n {
                 let g = dOut.data + i * c, xh = xhat.data + i * c, d = dx.data + i * c
@@ -271,6 +305,10 @@ public class BatchNorm: Layer {
             return dx
         }
         let level = lockstep_kernel_level()
+        if poolsMax {
+            pooledInputGradient(dOut, into: dx, k: k, meanDy: meanDy, meanDyXhat: meanDyXhat)
+            return dx
+        }
         for i in 0..<n {
             for ch in 0..<c {
                 let base = (i * c + ch) * s
@@ -279,22 +317,5 @@ public class BatchNorm: Layer {
             }
         }
         return dx
-    }
-}
-
-/// Batch norm whose batch is the global batch: one all-reduce of [Σx, Σx², count] per channel in
-/// forward and one of [Σdy, Σdy·x̂] in backward. Correct when ranks hold different numbers of
-/// samples, including none. With one rank it computes exactly what BatchNorm computes.
-public final class SyncBatchNorm: BatchNorm {
-    let communicator: Communicator
-
-    public init(name: String, inputShape: [Int], momentum: Float = LayerDefaults.batchNormMomentum, epsilon: Float = LayerDefaults.normEpsilon,
-                communicator: Communicator) throws {
-        self.communicator = communicator
-        try super.init(name: name, inputShape: inputShape, momentum: momentum, epsilon: epsilon)
-    }
-
-    override func reduceExact(_ packed: UnsafeMutableBufferPointer<Int64>) throws {
-        try communicator.allReduce(packed, op: .sum)   // the identity on one rank
     }
 }

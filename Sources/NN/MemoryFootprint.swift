@@ -20,6 +20,10 @@ extension Layer {
             return outputs + inputs + 2 * sub * plane * (conv.geometry.patchSize + conv.outChannels) + winograd
         case let relu as ReLU where relu.isFused:
             return 0   // the batch norm before it applies it (fuseBatchNormReLU)
+        case let pool as MaxPool2D where pool.isFused:
+            return 0   // the batch norm two layers before pools (fuseBatchNormReLU)
+        case let bn as BatchNorm where bn.poolsMax:
+            return inputs + inputs / 2 + inputs / 16   // dx; the pooled y and x at the maxima; the choices (bytes)
         case is Flatten:
             return 0   // a reshaped view
         case let bn as BatchNorm where bn.inputShape.count == 3:
@@ -40,6 +44,9 @@ extension Layer {
                 $0 + $1.evaluationExtraFloats(batch: n, trainingBatch: t)
             }
         case let relu as ReLU where relu.isFused: return 0
+        case let pool as MaxPool2D where pool.isFused: return 0
+        case let bn as BatchNorm where bn.poolsMax:
+            return max(0, n - t) * outputShape.reduce(1, *) / 4   // the pooled output (planes pass through a scratch)
         case is Flatten: return 0
         default: return max(0, n - t) * outputShape.reduce(1, *)
         }

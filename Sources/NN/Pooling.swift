@@ -21,6 +21,9 @@ public final class MaxPool2D: Layer {
     var output: Tensor?          // (N, C, HO, WO)
     var argmax: [Int32] = []     // (N, C, HO, WO): index within the input plane
     var dInput: Tensor?          // (N, C, H, W)
+    /// Set by `fuseBatchNormReLU`: the batch norm two layers before pools in its own passes
+    /// (BatchNorm.poolsMax), so this layer passes its input and output gradient through.
+    public internal(set) var isFused = false
 
     public init(name: String, inputShape: [Int], size: Int, stride: Int? = nil) throws {
         self.name = name
@@ -31,6 +34,7 @@ public final class MaxPool2D: Layer {
     }
 
     public func forward(_ x: Tensor, context: ForwardContext) throws -> Tensor {
+        if isFused { return x }
         let n = x.shape[0]
         let c = inputShape[0], h = inputShape[1], w = inputShape[2]
         let ho = outputShape[1], wo = outputShape[2]
@@ -68,6 +72,7 @@ public final class MaxPool2D: Layer {
 
     public func backward(_ dOut: Tensor, needInputGradient: Bool) throws -> Tensor? {
         guard needInputGradient else { return nil }
+        if isFused { return dOut }
         let n = dOut.shape[0]
         let c = inputShape[0], planeIn = inputShape[1] * inputShape[2]
         let planeOut = outputShape[1] * outputShape[2]

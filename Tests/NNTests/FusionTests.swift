@@ -1,6 +1,6 @@
-// Batch norm fused with the ReLU after it (fuseBatchNormReLU) against the two layers run apart:
-// outputs, input gradients and parameter gradients bit for bit, in training (whole batch and
-// exact chunks) and evaluation.
+// Batch norm fused with the ReLU after it (fuseBatchNormReLU), and with a 2×2 max pool after that,
+// against the layers run apart: outputs, input gradients and parameter gradients bit for bit, in
+// training (whole batch and exact chunks) and evaluation.
 @testable import NN
 import TensorCore
 import TestSupport
@@ -60,6 +60,50 @@ final class FusionTests: XCTestCase {
             XCTAssertGreaterThan(zeros, 12 * 75 / 5, "chunks \(String(describing: chunking.size))")
             setFused(model, false)
             let apart = try run(model, x, upstream, chunking: chunking)
+            for (k, what) in ["output", "input gradient", "parameter gradients", "evaluation output"].enumerated() {
+                XCTAssertEqual(fused[k], apart[k], "\(what), chunks \(String(describing: chunking.size))")
+            }
+        }
+    }
+
+    /// conv → BN → ReLU → 2×2 max pool → conv → BN → ReLU → 2×2 max pool → flatten → dense, on
+    /// 8 × 6 planes (pooled rows of 3, then an odd 4 × 3 plane) and a third triple on an odd plane.
+    func makePooledModel() throws -> Model {
+        let conv1 = try Conv2D(name: "conv1", inputShape: [2, 8, 6], outChannels: 3, kernel: 3, padding: 1)
+        let bn1 = try BatchNorm(name: "bn1", inputShape: [3, 8, 6])
+        let relu1 = ReLU(name: "relu1", inputShape: [3, 8, 6])
+        let pool1 = try MaxPool2D(name: "pool1", inputShape: [3, 8, 6], size: 2)
+        let conv2 = try Conv2D(name: "conv2", inputShape: [3, 4, 3], outChannels: 4, kernel: 3, padding: 1)
+        let bn2 = try BatchNorm(name: "bn2", inputShape: [4, 4, 3])
+        let relu2 = ReLU(name: "relu2", inputShape: [4, 4, 3])
+        let pool2 = try MaxPool2D(name: "pool2", inputShape: [4, 4, 3], size: 2)
+        let flat = Flatten(name: "flat", inputShape: [4, 2, 1])
+        let out = try Dense(name: "out", inputShape: [8], outFeatures: 4)
+        let model = Model(layers: [conv1, bn1, relu1, pool1, conv2, bn2, relu2, pool2, flat, out], inputShape: [2, 8, 6])
+        randomizeParameters(model, seed: 9)
+        return model
+    }
+
+    func testFusedBatchNormReLUMaxPoolHasTheBitsOfSeparateLayers() throws {
+        let model = try makePooledModel()
+        let bn1 = try XCTUnwrap(model.layers[1] as? BatchNorm), pool1 = try XCTUnwrap(model.layers[3] as? MaxPool2D)
+        XCTAssertEqual(model.layers.compactMap { ($0 as? BatchNorm)?.poolsMax == true ? $0.name : nil }, ["bn1"],
+                       "the pool joins over an even plane only (bn2's is 4 × 3)")
+        XCTAssertEqual(fuseBatchNormReLU(try makePooledModel().layers.map { $0 }).count, 0, "Model.init fused them already")
+        let n = 12
+        let x = randomTensor([n, 2, 8, 6], seed: 5)
+        let upstream = randomTensor([n, 4], seed: 6)
+        for chunking in [Chunking.whole, Chunking(size: 4)] {
+            let fused = try run(model, x, upstream, chunking: chunking)
+            // Guards the comparison: a good share of the windows pass no gradient (their max is 0).
+            let dead = bn1.codes.prefix(n * 3 * 12).filter { $0 >= 4 }.count
+            XCTAssertGreaterThan(dead, n * 3 * 12 / 10, "chunks \(String(describing: chunking.size))")
+            XCTAssertEqual(try XCTUnwrap(bn1.output).shape, [n, 3, 4, 3], "the batch norm's output is pooled")
+            bn1.poolsMax = false
+            pool1.isFused = false
+            let apart = try run(model, x, upstream, chunking: chunking)
+            bn1.poolsMax = true
+            pool1.isFused = true
             for (k, what) in ["output", "input gradient", "parameter gradients", "evaluation output"].enumerated() {
                 XCTAssertEqual(fused[k], apart[k], "\(what), chunks \(String(describing: chunking.size))")
             }

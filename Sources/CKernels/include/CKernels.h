@@ -111,5 +111,20 @@ void lockstep_bn_gradient_sums(int level, const float *dy, const float *x, const
 /// input gradient: dx = k·(g − a − x̂·b), g and x̂ as in the sums.
 void lockstep_bn_input_gradient(int level, const float *dy, const float *x, const float *mask, float *dx,
                                 size_t n, float mean, float inv, float k, float a, float b);
+/// Batch norm, ReLU and 2×2 max pool (stride 2) fused over one h × w plane (h, w even), with the
+/// bits of the three layers apart. forward: out, code (window position 0-3, + 4 where the max is
+/// not > 0) and xmax (x at the max), each (h/2)·(w/2); scratch holds lockstep_bn_pool_scratch_floats.
+void lockstep_bn_forward_pool(int level, const float *x, size_t h, size_t w, float mean, float inv, float gamma,
+                              float beta, float *scratch, float *out, unsigned char *code, float *xmax);
+/// gradient sums from the pooled gradient gp: out = (Σ g, Σ g·x̂) as the separate layers sum them;
+/// scratch holds lockstep_bn_pool_scratch_floats, as do the forward pass and the input gradient.
+/// The scratch each fused pass needs for an h × w plane.
+size_t lockstep_bn_pool_scratch_floats(size_t h, size_t w);
+void lockstep_bn_pool_gradient_sums(int level, const float *gp, const unsigned char *code, const float *xmax,
+                                    size_t h, size_t w, float mean, float inv, float *scratch, float out[2]);
+/// input gradient (h × w) from the pooled gradient: dx = k·(g − a − x̂·b).
+void lockstep_bn_pool_input_gradient(int level, const float *gp, const unsigned char *code, const float *x,
+                                     float *dx, size_t h, size_t w, float mean, float inv, float k, float a,
+                                     float b, float *scratch);
 
 #endif
