@@ -51,7 +51,7 @@ public class BatchNorm: Layer {
     var codes: [UInt8] = []              // (N, C, S/4): each window's choice (poolsMax)
     var maxInput: Tensor?                // (N, C, H/2, W/2): x at each window's choice (poolsMax)
     var poolIndices: [Int32] = []        // (S/4): one plane's pool choices in evaluation (poolsMax)
-    var scratch: [Float] = []            // (2S): one plane before its pool, or its expanded gradient and x (poolsMax)
+    var scratch: [Float] = []            // one plane before its pool, or its expanded gradient and x (poolsMax)
     /// The output's shape for `n` samples: the input's, or pooled (poolsMax).
     func outputShape(samples n: Int) -> [Int] {
         poolsMax ? [n, channels, inputShape[1] / 2, inputShape[2] / 2] : [n] + inputShape
@@ -103,12 +103,7 @@ public class BatchNorm: Layer {
     /// Evaluation: the running statistics' affine map (and the fused ReLU) into y, x's shape.
     func evaluate(_ x: Tensor, into y: Tensor) {
         let n = x.shape[0], c = channels, s = spatial
-        var scale = [Float](repeating: 0, count: c), shift = scale
-        for ch in 0..<c {
-            let inv = 1 / (runningVar.value[ch] + epsilon).squareRoot()
-            scale[ch] = gamma.value[ch] * inv
-            shift[ch] = beta.value[ch] - runningMean.value[ch] * scale[ch]
-        }
+        let (scale, shift) = evaluationAffine()
         for i in 0..<n {
             for ch in 0..<c {
                 let base = (i * c + ch) * s
@@ -116,6 +111,17 @@ public class BatchNorm: Layer {
             }
         }
         if appliesReLU { Vector.relu(y.data, y.data, y.count) }
+    }
+
+    /// Evaluation's per-channel y = scale·x + shift, from the running statistics.
+    func evaluationAffine() -> (scale: [Float], shift: [Float]) {
+        var scale = [Float](repeating: 0, count: channels), shift = scale
+        for ch in 0..<channels {
+            let inv = 1 / (runningVar.value[ch] + epsilon).squareRoot()
+            scale[ch] = gamma.value[ch] * inv
+            shift[ch] = beta.value[ch] - runningMean.value[ch] * scale[ch]
+        }
+        return (scale, shift)
     }
 
     /// Training: the batch's statistics (exact over chunks and ranks), then normalise into y.

@@ -17,12 +17,7 @@ extension BatchNorm {
         let c = channels, s = spatial, ho = inputShape[1] / 2, wo = inputShape[2] / 2
         if poolIndices.count < ho * wo { poolIndices = [Int32](repeating: 0, count: ho * wo) }
         ensureScratch()
-        var scale = [Float](repeating: 0, count: c), shift = scale
-        for ch in 0..<c {
-            let inv = 1 / (runningVar.value[ch] + epsilon).squareRoot()
-            scale[ch] = gamma.value[ch] * inv
-            shift[ch] = beta.value[ch] - runningMean.value[ch] * scale[ch]
-        }
+        let (scale, shift) = evaluationAffine()
         poolIndices.withUnsafeMutableBufferPointer { idx in
             scratch.withUnsafeMutableBufferPointer { sp in
                 for plane in 0..<(x.shape[0] * c) {
