@@ -78,7 +78,9 @@ let package = Package(
         .executableTarget(name: "fuzz-config", dependencies: ["Configuration", "FuzzSupport"], path: "fuzz/Sources/FuzzConfig"),
         .executableTarget(name: "fuzz-tabular", dependencies: ["Datasets", "FuzzSupport"], path: "fuzz/Sources/FuzzTabular"),
 
-        .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives", "CPNG", "CTurboJPEG"], path: "Tests/TestSupport"),
+        // Every test process's temporary files in one directory of its own, removed at exit.
+        .target(name: "TestTemporaryFiles", path: "Tests/TestTemporaryFiles"),
+        .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives", "CPNG", "CTurboJPEG", "TestTemporaryFiles"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CKernels", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "TestSupport"]),
