@@ -92,7 +92,6 @@ public class BatchNorm: Layer {
         chunking = context.chunking
         let n = x.shape[0]
         let y = reuse(&output, outputShape(samples: n))
-        let c = channels, s = spatial
         if context.mode == .evaluation {
             if poolsMax { evaluatePooled(x, into: y) } else { evaluate(x, into: y) }
             return y
