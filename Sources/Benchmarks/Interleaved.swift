@@ -13,7 +13,7 @@ import Training
 
 public struct BenchmarkError: Error, CustomStringConvertible {
     public let description: String
-    init(_ message: String) { description = message }
+    public init(_ message: String) { description = message }
 }
 
 public struct InterleavedResult {
@@ -23,6 +23,8 @@ public struct InterleavedResult {
     public var medianA: Double { median(pairs.map { $0.a }) }
     public var medianB: Double { median(pairs.map { $0.b }) }
     public var medianRatio: Double { median(ratios) }
+    /// With `traceSteps`: this rank's timed steps, one row each (see `StepTrace`).
+    public var trace: [StepTrace] = []
 
     public func report(a: String, b: String) -> String {
         var lines = ["pair  \(a.padding(toLength: 24, withPad: " ", startingAt: 0)) \(b.padding(toLength: 24, withPad: " ", startingAt: 0)) A/B"]
@@ -33,6 +35,18 @@ public struct InterleavedResult {
                             medianA, medianB, medianRatio, ratios.min() ?? 0, ratios.max() ?? 0))
         return lines.joined(separator: "\n")
     }
+}
+
+/// One timed step on one rank: which trainer ("A"/"B"), the block, the trainer's step count
+/// after it, and its seconds of wall time, inside collectives, of this thread's CPU and of the
+/// process's CPU (every thread: the checkpoint writer and the prefetcher too), and when it
+/// started (CLOCK_MONOTONIC seconds, one clock for every process of the host, so steps can be
+/// lined up with what another process did).
+public struct StepTrace {
+    public var trainer: String, block: Int, step: Int
+    public var start: Double, wall: Double, collectives: Double, threadCPU: Double, processCPU: Double
+    public static let header = "trainer\tblock\tstep\tstart\twall\tcollectives\tthread_cpu\tprocess_cpu"
+    public var line: String { "\(trainer)\t\(block)\t\(step)\t\(start)\t\(wall)\t\(collectives)\t\(threadCPU)\t\(processCPU)" }
 }
 
 /// One trainer's steps over epoch 0's order, continuing where its last block stopped, with the
@@ -51,10 +65,18 @@ final class StepRunner {
     }
     /// Global samples per second of `steps` steps, barriers on either side; a checkpoint still
     /// being written when the steps end is waited for inside the time.
-    func timed(_ steps: Int) throws -> Double {
+    func timed(_ steps: Int, trace: ((Int, Double, Double, Double, Double, Double) -> Void)? = nil) throws -> Double {
         try trainer.communicator.barrier()
         let t0 = monotonicSeconds()
-        try run(steps)
+        if let trace {
+            for _ in 0..<steps {
+                let (w, c, t, p) = (monotonicSeconds(), trainer.communicator.seconds, threadCPUSeconds(), processCPUSeconds())
+                try trainer.stepWithCheckpoints(order: order, run: directory)
+                trace(trainer.step, w, monotonicSeconds() - w, trainer.communicator.seconds - c, threadCPUSeconds() - t, processCPUSeconds() - p)
+            }
+        } else {
+            try run(steps)
+        }
         try trainer.waitForCheckpoints()
         try trainer.communicator.barrier()
         return Double(steps * trainer.config.train.globalBatch) / (monotonicSeconds() - t0)
@@ -65,8 +87,10 @@ final class StepRunner {
 /// A B, B A, A B, ... Both trainers must share the communicator (their collectives never overlap:
 /// one block ends with a barrier before the other starts). A trainer given a run directory
 /// writes the periodic checkpoints its config asks for into it (checkpoint.every_steps).
+/// `traceSteps` times every step of the blocks on its own as well (StepTrace).
 public func interleavedBenchmark(_ a: Trainer, _ b: Trainer, steps: Int, warmup: Int, pairs: Int,
-                                 directories: (a: RunDirectory?, b: RunDirectory?) = (nil, nil)) throws -> InterleavedResult {
+                                 directories: (a: RunDirectory?, b: RunDirectory?) = (nil, nil),
+                                 traceSteps: Bool = false) throws -> InterleavedResult {
     let ra = StepRunner(a, directory: directories.a), rb = StepRunner(b, directory: directories.b)
     for (t, d) in [(a, directories.a), (b, directories.b)] where d != nil && t.step + warmup + max(pairs, 1) * steps >= t.totalSteps {
         // Past the run's last step the epoch loop takes no periodic checkpoints: the comparison would be void.
@@ -75,13 +99,21 @@ public func interleavedBenchmark(_ a: Trainer, _ b: Trainer, steps: Int, warmup:
     try ra.run(warmup)
     try rb.run(warmup)
     var result = InterleavedResult(pairs: [])
+    var block = 0
+    func timed(_ runner: StepRunner, _ name: String) throws -> Double {
+        block += 1
+        let b = block
+        return try runner.timed(steps, trace: !traceSteps ? nil : { step, start, wall, collectives, thread, process in
+            result.trace.append(StepTrace(trainer: name, block: b, step: step, start: start, wall: wall, collectives: collectives, threadCPU: thread, processCPU: process))
+        })
+    }
     for i in 0..<max(pairs, 1) {
         if i % 2 == 0 {
-            let x = try ra.timed(steps)
-            result.pairs.append((x, try rb.timed(steps)))
+            let x = try timed(ra, "A")
+            result.pairs.append((x, try timed(rb, "B")))
         } else {
-            let y = try rb.timed(steps)
-            result.pairs.append((try ra.timed(steps), y))
+            let y = try timed(rb, "B")
+            result.pairs.append((try timed(ra, "A"), y))
         }
     }
     return result

@@ -8,6 +8,16 @@ public func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
+/// CPU seconds used by the calling thread, and by the whole process (every thread): with wall
+/// time, they tell a step that computed longer from one that waited or was descheduled.
+public func threadCPUSeconds() -> Double { cpuSeconds(CLOCK_THREAD_CPUTIME_ID) }
+public func processCPUSeconds() -> Double { cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) }
+private func cpuSeconds(_ clock: clockid_t) -> Double {
+    var ts = timespec()
+    clock_gettime(clock, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
 /// The median of timings (the mean of the two middle values for an even count; 0 for none):
 /// what benchmarks quote and what the straggler report compares ranks against.
 public func median(_ values: [Double]) -> Double {

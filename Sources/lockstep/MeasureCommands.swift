@@ -18,17 +18,20 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Compare against a second trainer with this override (repeatable): both in this process, timed in alternating blocks of --steps.", valueName: "key=value"))
     var against: [String] = []
     @Option(help: "Pairs of alternating blocks with --against.") var pairs = 5
+    @Option(help: ArgumentHelp("With --against: also time every step on its own and write one row per step to PREFIX.rankN.tsv on each rank (wall, collective, thread and process CPU seconds).", valueName: "prefix"))
+    var stepTrace: String?
 
     func validate() throws {
         for a in against where a.split(separator: "=").first.map({ $0 == "data" || $0.hasPrefix("data.") }) ?? false {
             throw ValidationError("--against \(a): both trainers share the data loaded once; time data settings in separate runs")
         }
+        if stepTrace != nil && against.isEmpty { throw ValidationError("--step-trace traces the blocks of --against; give --against KEY=VALUE") }
     }
 
     func run() throws {
         let shared = SharedData()
         let (options, steps, warmup, runs, json) = (self.options, self.steps, self.warmup, self.runs, self.json)
-        let (against, pairs) = (self.against, self.pairs)
+        let (against, pairs, stepTrace) = (self.against, self.pairs, self.stepTrace)
         launch(simulateRanks: options.simulateRanks) { comm in
             let config = try options.loadConfig()
             let trainer = try Trainer(config: config, communicator: comm, data: try shared.get(config))
@@ -43,7 +46,15 @@ struct Bench: ParsableCommand {
                     return try RunDirectory(path: (scratch ?? "") + "/" + name, isEnabled: comm.rank == 0, resolvedConfig: t.config.resolvedYAML)
                 }
                 let r = try interleavedBenchmark(trainer, other, steps: steps, warmup: warmup, pairs: pairs,
-                                                 directories: (try directory(trainer, "a"), try directory(other, "b")))
+                                                 directories: (try directory(trainer, "a"), try directory(other, "b")),
+                                                 traceSteps: stepTrace != nil)
+                if let stepTrace {
+                    let path = "\(stepTrace).rank\(comm.rank).tsv"
+                    let text = ([StepTrace.header] + r.trace.map(\.line)).joined(separator: "\n") + "\n"
+                    do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+                        throw BenchmarkError("--step-trace: cannot write \(path) (\(error.localizedDescription))")
+                    }
+                }
                 guard comm.rank == 0 else { return }
                 print("bench \(config.name): \(comm.size) rank(s) [\(comm.kind)] × \(blasThreadCount()) BLAS thread(s), global batch \(config.train.globalBatch), \(steps) steps per block\nOpenBLAS: \(blasConfiguration())\nCKernels: \(kernelLevelName())")
                 func mode(_ c: TrainingConfig) -> String {

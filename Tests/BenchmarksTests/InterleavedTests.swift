@@ -58,4 +58,31 @@ final class InterleavedTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("reach the run's last step (50)"), "\(error)")
         }
     }
+
+    /// `traceSteps` (`lockstep bench --step-trace`): one row per timed step, each trainer's steps
+    /// numbered in order across its blocks, A's and B's blocks alternating as the pairs run, and
+    /// each row's figures consistent (the step's time covers its collectives; it started after
+    /// the step before it ended).
+    func testStepTraceHasOneConsistentRowPerTimedStep() throws {
+        let data = makeData()
+        func trainer() throws -> Trainer {
+            try Trainer(config: try TrainingConfig.parse(yaml: smallMLPConfig(), file: "small.yaml"), communicator: SingleProcessCommunicator(), data: data)
+        }
+        let r = try interleavedBenchmark(try trainer(), try trainer(), steps: 3, warmup: 2, pairs: 2, traceSteps: true)
+        XCTAssertEqual(r.trace.map(\.trainer), ["A", "A", "A", "B", "B", "B", "B", "B", "B", "A", "A", "A"], "blocks A B, then B A")
+        XCTAssertEqual(r.trace.map(\.block), [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4])
+        XCTAssertEqual(r.trace.filter { $0.trainer == "A" }.map(\.step), [3, 4, 5, 6, 7, 8], "after 2 warm-up steps")
+        XCTAssertEqual(r.trace.filter { $0.trainer == "B" }.map(\.step), [3, 4, 5, 6, 7, 8])
+        for (earlier, row) in zip(r.trace, r.trace.dropFirst()) {
+            XCTAssertGreaterThanOrEqual(row.start, earlier.start + earlier.wall, "steps do not overlap")
+        }
+        for row in r.trace {
+            XCTAssertGreaterThan(row.wall, 0)
+            XCTAssertGreaterThanOrEqual(row.wall, row.collectives)
+            XCTAssertGreaterThanOrEqual(row.threadCPU, 0)
+            XCTAssertGreaterThanOrEqual(row.processCPU, 0)
+            XCTAssertEqual(row.line.split(separator: "\t").count, StepTrace.header.split(separator: "\t").count)
+        }
+        XCTAssertTrue(try interleavedBenchmark(try trainer(), try trainer(), steps: 1, warmup: 0, pairs: 1).trace.isEmpty, "untraced by default")
+    }
 }
