@@ -76,19 +76,22 @@ public struct SafeTensorsFile {
 
     /// `s` as a JSON string literal: quotes, backslashes and control characters escaped.
     static func jsonQuoted(_ s: String) -> String {
+        var s = s
+        // Most strings (names, numbers) need no escapes: scan once and wrap them as they are.
+        if s.withUTF8({ !$0.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C } }) { return "\"" + s + "\"" }
         var out = [UInt8]()
-        out.reserveCapacity(s.utf8.count + 2)
+        out.reserveCapacity(s.utf8.count + s.utf8.count / 8 + 2)
         out.append(0x22)
+        let hex = Array("0123456789abcdef".utf8)
         for b in s.utf8 {
             switch b {
-            case 0x22: out += [0x5C, 0x22]
-            case 0x5C: out += [0x5C, 0x5C]
-            case 0x0A: out += [0x5C, 0x6E]
-            case 0x0D: out += [0x5C, 0x72]
-            case 0x09: out += [0x5C, 0x74]
+            case 0x22, 0x5C: out.append(0x5C); out.append(b)
+            case 0x0A: out.append(0x5C); out.append(0x6E)
+            case 0x0D: out.append(0x5C); out.append(0x72)
+            case 0x09: out.append(0x5C); out.append(0x74)
             case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out += [0x5C, 0x75, 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]]
+                out.append(0x5C); out.append(0x75); out.append(0x30); out.append(0x30)
+                out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
             default: out.append(b)
             }
         }

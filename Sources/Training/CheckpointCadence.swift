@@ -51,13 +51,19 @@ extension Trainer {
         let state = optimizer.state
         let sources = checkpointSources(state: state)
         let counts = sources.map { $0.values.count }
-        // The header as it will be, give or take the digits of the step and the sums: 1 KB spare.
-        var meta = fixedCheckpointMetadata
-        for key in ["step", "epoch", "optimizer_steps"] { meta[key] = "\(Int.max)" }
-        meta["epoch_sums"] = [Double](repeating: -Double.greatestFiniteMagnitude, count: 3).map { String($0) }.joined(separator: ",")
-        meta["metrics"] = "{\"step\":\(Int.max)}"
-        let room = try SafeTensorsFile.header(tensors: sources.map { ($0.name, $0.shape, $0.values.count) }, metadata: meta).count + 1024
-        let roomPages = (room + directWriteAlignment - 1) / directWriteAlignment * directWriteAlignment
+        let roomPages: Int
+        if let cached = preparedRoom, cached.counts == counts {
+            roomPages = cached.bytes
+        } else {
+            // The header as it will be, give or take the digits of the step and the sums: 1 KB spare.
+            var meta = fixedCheckpointMetadata
+            for key in ["step", "epoch", "optimizer_steps"] { meta[key] = "\(Int.max)" }
+            meta["epoch_sums"] = [Double](repeating: -Double.greatestFiniteMagnitude, count: 3).map { String($0) }.joined(separator: ",")
+            meta["metrics"] = "{\"step\":\(Int.max)}"
+            let room = try SafeTensorsFile.header(tensors: sources.map { ($0.name, $0.shape, $0.values.count) }, metadata: meta).count + 1024
+            roomPages = (room + directWriteAlignment - 1) / directWriteAlignment * directWriteAlignment
+            preparedRoom = (counts, roomPages)
+        }
         let storage = try checkpointWriter.storage(bytes: roomPages + counts.reduce(0, +) * MemoryLayout<Float>.stride)
         var image = PreparedImage(storage: storage, room: roomPages, filled: [Bool](repeating: false, count: sources.count))
         let parameters = model.parameters.entries.count, stateStart = model.namedTensors.count

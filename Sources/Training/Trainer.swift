@@ -71,6 +71,9 @@ public final class Trainer {
     var fixedMetadataCache: [String: String]?
     /// The image the optimizer fills during the step before a periodic checkpoint (CheckpointCadence).
     var pendingImage: (step: Int, image: PreparedImage, mirror: UpdateMirror)?
+    /// The header room of a prepared image, for the tensor sizes it was found for (the same
+    /// every checkpoint of a run: worked out once).
+    var preparedRoom: (counts: [Int], bytes: Int)?
     /// Checkpoints whose parameters and optimizer state the update wrote (none copied after it).
     public internal(set) var checkpointsFilledByUpdate = 0
     /// On the rank that keeps a copy of every checkpoint (node-local run directories on several
