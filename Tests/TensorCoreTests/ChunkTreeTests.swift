@@ -87,4 +87,35 @@ final class ChunkTreeTests: XCTestCase {
         }
         XCTAssertTrue(differsFromSequential, "the data should tell the tree's order from a sequential one")
     }
+
+    /// ChunkTree.sum (CKernels' lockstep_tree_sum, which has a path of its own for two leaves)
+    /// against the tree's definition, element by element: 1 to 9 leaves, lengths inside one tile
+    /// of the kernel and across several (512 elements a tile), and with the destination one of the
+    /// leaves, as the one-host reduction adds a partial sum onto the sum in place.
+    func testSumOfLeavesIsTheTreeAtEveryLengthAndInPlace() {
+        var seed: UInt64 = 0x9E3779B97F4A7C15
+        func next() -> Float {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            // Magnitudes over 2^-10 ... 2^10 so that the order of the additions shows in the bits.
+            return Float(Int64(bitPattern: seed >> 11) % 2001 - 1000) * Float(sign: .plus, exponent: Int(seed % 21) - 10, significand: 1) / 1000
+        }
+        for leafCount in 1...9 {
+            for length in [1, 17, 511, 512, 1100] {
+                let leaves = (0..<leafCount).map { _ in (0..<length).map { _ in next() } }
+                let expected = (0..<length).map { i in treeRoot(leaves.map { $0[i] }) }
+                let pointers = leaves.map { l -> UnsafeMutablePointer<Float> in
+                    let p = UnsafeMutablePointer<Float>.allocate(capacity: length)
+                    p.initialize(from: l, count: length)
+                    return p
+                }
+                defer { pointers.forEach { $0.deallocate() } }
+                var out = [Float](repeating: .nan, count: length)
+                out.withUnsafeMutableBufferPointer { ChunkTree.sum(pointers.map { UnsafePointer($0) }, count: length, into: $0.baseAddress!) }
+                XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), "\(leafCount) leaves of \(length)")
+                // In place: the destination is the first leaf.
+                ChunkTree.sum(pointers.map { UnsafePointer($0) }, count: length, into: pointers[0])
+                XCTAssertEqual((0..<length).map { pointers[0][$0].bitPattern }, expected.map(\.bitPattern), "\(leafCount) leaves of \(length), in place")
+            }
+        }
+    }
 }
