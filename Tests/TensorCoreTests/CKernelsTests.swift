@@ -179,8 +179,9 @@ final class CKernelsTests: XCTestCase {
         }
     }
 
+    /// Whole 16 × 16 tiles (in registers where the CPU has AVX-512), edge tiles, and both mixed.
     func testTransposeMovesEveryElement() {
-        for (rows, cols) in [(1, 1), (3, 40), (33, 17), (64, 48)] {
+        for (rows, cols) in [(1, 1), (3, 40), (33, 17), (64, 48), (16, 16), (50, 70), (64, 784), (784, 64)] {
             let src = (0..<(rows * cols)).map(Float.init)
             var dst = [Float](repeating: -1, count: rows * cols)
             lockstep_transpose(src, rows, cols, &dst)
