@@ -65,14 +65,18 @@ final class StepRunner {
     }
     /// Global samples per second of `steps` steps, barriers on either side; a checkpoint still
     /// being written when the steps end is waited for inside the time.
-    func timed(_ steps: Int, trace: ((Int, Double, Double, Double, Double, Double) -> Void)? = nil) throws -> Double {
+    /// With `trace` (the trainer's name and the block's number), each step is timed on its own
+    /// as well and appended to `rows`.
+    func timed(_ steps: Int, trace: (trainer: String, block: Int)? = nil, into rows: inout [StepTrace]) throws -> Double {
         try trainer.communicator.barrier()
         let t0 = monotonicSeconds()
         if let trace {
+            let comm = trainer.communicator
             for _ in 0..<steps {
-                let (w, c, t, p) = (monotonicSeconds(), trainer.communicator.seconds, threadCPUSeconds(), processCPUSeconds())
+                let (w, c, t, p) = (monotonicSeconds(), comm.seconds, threadCPUSeconds(), processCPUSeconds())
                 try trainer.stepWithCheckpoints(order: order, run: directory)
-                trace(trainer.step, w, monotonicSeconds() - w, trainer.communicator.seconds - c, threadCPUSeconds() - t, processCPUSeconds() - p)
+                rows.append(StepTrace(trainer: trace.trainer, block: trace.block, step: trainer.step, start: w, wall: monotonicSeconds() - w,
+                                      collectives: comm.seconds - c, threadCPU: threadCPUSeconds() - t, processCPU: processCPUSeconds() - p))
             }
         } else {
             try run(steps)
@@ -102,18 +106,15 @@ public func interleavedBenchmark(_ a: Trainer, _ b: Trainer, steps: Int, warmup:
     var block = 0
     func timed(_ runner: StepRunner, _ name: String) throws -> Double {
         block += 1
-        let b = block
-        return try runner.timed(steps, trace: !traceSteps ? nil : { step, start, wall, collectives, thread, process in
-            result.trace.append(StepTrace(trainer: name, block: b, step: step, start: start, wall: wall, collectives: collectives, threadCPU: thread, processCPU: process))
-        })
+        return try runner.timed(steps, trace: traceSteps ? (name, block) : nil, into: &result.trace)
     }
     for i in 0..<max(pairs, 1) {
         if i % 2 == 0 {
-            let x = try timed(ra, "A")
-            result.pairs.append((x, try timed(rb, "B")))
+            let x = try timed(ra, "A"), y = try timed(rb, "B")
+            result.pairs.append((x, y))
         } else {
-            let y = try timed(rb, "B")
-            result.pairs.append((try timed(ra, "A"), y))
+            let y = try timed(rb, "B"), x = try timed(ra, "A")
+            result.pairs.append((x, y))
         }
     }
     return result

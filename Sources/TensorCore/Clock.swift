@@ -2,17 +2,14 @@
 // that timings are quoted by.
 import Foundation
 
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
+public func monotonicSeconds() -> Double { seconds(CLOCK_MONOTONIC) }
 
 /// CPU seconds used by the calling thread, and by the whole process (every thread): with wall
 /// time, they tell a step that computed longer from one that waited or was descheduled.
-public func threadCPUSeconds() -> Double { cpuSeconds(CLOCK_THREAD_CPUTIME_ID) }
-public func processCPUSeconds() -> Double { cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) }
-private func cpuSeconds(_ clock: clockid_t) -> Double {
+public func threadCPUSeconds() -> Double { seconds(CLOCK_THREAD_CPUTIME_ID) }
+public func processCPUSeconds() -> Double { seconds(CLOCK_PROCESS_CPUTIME_ID) }
+
+@inline(__always) private func seconds(_ clock: clockid_t) -> Double {
     var ts = timespec()
     clock_gettime(clock, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
