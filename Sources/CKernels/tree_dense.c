@@ -50,25 +50,32 @@ void lockstep_tree_sum(const float *const *leaves, int count, size_t len, float 
         for (size_t i = 0; i < len; i++) dst[i] = a[i] + b[i];
         return;
     }
+    // The stack holds pointers: a leaf's tile is read where it lies, and a sum is written to the
+    // scratch of the depth it lands at (a left operand there is read before it is overwritten,
+    // element by element). No tile is copied but the root's, into dst.
     static _Thread_local float stack[TREE_DEPTH][SUM_TILE];
+    const float *top[TREE_DEPTH];
     for (size_t lo = 0; lo < len; lo += SUM_TILE) {
         const size_t m = len - lo < SUM_TILE ? len - lo : SUM_TILE;
         int depth = 0;
         for (int t = 0; t < count; t++) {
-            float p[SUM_TILE];
-            memcpy(p, leaves[t] + lo, m * sizeof(float));
+            const float *p = leaves[t] + lo;
             for (unsigned k = (unsigned)t; k & 1; k >>= 1) {
-                const float *left = stack[--depth];
-                for (size_t i = 0; i < m; i++) p[i] = left[i] + p[i];
+                const float *left = top[--depth];
+                float *out = stack[depth];
+                for (size_t i = 0; i < m; i++) out[i] = left[i] + p[i];
+                p = out;
             }
-            memcpy(stack[depth++], p, m * sizeof(float));
+            top[depth++] = p;
         }
         if (depth == 0) { memset(dst + lo, 0, m * sizeof(float)); continue; }
-        float *acc = stack[--depth];
+        const float *acc = top[--depth];
         while (depth > 0) {
-            const float *left = stack[--depth];
-            for (size_t i = 0; i < m; i++) acc[i] = left[i] + acc[i];
+            const float *left = top[--depth];
+            float *out = stack[depth];
+            for (size_t i = 0; i < m; i++) out[i] = left[i] + acc[i];
+            acc = out;
         }
-        memcpy(dst + lo, acc, m * sizeof(float));
+        memmove(dst + lo, acc, m * sizeof(float));   // acc may be dst's own tile (one leaf, in place)
     }
 }
