@@ -51,10 +51,11 @@ public func im2col(_ x: UnsafePointer<Float>, batch n: Int, geometry g: ConvGeom
                             if hi > lo { for ow in lo..<hi { d[ow] = srow[ow + shift] } }
                             if hi < wo { for ow in max(hi, lo)..<wo { d[ow] = 0 } }
                         } else {
-                            for ow in 0..<wo {
-                                let iw = ow * g.stride - g.padding + kw
-                                d[ow] = (iw >= 0 && iw < g.width) ? srow[iw] : 0
-                            }
+                            // Outputs whose tap lies inside the row, then no test per element.
+                            let shift = kw - g.padding, inside = insideOutputs(stride: g.stride, shift: shift, width: g.width, outWidth: wo)
+                            for ow in 0..<inside.lowerBound { d[ow] = 0 }
+                            for ow in inside { d[ow] = srow[ow * g.stride + shift] }
+                            for ow in inside.upperBound..<wo { d[ow] = 0 }
                         }
                     }
                 }
@@ -96,9 +97,9 @@ public func col2im(_ col: UnsafeMutablePointer<Float>, batch n: Int, geometry g:
                                 for ow in lo..<hi { drow[ow + shift] += srow[ow] }
                             }
                         } else {
-                            for ow in 0..<wo {
-                                let iw = ow * g.stride - g.padding + kw
-                                if iw >= 0 && iw < g.width { drow[iw] += srow[ow] }
+                            let shift = kw - g.padding
+                            for ow in insideOutputs(stride: g.stride, shift: shift, width: g.width, outWidth: wo) {
+                                drow[ow * g.stride + shift] += srow[ow]
                             }
                         }
                     }
@@ -106,6 +107,16 @@ public func col2im(_ col: UnsafeMutablePointer<Float>, batch n: Int, geometry g:
             }
         }
     }
+}
+
+/// The outputs ow in 0..<outWidth whose tap ow·stride + shift lies in 0..<width (a range: the tap
+/// grows with ow).
+@inline(__always)
+func insideOutputs(stride: Int, shift: Int, width: Int, outWidth: Int) -> Range<Int> {
+    let lo = shift >= 0 ? 0 : (-shift + stride - 1) / stride
+    let last = width - 1 - shift   // the largest ow·stride inside
+    let hi = last < 0 ? 0 : min(outWidth, last / stride + 1)
+    return min(lo, hi)..<hi
 }
 
 /// One patch row of one sample for a stride-1 "same" convolution (KW = 2·padding + 1, so an

@@ -97,11 +97,13 @@ final class KernelTests: XCTestCase {
 
     /// im2col and col2im against the definitions written out per element, bit for bit, over
     /// geometries that take the stride-1 "same" fast path (K = 2P + 1, including P wider than
-    /// the image) and ones that do not.
+    /// the image), other stride-1 ones, and strided ones.
     func testIm2ColAndCol2ImMatchDefinitionBitForBit() {
         let cases: [(h: Int, w: Int, k: Int, s: Int, p: Int)] = [
             (7, 6, 3, 1, 1), (5, 5, 5, 1, 2), (4, 9, 1, 1, 0), (3, 3, 7, 1, 3), (2, 1, 3, 1, 1),
-            (6, 6, 3, 2, 1), (7, 5, 2, 1, 0), (6, 7, 3, 1, 0)]
+            (6, 6, 3, 2, 1), (7, 5, 2, 1, 0), (6, 7, 3, 1, 0),
+            // Strided: taps whose in-row outputs start late, end early or are none at all.
+            (7, 7, 3, 2, 1), (9, 8, 1, 2, 0), (5, 6, 3, 3, 2), (2, 3, 5, 2, 2), (8, 8, 7, 2, 3)]
         for (t, q) in cases.enumerated() {
             let channels = 3, n = 2
             let g = ConvGeometry(channels: channels, height: q.h, width: q.w, kernelH: q.k, kernelW: q.k, stride: q.s, padding: q.p)
