@@ -88,8 +88,9 @@ ATTR static void NAME(_dx)(const float *dy, const float *x, const float *mask, f
 
 // Batch norm, its ReLU and a 2×2 max pool (stride 2) over one h × w plane (h, w even), in one read
 // of x. Everything in between stays in `scratch` (lockstep_bn_pool_scratch_floats, in cache): the
-// normalised, rectified plane and a copy of x (each padded, so that every load is a whole vector),
-// then the pooled plane, x at each window's max and the window's choice, copied out once. The max
+// normalised, rectified plane and a copy of x (each padded, so that every load is a whole vector).
+// The pooled plane, x at each window's max and the window's choice are stored straight into the
+// outputs, 8 at a time, but for the plane's last blocks, which go through the scratch. The max
 // is the separate pool's (the first of equals in the order (0,0), (0,1), (1,0), (1,1)), so the bits
 // are those of the three layers apart. `code` gets the window position (0-3), plus 4 where the max
 // is not > 0 (the ReLU passes no gradient there); `xmax` is all backward needs of x before dx.
@@ -119,6 +120,7 @@ ATTR static void NAME(_forward_pool)(const float *x, size_t h, size_t w, float m
     }
     const NAME(_v8) zero = 0;
     const NAME(_i8) one = 1, two = 2, three = 3, four = 4, none = 0;
+    size_t tail = no;   // where the blocks through the scratch begin
     for (size_t oh = 0; oh < ho; oh++) {
         const float *y0 = ys + 2 * oh * w, *y1 = y0 + w, *x0 = xs + 2 * oh * w, *x1 = x0 + w;
         for (size_t ow = 0; ow < wo; ow += 8) {   // 8 outputs; past the row's end they are overwritten or unused
@@ -131,14 +133,18 @@ ATTR static void NAME(_forward_pool)(const float *x, size_t h, size_t w, float m
             v = ODD(b); gt = v > best; best = gt ? v : best; xbest = gt ? ODD(xb) : xbest; at = gt ? three : at;
             at = best > zero ? at : at | four;
             const NAME(_b8) c8 = __builtin_convertvector(at, NAME(_b8));
-            __builtin_memcpy(outs + oh * wo + ow, &best, sizeof best);
-            __builtin_memcpy(xms + oh * wo + ow, &xbest, sizeof xbest);
-            __builtin_memcpy(cs + oh * wo + ow, &c8, sizeof c8);
+            // Straight into the outputs while the 8 stay inside the plane (a row's spill into the
+            // next row is overwritten by it). Blocks go in increasing p, so those through the
+            // scratch are the last ones, and they cover [the first one's p, no) after the rest.
+            const size_t p = oh * wo + ow;
+            const int direct = p + 8 <= no;
+            if (!direct && p < tail) tail = p;
+            __builtin_memcpy(direct ? out + p : outs + p, &best, sizeof best);
+            __builtin_memcpy(direct ? xmax + p : xms + p, &xbest, sizeof xbest);
+            __builtin_memcpy(direct ? code + p : cs + p, &c8, sizeof c8);
         }
     }
-    __builtin_memcpy(out, outs, no * sizeof(float));
-    __builtin_memcpy(xmax, xms, no * sizeof(float));
-    __builtin_memcpy(code, cs, no);
+    for (size_t i = tail; i < no; i++) { out[i] = outs[i]; xmax[i] = xms[i]; code[i] = cs[i]; }
 }
 #undef EVEN
 #undef ODD
@@ -146,8 +152,8 @@ ATTR static void NAME(_forward_pool)(const float *x, size_t h, size_t w, float m
 // The fused layer's gradient g over the plane, as the separate pool and ReLU give it, into the
 // scratch's first plane: 0 + gp at each window's max where the max was > 0, +0 elsewhere; with
 // xmax, x at those places and 0 elsewhere into its second. Whole vectors throughout: the pooled
-// inputs are first copied into the scratch's padded room, and each row's last block spills into
-// the next row before that row is written.
+// inputs are read where they lie but for the plane's last block (a padded copy in the scratch),
+// and each row's last block spills into the next row before that row is written.
 typedef int NAME(_i16) __attribute__((ext_vector_type(16)));
 #define PAIRS(v) __builtin_shufflevector((v), (v), 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)
 ATTR static void NAME(_pool_expand)(const float *gp, const unsigned char *code, const float *xmax, size_t h,
@@ -155,9 +161,12 @@ ATTR static void NAME(_pool_expand)(const float *gp, const unsigned char *code, 
     const size_t n = h * w, ho = h / 2, wo = w / 2, no = ho * wo;
     float *gs = scratch, *xs = gs + n + 16, *gpc = xs + n + 16, *xmc = gpc + no + 8;
     unsigned char *cc = (unsigned char *)(xmc + no + 8);
-    __builtin_memcpy(gpc, gp, no * sizeof(float));
-    __builtin_memcpy(cc, code, no);
-    if (xmax) __builtin_memcpy(xmc, xmax, no * sizeof(float));
+    // Blocks of 8 that stay inside the plane are loaded where they lie; the last ones, which
+    // reach past it, from a padded copy of the plane's last 8 entries.
+    const size_t from = no > 8 ? no - 8 : 0;
+    __builtin_memcpy(gpc + from, gp + from, (no - from) * sizeof(float));
+    __builtin_memcpy(cc + from, code + from, no - from);
+    if (xmax) __builtin_memcpy(xmc + from, xmax + from, (no - from) * sizeof(float));
     const NAME(_i16) parity = {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1};
     const NAME(_v16) z = 0;
     for (size_t oh = 0; oh < ho; oh++) {
@@ -167,14 +176,16 @@ ATTR static void NAME(_pool_expand)(const float *gp, const unsigned char *code, 
             for (size_t ow = 0; ow < wo; ow += 8) {
                 NAME(_v8) g8, x8;
                 NAME(_b8) c8;
-                __builtin_memcpy(&g8, gpc + oh * wo + ow, sizeof g8);
-                __builtin_memcpy(&c8, cc + oh * wo + ow, sizeof c8);
+                const size_t p = oh * wo + ow;
+                const int direct = p + 8 <= no;
+                __builtin_memcpy(&g8, direct ? gp + p : gpc + p, sizeof g8);
+                __builtin_memcpy(&c8, direct ? code + p : cc + p, sizeof c8);
                 const NAME(_i8) ci = __builtin_convertvector(c8, NAME(_i8));
                 const NAME(_i16) c16 = PAIRS(ci);
                 const NAME(_v16) g16 = z + PAIRS(g8);   // 0 + gp, as the separate pool adds it
                 NV_STORE(grow + 2 * ow, c16 == want ? g16 : z);
                 if (xmax) {
-                    __builtin_memcpy(&x8, xmc + oh * wo + ow, sizeof x8);
+                    __builtin_memcpy(&x8, direct ? xmax + p : xmc + p, sizeof x8);
                     NV_STORE(xrow + 2 * ow, c16 == want ? PAIRS(x8) : z);
                 }
             }
