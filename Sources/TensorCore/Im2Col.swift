@@ -27,6 +27,7 @@ public func im2col(_ x: UnsafePointer<Float>, batch n: Int, geometry g: ConvGeom
                 let row = (c * g.kernelH + kh) * g.kernelW + kw
                 let dst0 = col + row * rowLength
                 let same = SameSpan(g, kh: kh, kw: kw)   // depends on the tap only
+                let shift = kw - g.padding, inside = insideOutputs(stride: g.stride, shift: shift, width: g.width, outWidth: wo)
                 for s in 0..<n {
                     let src = x + (s * g.channels + c) * g.height * g.width
                     let dst = dst0 + s * plane
@@ -42,21 +43,15 @@ public func im2col(_ x: UnsafePointer<Float>, batch n: Int, geometry g: ConvGeom
                             continue
                         }
                         let srow = src + ih * g.width
+                        // Zero borders around the outputs whose tap lies inside the row (short
+                        // rows: plain loops inline better than memcpy calls).
+                        for ow in 0..<inside.lowerBound { d[ow] = 0 }
                         if g.stride == 1 {
-                            // Contiguous run with zero borders.
-                            let shift = kw - g.padding
-                            let lo = max(0, -shift), hi = min(wo, g.width - shift)
-                            // Short rows: plain loops inline better than memcpy calls.
-                            for ow in 0..<min(lo, wo) { d[ow] = 0 }
-                            if hi > lo { for ow in lo..<hi { d[ow] = srow[ow + shift] } }
-                            if hi < wo { for ow in max(hi, lo)..<wo { d[ow] = 0 } }
+                            for ow in inside { d[ow] = srow[ow + shift] }   // a contiguous run
                         } else {
-                            // Outputs whose tap lies inside the row, then no test per element.
-                            let shift = kw - g.padding, inside = insideOutputs(stride: g.stride, shift: shift, width: g.width, outWidth: wo)
-                            for ow in 0..<inside.lowerBound { d[ow] = 0 }
                             for ow in inside { d[ow] = srow[ow * g.stride + shift] }
-                            for ow in inside.upperBound..<wo { d[ow] = 0 }
                         }
+                        for ow in inside.upperBound..<wo { d[ow] = 0 }
                     }
                 }
             }
@@ -78,6 +73,7 @@ public func col2im(_ col: UnsafeMutablePointer<Float>, batch n: Int, geometry g:
                 let row = (c * g.kernelH + kh) * g.kernelW + kw
                 let src0 = col + row * rowLength
                 let same = SameSpan(g, kh: kh, kw: kw)   // depends on the tap only
+                let shift = kw - g.padding, inside = insideOutputs(stride: g.stride, shift: shift, width: g.width, outWidth: wo)
                 for s in 0..<n {
                     let dst = dx + (s * g.channels + c) * g.height * g.width
                     let src = src0 + s * plane
@@ -91,16 +87,9 @@ public func col2im(_ col: UnsafeMutablePointer<Float>, batch n: Int, geometry g:
                         let drow = dst + ih * g.width
                         let srow = src + oh * wo
                         if g.stride == 1 {
-                            let shift = kw - g.padding
-                            let lo = max(0, -shift), hi = min(wo, g.width - shift)
-                            if hi > lo {
-                                for ow in lo..<hi { drow[ow + shift] += srow[ow] }
-                            }
+                            for ow in inside { drow[ow + shift] += srow[ow] }
                         } else {
-                            let shift = kw - g.padding
-                            for ow in insideOutputs(stride: g.stride, shift: shift, width: g.width, outWidth: wo) {
-                                drow[ow * g.stride + shift] += srow[ow]
-                            }
+                            for ow in inside { drow[ow * g.stride + shift] += srow[ow] }
                         }
                     }
                 }
